@@ -1,0 +1,23 @@
+"""jaxcnn: the CNNs that defined ImageNet, as pure Flax modules.
+
+Public API:
+  create_model(name, **options) -> flax Module; apply(variables, x, train=False) -> (logits, features)
+  list_models(family=None, task=None), model_info(name), model_options(name)
+  load_pretrained(name, path, **options) -> (model, variables) from a torchvision state dict
+  init_variables(model, resolution, seed=0) -> variables
+  preprocess / deprocess: pixels in [0, 1] <-> normalized model input
+  class_names() -> the 1000 ImageNet class names
+  count_params(variables), count_flops(model, variables, resolution)
+"""
+
+from jaxcnn.imagenet import MEAN, STD, class_names, deprocess, preprocess
+from jaxcnn.model_stats import count_flops, count_params, init_variables
+from jaxcnn.registry import create_model, list_models, model_info, model_options
+from jaxcnn.weights import load_pretrained, read_state_dict, write_state_dict
+
+__all__ = [
+    "MEAN", "STD", "class_names", "count_flops", "count_params", "create_model", "deprocess", "init_variables",
+    "list_models", "load_pretrained", "model_info", "model_options", "preprocess", "read_state_dict",
+    "write_state_dict",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,54 @@
+"""Parameter and FLOP counts, and variable initialisation.
+
+FLOPs are counted analytically from the layers actually called (no
+compilation): 2 x multiply-accumulates of every convolution, transposed
+convolution and dense layer, per image, at a given input size. Pooling,
+normalization and activations are not counted (torchvision's convention).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def init_variables(model: nn.Module, resolution: int | tuple[int, int] = 224, seed: int = 0,
+                   batch: int = 1) -> dict[str, Any]:
+    """``model.init`` (jitted) on a dummy NHWC batch; returns the variables dict."""
+    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+    x = jnp.zeros((batch, h, w, 3), jnp.float32)
+    return jax.jit(lambda k: model.init(k, x, train=False))(jax.random.key(seed))
+
+
+def count_params(variables: dict[str, Any]) -> int:
+    """Number of trainable parameters (the ``params`` collection; arrays or shape structs)."""
+    return sum(math.prod(p.shape) for p in jax.tree_util.tree_leaves(variables["params"]))
+
+
+def count_flops(model: nn.Module, resolution: int | tuple[int, int] = 224) -> int:
+    """FLOPs (2 x MACs) of one forward pass of one image at ``resolution``, in eval mode."""
+    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+    x = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+    macs = [0]
+
+    def interceptor(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        m = context.module
+        if context.method_name != "__call__":
+            return out
+        if isinstance(m, nn.ConvTranspose):
+            macs[0] += math.prod(args[0].shape[:-1]) * args[0].shape[-1] * math.prod(m.kernel_size) * m.features
+        elif isinstance(m, nn.Conv):
+            macs[0] += math.prod(out.shape) * math.prod(m.kernel_size) * args[0].shape[-1] // m.feature_group_count
+        elif isinstance(m, nn.Dense):
+            macs[0] += math.prod(out.shape) * args[0].shape[-1]
+        return out
+
+    with nn.intercept_methods(interceptor):
+        jax.eval_shape(lambda v, x: model.apply(v, x, train=False), shapes, x)
+    return 2 * macs[0]
