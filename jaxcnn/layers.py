@@ -118,7 +118,7 @@ def local_response_norm(x: jax.Array, *, size: int = 5, alpha: float = 1e-4, bet
         raise ValueError(f"local_response_norm: {c} channels do not split into {groups} groups")
     xf = x.astype(jnp.float32)
     sq = (xf * xf).reshape(n, h, w, groups, c // groups)
-    summed = lax.reduce_window(sq, 0.0, lax.add, (1, 1, 1, 1, size), (1, 1, 1, 1, 1),
+    summed = lax.reduce_window(sq, np.array(0, sq.dtype), lax.add, (1, 1, 1, 1, size), (1, 1, 1, 1, 1),
                                ((0, 0), (0, 0), (0, 0), (0, 0), (size // 2, (size - 1) // 2)))
     y = xf / (k + alpha * summed.reshape(n, h, w, c)) ** beta
     return y.astype(x.dtype)
@@ -149,7 +149,7 @@ def max_pool(x: jax.Array, kernel: int | Sequence[int], stride: int | Sequence[i
     ph, pw = _pairs(padding)
     pads = ((0, 0), _pool_pads(x.shape[1], kh, sh, ph, ceil_mode), _pool_pads(x.shape[2], kw, sw, pw, ceil_mode),
             (0, 0))
-    init = jnp.array(-jnp.inf, x.dtype)
+    init = np.array(-np.inf, x.dtype)  # a concrete identity: JAX lowers to reduce_window_max (differentiable)
     return lax.reduce_window(x, init, lax.max, (1, kh, kw, 1), (1, sh, sw, 1), pads)
 
 
@@ -161,11 +161,11 @@ def avg_pool(x: jax.Array, kernel: int | Sequence[int], stride: int | Sequence[i
     ph, pw = _pairs(padding)
     pads = ((0, 0), (ph, ph), (pw, pw), (0, 0))
     window, strides = (1, kh, kw, 1), (1, sh, sw, 1)
-    summed = lax.reduce_window(x, jnp.array(0, x.dtype), lax.add, window, strides, pads)
+    summed = lax.reduce_window(x, np.array(0, x.dtype), lax.add, window, strides, pads)
     if count_include_pad or (ph == 0 and pw == 0):
         return summed / (kh * kw)
     ones = jnp.ones((1, x.shape[1], x.shape[2], 1), x.dtype)
-    counts = lax.reduce_window(ones, jnp.array(0, x.dtype), lax.add, window, strides, pads)
+    counts = lax.reduce_window(ones, np.array(0, x.dtype), lax.add, window, strides, pads)
     return summed / counts
 
 

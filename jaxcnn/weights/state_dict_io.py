@@ -34,7 +34,7 @@ class _StorageType:
 def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
     item = storage.dtype.itemsize
     if len(size) == 0:
-        return storage[offset].copy()
+        return np.array(storage[offset])
     view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size),
                                            strides=tuple(s * item for s in stride))
     return np.array(view)

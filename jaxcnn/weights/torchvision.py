@@ -111,6 +111,7 @@ def convert_state_dict(state: dict[str, np.ndarray], model, *, family: str, reso
         if value.shape != tuple(spec.shape):
             torch_shape = tuple(state[key].shape)
             mismatched.append(f"{key} {torch_shape} (expected {tuple(_to_torch(kind, np.zeros(spec.shape)).shape)})")
+            used.add(key)
             continue
         used.add(key)
         out[(collection, *path)] = value.astype(spec.dtype)

@@ -1,0 +1,78 @@
+"""Every registered model, without allocating: output shapes/dtypes, features, bad input.
+
+``jax.eval_shape`` traces each model at its native resolution (cheap); the
+per-family test files run the numerics (NaN, bf16, gradients, training mode)
+and tests/test_parity.py compares against torchvision.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcnn
+from jaxcnn.weights.torchvision import variable_shapes
+
+MODELS = jaxcnn.list_models()
+
+
+def _apply_shapes(name, shape, input_dtype=jnp.float32, **options):
+    model = jaxcnn.create_model(name, **options)
+    info = jaxcnn.model_info(name)
+    variables = variable_shapes(model, info.resolution)
+    x = jax.ShapeDtypeStruct(shape, input_dtype)
+    return model, variables, jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_output_contract(name):
+    info = jaxcnn.model_info(name)
+    r = info.resolution
+    model, variables, (logits, feats) = _apply_shapes(name, (2, r, r, 3), num_classes=11)
+    if info.task == "segmentation":
+        assert logits.shape == (2, r, r, 11)
+    else:
+        assert logits.shape == (2, 11)
+        assert feats.get("pre_logits") is None or feats["pre_logits"].shape[0] == 2
+    assert logits.dtype == jnp.float32
+    assert isinstance(feats, dict) and len(feats) >= 5
+    for key, f in feats.items():
+        assert f.shape[0] == 2, key
+    assert jaxcnn.count_params(variables) > 0
+    assert jaxcnn.count_flops(model, r) > 0
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_bfloat16_compute_keeps_float32_params_and_logits(name):
+    r = jaxcnn.model_info(name).resolution
+    _, variables, (logits, feats) = _apply_shapes(name, (1, r, r, 3), dtype="bfloat16")
+    assert logits.dtype == jnp.float32
+    assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(variables))
+    assert any(f.dtype == jnp.bfloat16 for f in feats.values())
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("shape,dtype,message", [
+    ((64, 64, 3), jnp.float32, "rank 4"),
+    ((1, 64, 64, 1), jnp.float32, "3 colour channels"),
+    ((1, 3, 64, 64), jnp.float32, "NCHW"),
+    ((1, 64, 64, 3), jnp.uint8, "floating-point"),
+])
+def test_bad_input_is_one_line_error(name, shape, dtype, message):
+    with pytest.raises(ValueError, match=message) as e:
+        _apply_shapes(name, shape, dtype)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS if jaxcnn.model_info(n).torchvision])
+def test_state_dict_round_trip_covers_every_variable(name):
+    # every Flax variable has exactly one torch key and back: no orphans on either side
+    model = jaxcnn.create_model(name)
+    shapes = variable_shapes(model, jaxcnn.model_info(name).resolution)
+    fake = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    from jaxcnn.weights import convert_state_dict, to_torch_state_dict
+    state = to_torch_state_dict(fake)
+    assert len(state) == len(jax.tree_util.tree_leaves(shapes))
+    back = convert_state_dict(state, model, family=jaxcnn.model_info(name).family,
+                              resolution=jaxcnn.model_info(name).resolution)
+    assert jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(fake)
