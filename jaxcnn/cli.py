@@ -1,5 +1,9 @@
 """The ``jaxcnn`` command.
 
+  jaxcnn train [--config train/X.py] [key=value ...]
+                                         train (default: ResNet-18 on the bundled digits, no download)
+  jaxcnn eval WORKDIR [WORKDIR ...] [--ten-crop]
+                                         top-1/top-5 of checkpoints, and of their ensemble
   jaxcnn models [--family F]            every model: parameters, GFLOPs at native size, torchvision twin
   jaxcnn predict [--model M] [--weights FILE] [IMAGE ...]
                                          top-5 classes of photos (default: scikit-image's sample photos)
@@ -67,9 +71,49 @@ def _cmd_predict(args: argparse.Namespace) -> None:
           f"then {1000 * (t2 - t1) / len(batch):.1f} ms/image on {jax.devices()[0].device_kind}")
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    if args.coordinator:
+        from jaxcnn.parallel import initialize
+        initialize(args.coordinator, args.num_processes, args.process_id)
+    import jax
+
+    from jaxcnn.training import load_config, train
+
+    cfg = load_config(args.config).with_overrides(args.overrides)
+    t0 = time.perf_counter()
+    result = train(cfg, progress=not args.no_progress)
+    if jax.process_index() == 0:
+        ev = result["eval"]
+        print(f"{cfg.model} on {cfg.dataset}: test top-1 {100 * ev.get('top1', 0):.2f}%, "
+              f"top-5 {100 * ev.get('top5', 0):.2f}% after {result['step']} steps in {time.perf_counter() - t0:.0f} s")
+        print(f"checkpoints: {result['checkpoints']}\nmetrics:     {result['metrics']} (+ tensorboard/)\n"
+              f"plot:        {result.get('plot')}")
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from jaxcnn.training.evaluation import evaluate_runs
+
+    results = evaluate_runs(args.workdirs, ten_crop=args.ten_crop)
+    print(f"{'run':<40} {'top-1':>7} {'top-5':>7}   ({'10-crop' if args.ten_crop else 'center crop'})")
+    for name, r in results.items():
+        print(f"{name:<40} {100 * r['top1']:>6.2f}% {100 * r['top5']:>6.2f}%")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxcnn", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train a model (default: the offline digits run)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=3")
+    p.add_argument("--config", help="recipe file under train/ (default: the digits run)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--coordinator", help="host:port of process 0, for multi-host runs")
+    p.add_argument("--num-processes", type=int, default=1)
+    p.add_argument("--process-id", type=int, default=0)
+    p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("eval", help="evaluate checkpoints (several: also their ensemble)")
+    p.add_argument("workdirs", nargs="+", help="run directories (each with checkpoints/)")
+    p.add_argument("--ten-crop", action="store_true", help="average over AlexNet's 10 crops")
+    p.set_defaults(func=_cmd_eval)
     p = sub.add_parser("models", help="list every model with parameter count and GFLOPs")
     p.add_argument("--family", help="only this family (e.g. resnet)")
     p.set_defaults(func=_cmd_models)
@@ -90,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"jaxcnn {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # TrainingDiverged: the run stopped, its checkpoints are intact
+        if type(e).__name__ != "TrainingDiverged":
+            raise
+        print(f"jaxcnn {args.command}: stopped: {e}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -1,0 +1,108 @@
+"""Data parallelism over every device of every host: ``jit`` over a mesh, or ``pmap``.
+
+``DataParallel("jit")`` (the default): a 1-D ``("data",)`` mesh over
+``jax.devices()``; the state is replicated (``NamedSharding(mesh, P())``),
+the batch is split along ``"data"`` and the step is one ``jax.jit`` with
+those shardings and the state donated. Batch-norm statistics are computed
+over the global batch (XLA inserts the all-reduce). The same code runs on one
+CPU, eight GPUs, a TPU pod or several hosts.
+
+``DataParallel("pmap")``: the classic per-device program; the model must be
+built with ``bn_axis_name=PMAP_AXIS`` so batch norm is cross-replica, and the
+step averages gradients with ``lax.pmean`` (``make_train_step(axis_name=PMAP_AXIS)``).
+It computes the same numbers as ``"jit"``.
+
+On several hosts each process passes its own slice of the global batch
+(``global_batch / jax.process_count()`` examples) to ``put_batch``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+STRATEGIES = ("jit", "pmap")
+PMAP_AXIS = "batch"
+
+
+class DataParallel:
+    """Places state and batches on devices and compiles steps for one strategy."""
+
+    def __init__(self, strategy: str = "jit", devices: list | None = None):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown parallel strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+        self.strategy = strategy
+        self.devices = list(devices if devices is not None else jax.devices())
+        self.mesh = Mesh(np.array(self.devices), ("data",))
+        self.replicated = NamedSharding(self.mesh, P())
+        self.batch_sharding = NamedSharding(self.mesh, P("data"))
+        self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
+        # pmap's per-device arrays: a leading axis of length len(local_devices), one slice per device
+        self._stacked = NamedSharding(Mesh(np.array(self.local_devices), ("data",)), P("data"))
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.devices)
+
+    def check_batch_size(self, global_batch: int) -> None:
+        """A global batch must split evenly over devices (and hosts): one-line error otherwise."""
+        if global_batch % self.num_devices:
+            raise ValueError(f"global batch {global_batch} does not divide over {self.num_devices} devices; "
+                             f"use a multiple of {self.num_devices}")
+
+    # ------------------------------------------------------------------ state
+    def put_state(self, state: Any) -> Any:
+        """Host (or any) state -> device state (replicated)."""
+        if self.strategy == "pmap":  # one copy per local device along a new leading axis
+            n = len(self.local_devices)
+            return jax.tree_util.tree_map(
+                lambda a: jax.device_put(jnp.broadcast_to(a, (n, *jnp.shape(a))), self._stacked), state)
+        return jax.device_put(state, self.replicated)
+
+    def unreplicate(self, state: Any) -> Any:
+        """One logical copy of the state (what checkpoints hold), still on device."""
+        if self.strategy == "pmap":
+            return jax.tree_util.tree_map(lambda a: a[0], state)
+        return state
+
+    def host_state(self, state: Any) -> Any:
+        """Device state -> one copy as NumPy arrays (for checkpoints and comparisons)."""
+        if self.strategy == "pmap":
+            state = jax.tree_util.tree_map(lambda a: a[0], state)
+        return jax.tree_util.tree_map(lambda a: np.asarray(jax.device_get(a)), state)
+
+    # ------------------------------------------------------------------ batches
+    def put_batch(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """This process's slice of the global batch -> device arrays."""
+        if self.strategy == "pmap":
+            n = len(self.local_devices)
+            return jax.tree_util.tree_map(
+                lambda a: jax.device_put(np.asarray(a).reshape(n, a.shape[0] // n, *a.shape[1:]), self._stacked),
+                local_batch)
+        return jax.tree_util.tree_map(
+            lambda a: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(a)), local_batch)
+
+    # ------------------------------------------------------------------ steps
+    def compile_train_step(self, step_fn: Callable) -> Callable:
+        """``step_fn(state, batch) -> (state, metrics)`` compiled once, state donated."""
+        if self.strategy == "pmap":
+            stepped = jax.pmap(step_fn, axis_name=PMAP_AXIS, donate_argnums=0, devices=self.local_devices)
+
+            def run(state, batch):
+                state, metrics = stepped(state, batch)
+                return state, jax.tree_util.tree_map(lambda m: m[0], metrics)
+
+            return run
+        return jax.jit(step_fn, in_shardings=(self.replicated, self.batch_sharding),
+                       out_shardings=(self.replicated, self.replicated), donate_argnums=0)
+
+    def compile_eval_step(self, eval_fn: Callable) -> Callable:
+        """``eval_fn(variables, batch) -> sums`` compiled once."""
+        if self.strategy == "pmap":
+            stepped = jax.pmap(eval_fn, axis_name=PMAP_AXIS, devices=self.local_devices)
+            return lambda variables, batch: jax.tree_util.tree_map(lambda m: m[0], stepped(variables, batch))
+        return jax.jit(eval_fn, in_shardings=(self.replicated, self.batch_sharding), out_shardings=self.replicated)

@@ -1,0 +1,95 @@
+"""Evaluating checkpoints: center crop or AlexNet's 10-crop, single models and ensembles.
+
+``evaluate_runs(workdirs)`` restores the latest checkpoint of each run (its
+config travels in the checkpoint), computes class probabilities on the run's
+test split, and reports top-1/top-5 of every member and of the ensemble
+(probabilities averaged over members). ``ten_crop=True`` averages each
+model's probabilities over the four corner crops, the center crop and their
+horizontal reflections (Krizhevsky et al. 2012, sec. 4.1), taken from the
+image padded by the run's translation range, so crops have the training size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcnn.data.sources import get_source
+from jaxcnn.training.checkpoint import Checkpointer
+from jaxcnn.training.config import TrainConfig
+from jaxcnn.training.optimizer import OptimizerConfig, make_optimizer
+from jaxcnn.training.state import create_train_state
+from jaxcnn.training.steps import model_input
+
+
+def ten_crops(images: np.ndarray, size: int) -> np.ndarray:
+    """(B, H, W, C) -> (10, B, size, size, C): 4 corners, center, and their mirror images."""
+    h, w = images.shape[1:3]
+    if h < size or w < size:
+        raise ValueError(f"ten_crops: images {h}x{w} are smaller than the crop {size}")
+    tops = [0, 0, h - size, h - size, (h - size) // 2]
+    lefts = [0, w - size, 0, w - size, (w - size) // 2]
+    crops = [images[:, t:t + size, l:l + size] for t, l in zip(tops, lefts)]
+    return np.stack(crops + [c[:, :, ::-1] for c in crops])
+
+
+def _config_from_meta(meta: dict) -> TrainConfig:
+    raw = dict(meta["config"])
+    raw["optimizer"] = OptimizerConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                          for k, v in raw["optimizer"].items()})
+    return TrainConfig(**raw)
+
+
+def restore_run(workdir: str):
+    """(config, model, variables) of the latest checkpoint in ``workdir``."""
+    from jaxcnn.training.loop import build_model
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=1)
+    meta = ckpt.read_meta()
+    if meta is None:
+        raise ValueError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
+    cfg = dataclasses.replace(_config_from_meta(meta), strategy="jit")
+    src = get_source(cfg.dataset, "test", size=cfg.image_size)
+    model = build_model(cfg, src.num_classes)
+    target = create_train_state(model, make_optimizer(cfg.optimizer, 1, 1), src.image_shape, seed=cfg.seed)
+    state, _ = ckpt.restore(target)
+    ckpt.close()
+    return cfg, model, state.variables
+
+
+def predict_probs(model, variables, images: np.ndarray, batch: int = 128) -> np.ndarray:
+    """Softmax probabilities for uint8 images, batched."""
+    fwd = jax.jit(lambda v, x: jax.nn.softmax(model.apply(v, model_input(x), train=False)[0]))
+    return np.concatenate([np.asarray(fwd(variables, images[i:i + batch])) for i in range(0, len(images), batch)])
+
+
+def _accuracy(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    top5 = np.argsort(-probs, axis=1)[:, :5]
+    return {"top1": float(np.mean(top5[:, 0] == labels)), "top5": float(np.mean(np.any(top5 == labels[:, None], 1)))}
+
+
+def evaluate_runs(workdirs: list[str], *, ten_crop: bool = False) -> dict[str, dict[str, float]]:
+    """Top-1/top-5 of each run and (for several) of their ensemble, on the test split."""
+    results, all_probs, labels = {}, [], None
+    for wd in workdirs:
+        cfg, model, variables = restore_run(wd)
+        src = get_source(cfg.dataset, "test", size=cfg.image_size)
+        images, labels_wd = src.images, src.labels
+        if labels is not None and not np.array_equal(labels, labels_wd):
+            raise ValueError(f"{wd} was trained on a different test set; an ensemble needs the same data")
+        labels = labels_wd
+        if ten_crop:
+            s = max(cfg.augment_shift, 1)
+            padded = np.pad(images, ((0, 0), (s, s), (s, s), (0, 0)))
+            probs = np.mean([predict_probs(model, variables, np.ascontiguousarray(c))
+                             for c in ten_crops(padded, cfg.image_size)], axis=0)
+        else:
+            probs = predict_probs(model, variables, images)
+        results[wd] = _accuracy(probs, labels)
+        all_probs.append(probs)
+    if len(workdirs) > 1:
+        results["ensemble"] = _accuracy(np.mean(all_probs, axis=0), labels)
+    return results

@@ -1,0 +1,48 @@
+"""The train state: one pytree holding everything a step reads and writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+
+@struct.dataclass
+class TrainState:
+    """params, batch_stats (empty dict for models without BN), optax state, step, PRNG key data.
+
+    ``rng`` is raw ``uint32`` key data (``jax.random.key_data``) so the state
+    checkpoints as plain arrays; the dropout key of step ``s`` is
+    ``fold_in(wrap_key_data(rng), s)``, so a resumed run draws the same masks.
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """The ``variables`` dict for ``model.apply``."""
+        out = {"params": self.params}
+        if self.batch_stats:
+            out["batch_stats"] = self.batch_stats
+        return out
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, image_shape: tuple[int, int, int],
+                       seed: int = 0, variables: dict[str, Any] | None = None) -> TrainState:
+    """Initialises (or adopts ``variables``, e.g. pretrained) and builds the optimizer state."""
+    init_key, rng = jax.random.split(jax.random.key(seed))
+    if variables is None:
+        x = jnp.zeros((1, *image_shape), jnp.float32)
+        variables = jax.jit(lambda k: model.init(k, x, train=False))(init_key)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+                      rng=jax.random.key_data(rng))

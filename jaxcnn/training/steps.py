@@ -1,0 +1,138 @@
+"""Train and eval step factories: pure functions ``state, batch -> state, metrics``.
+
+The factories know nothing about devices: ``jaxcnn.parallel`` jits them with
+shardings (or pmaps them). A batch is ``{"image": (B, H, W, 3) uint8 pixels or normalized float,
+"label": (B,) int32}`` plus, for evaluation, an optional ``"mask"`` (B,) that
+is 0 for padding examples.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxcnn.imagenet import preprocess
+from jaxcnn.training.state import TrainState
+
+# auxiliary classifier outputs found in ``features`` during training, and their loss weights:
+# GoogLeNet's two heads at 0.3 (Szegedy et al. 2014), Inception-v3's at 0.4 (torchvision's recipe)
+AUX_LOSS_WEIGHTS = {"aux1": 0.3, "aux2": 0.3, "aux": 0.4}
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Per-example softmax cross-entropy in float32, with optional label smoothing."""
+    num_classes = logits.shape[-1]
+    targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+    if label_smoothing:
+        targets = optax.smooth_labels(targets, label_smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+    """(B,) float: 1 where the label is among the k highest logits."""
+    k = min(k, logits.shape[-1])
+    _, top = jax.lax.top_k(logits, k)
+    return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
+
+
+def model_input(images: jax.Array) -> jax.Array:
+    """uint8 pixels (as the loader ships them: 4x less host->device traffic) -> normalized float32."""
+    if jnp.issubdtype(images.dtype, jnp.integer):
+        return preprocess(images.astype(jnp.float32) / 255.0)
+    return images
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, label_smoothing: float = 0.0,
+                    accum_steps: int = 1, axis_name: str | None = None,
+                    aux_weights: dict[str, float] | None = None) -> Callable:
+    """Builds ``train_step(state, batch) -> (state, metrics)``.
+
+    Args:
+      model: a jaxcnn model (``apply(..., train=True)`` -> ``(logits, features)``).
+      tx: the optax optimizer whose state is in ``state.opt_state``.
+      label_smoothing: epsilon of label smoothing.
+      accum_steps: split the batch into this many micro-batches and average
+        their gradients (a global batch larger than memory); batch-norm
+        statistics are updated micro-batch after micro-batch.
+      axis_name: the ``pmap`` axis to average gradients and metrics over
+        (None under ``jit``, where the sharded batch is global already).
+      aux_weights: loss weight of each auxiliary output in ``features``.
+
+    Returns:
+      A pure function. ``metrics`` holds the step's mean ``loss``, ``top1``,
+      ``top5`` and ``finite`` (0 when the loss or a gradient was NaN/Inf: the
+      state is then returned unchanged, and the caller stops the run).
+    """
+    aux_weights = AUX_LOSS_WEIGHTS if aux_weights is None else aux_weights
+
+    def loss_fn(params, batch_stats, images, labels, key):
+        variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+        (logits, feats), updates = model.apply(variables, images, train=True, mutable=["batch_stats"],
+                                               rngs={"dropout": key})
+        loss = jnp.mean(cross_entropy(logits, labels, label_smoothing))
+        for name, weight in aux_weights.items():
+            if name in feats:
+                loss = loss + weight * jnp.mean(cross_entropy(feats[name], labels, label_smoothing))
+        metrics = {"loss": loss, "top1": jnp.mean(topk_correct(logits, labels, 1)),
+                   "top5": jnp.mean(topk_correct(logits, labels, 5))}
+        return loss, (updates.get("batch_stats", {}), metrics)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def train_step(state: TrainState, batch: dict[str, jax.Array]):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        images, labels = model_input(batch["image"]), batch["label"]
+        if accum_steps == 1:
+            (_, (batch_stats, metrics)), grads = grad_fn(state.params, state.batch_stats, images, labels, key)
+        else:
+            micro = lambda a: a.reshape(accum_steps, a.shape[0] // accum_steps, *a.shape[1:])  # noqa: E731
+
+            def body(carry, xs):
+                grads_sum, stats = carry
+                imgs, labs, i = xs
+                (_, (stats, m)), g = grad_fn(state.params, stats, imgs, labs, jax.random.fold_in(key, i))
+                return (jax.tree_util.tree_map(jnp.add, grads_sum, g), stats), m
+
+            zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+            (grads, batch_stats), ms = jax.lax.scan(
+                body, (zeros, state.batch_stats), (micro(images), micro(labels), jnp.arange(accum_steps)))
+            grads = jax.tree_util.tree_map(lambda g: g / accum_steps, grads)
+            metrics = jax.tree_util.tree_map(jnp.mean, ms)
+        if axis_name is not None:
+            grads = jax.lax.pmean(grads, axis_name)
+            metrics = jax.lax.pmean(metrics, axis_name)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(metrics["loss"]) & _all_finite(grads)
+        new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+        # a non-finite step changes nothing, so the last good state (and checkpoint) survives
+        new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
+        return new, {**metrics, "finite": finite.astype(jnp.float32)}
+
+    return train_step
+
+
+def make_eval_step(model: nn.Module, *, axis_name: str | None = None) -> Callable:
+    """Builds ``eval_step(variables, batch) -> sums`` of loss, top1, top5 and count (masked)."""
+
+    def eval_step(variables, batch):
+        logits, _ = model.apply(variables, model_input(batch["image"]), train=False)
+        labels = batch["label"]
+        mask = batch.get("mask", jnp.ones(labels.shape, jnp.float32)).astype(jnp.float32)
+        sums = {"loss": jnp.sum(cross_entropy(logits, labels) * mask),
+                "top1": jnp.sum(topk_correct(logits, labels, 1) * mask),
+                "top5": jnp.sum(topk_correct(logits, labels, 5) * mask),
+                "count": jnp.sum(mask)}
+        if axis_name is not None:
+            sums = jax.lax.psum(sums, axis_name)
+        return sums
+
+    return eval_step
