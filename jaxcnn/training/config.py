@@ -21,6 +21,7 @@ class TrainConfig:
     model: str = "resnet18"
     model_options: dict = dataclasses.field(default_factory=dict)
     dataset: str = "digits"
+    data_dir: str | None = None           # where prepared data sets live (tfds data_dir)
     image_size: int = 32
     batch_size: int = 64                  # global, over all devices and hosts
     eval_batch_size: int = 128

@@ -56,6 +56,7 @@ def plot_curves(metrics_path: str, png_path: str) -> str:
         ax.legend()
         ax.grid(alpha=0.3)
     ax_loss.set_title("loss")
+    ax_loss.set_yscale("log")
     ax_acc.set_title("top-1 accuracy")
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
