@@ -85,7 +85,7 @@ def test_ensemble_averages_member_probabilities(tmp_path):
     runs = []
     for seed in (1, 2):
         wd = str(tmp_path / f"run{seed}")
-        train(load_config(recipe).with_overrides([f"workdir={wd}", f"seed={seed}", "max_steps=12"]), progress=False)
+        train(load_config(recipe).with_overrides([f"workdir={wd}", f"seed={seed}", "max_steps=4"]), progress=False)
         runs.append(wd)
     results = evaluate_runs(runs)
     assert set(results) == {*runs, "ensemble"}
