@@ -39,6 +39,19 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
     return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
 
 
+def check_batch(batch: dict[str, jax.Array]) -> None:
+    """Shapes are static under jit, so a wrong batch fails at trace time with one line."""
+    if "image" not in batch or "label" not in batch:
+        raise ValueError(f"a batch needs 'image' and 'label'; got keys {sorted(batch)}")
+    images, labels = batch["image"], batch["label"]
+    if images.ndim != 4 or images.shape[-1] != 3:
+        hint = " (looks like NCHW; the loader yields NHWC)" if images.ndim == 4 and images.shape[1] == 3 else ""
+        raise ValueError(f"batch images must be (B, H, W, 3); got {tuple(images.shape)}{hint}")
+    if labels.shape != images.shape[:1] or not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"batch labels must be integers of shape ({images.shape[0]},); "
+                         f"got {labels.dtype} {tuple(labels.shape)}")
+
+
 def model_input(images: jax.Array) -> jax.Array:
     """uint8 pixels (as the loader ships them: 4x less host->device traffic) -> normalized float32."""
     if jnp.issubdtype(images.dtype, jnp.integer):
@@ -88,6 +101,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, label
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]):
+        check_batch(batch)
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
         images, labels = model_input(batch["image"]), batch["label"]
         if accum_steps == 1:
@@ -124,6 +138,7 @@ def make_eval_step(model: nn.Module, *, axis_name: str | None = None) -> Callabl
     """Builds ``eval_step(variables, batch) -> sums`` of loss, top1, top5 and count (masked)."""
 
     def eval_step(variables, batch):
+        check_batch(batch)
         logits, _ = model.apply(variables, model_input(batch["image"]), train=False)
         labels = batch["label"]
         mask = batch.get("mask", jnp.ones(labels.shape, jnp.float32)).astype(jnp.float32)
