@@ -66,3 +66,13 @@ def test_batch_must_divide_over_devices():
         DataParallel("jit").check_batch_size(12)
     with pytest.raises(ValueError, match="unknown parallel strategy 'dp'; valid: jit, pmap"):
         DataParallel("dp")
+
+
+@pytest.mark.parametrize("strategy", ["jit", "pmap"])
+def test_no_implicit_transfers_in_the_hot_loop(setup, strategy):
+    batch = setup[0]
+    _, _, step, dp, state = _one_step(setup, strategy, 8)
+    with jax.transfer_guard("disallow"):  # only the explicit batch upload may move data
+        for _ in range(2):
+            state, metrics = step(state, dp.put_batch(batch))
+    assert np.isfinite(float(jax.device_get(metrics["loss"])))

@@ -90,19 +90,14 @@ class DataParallel:
     def compile_train_step(self, step_fn: Callable) -> Callable:
         """``step_fn(state, batch) -> (state, metrics)`` compiled once, state donated."""
         if self.strategy == "pmap":
-            stepped = jax.pmap(step_fn, axis_name=PMAP_AXIS, donate_argnums=0, devices=self.local_devices)
-
-            def run(state, batch):
-                state, metrics = stepped(state, batch)
-                return state, jax.tree_util.tree_map(lambda m: m[0], metrics)
-
-            return run
+            # metrics are pmean-ed, hence equal on every device: returned once (out_axes None)
+            return jax.pmap(step_fn, axis_name=PMAP_AXIS, donate_argnums=0, devices=self.local_devices,
+                            out_axes=(0, None))
         return jax.jit(step_fn, in_shardings=(self.replicated, self.batch_sharding),
                        out_shardings=(self.replicated, self.replicated), donate_argnums=0)
 
     def compile_eval_step(self, eval_fn: Callable) -> Callable:
         """``eval_fn(variables, batch) -> sums`` compiled once."""
         if self.strategy == "pmap":
-            stepped = jax.pmap(eval_fn, axis_name=PMAP_AXIS, devices=self.local_devices)
-            return lambda variables, batch: jax.tree_util.tree_map(lambda m: m[0], stepped(variables, batch))
+            return jax.pmap(eval_fn, axis_name=PMAP_AXIS, devices=self.local_devices, out_axes=None)
         return jax.jit(eval_fn, in_shardings=(self.replicated, self.batch_sharding), out_shardings=self.replicated)
