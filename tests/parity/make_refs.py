@@ -35,7 +35,7 @@ OUT = os.path.join(ROOT, "tests", "data", "parity")
 
 
 def _to_nhwc(t: torch.Tensor) -> np.ndarray:
-    a = t.detach().float().numpy()
+    a = t.detach().float().numpy().copy()  # copy: later in-place ops (ReLU(inplace)) must not change it
     if a.ndim == 4 and a.shape[2:] == (1, 1):
         return a.reshape(a.shape[0], -1)
     return a.transpose(0, 2, 3, 1) if a.ndim == 4 else a
