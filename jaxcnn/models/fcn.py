@@ -13,7 +13,7 @@ padding gives any input size a prediction with no offsets to tune. Scores are
 upsampled by learnable transposed convolutions initialised to bilinear
 interpolation (kernel 2f, stride f, cropped by f/2 so pixel centres align);
 FCN-16s adds scores from pool4, FCN-8s also from pool3, both zero-initialised
-as in the paper, so at initialisation every variant predicts what FCN-32s does.
+as in the paper, so at initialisation the skips add nothing to the coarser prediction.
 
 ``fcn_resnet50`` / ``fcn_resnet101``: torchvision's: a ResNet with dilated
 stages 3-4 (output stride 8), an FCN head (3x3 conv 512, BN, ReLU, dropout
