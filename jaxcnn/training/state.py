@@ -11,13 +11,17 @@ import optax
 from flax import struct
 
 
+RNG_IMPL = "threefry2x32"  # fixed, so checkpoints do not depend on jax_default_prng_impl
+
+
 @struct.dataclass
 class TrainState:
     """params, batch_stats (empty dict for models without BN), optax state, step, PRNG key data.
 
-    ``rng`` is raw ``uint32`` key data (``jax.random.key_data``) so the state
-    checkpoints as plain arrays; the dropout key of step ``s`` is
-    ``fold_in(wrap_key_data(rng), s)``, so a resumed run draws the same masks.
+    ``rng`` is raw ``uint32`` threefry key data (``jax.random.key_data``), so
+    the state checkpoints as plain arrays whatever the process's default PRNG;
+    the dropout key of step ``s`` is ``fold_in(wrap_key_data(rng), s)``, so a
+    resumed run draws the same masks.
     """
 
     step: jax.Array
@@ -38,7 +42,8 @@ class TrainState:
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, image_shape: tuple[int, int, int],
                        seed: int = 0, variables: dict[str, Any] | None = None) -> TrainState:
     """Initialises (or adopts ``variables``, e.g. pretrained) and builds the optimizer state."""
-    init_key, rng = jax.random.split(jax.random.key(seed))
+    init_key = jax.random.key(seed)
+    rng = jax.random.fold_in(jax.random.key(seed, impl=RNG_IMPL), 1)
     if variables is None:
         x = jnp.zeros((1, *image_shape), jnp.float32)
         variables = jax.jit(lambda k: model.init(k, x, train=False))(init_key)

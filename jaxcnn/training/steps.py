@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxcnn.imagenet import preprocess
-from jaxcnn.training.state import TrainState
+from jaxcnn.training.state import RNG_IMPL, TrainState
 
 # auxiliary classifier outputs found in ``features`` during training, and their loss weights:
 # GoogLeNet's two heads at 0.3 (Szegedy et al. 2014), Inception-v3's at 0.4 (torchvision's recipe)
@@ -102,7 +102,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, label
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]):
         check_batch(batch)
-        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng, impl=RNG_IMPL), state.step)
         images, labels = model_input(batch["image"]), batch["label"]
         if accum_steps == 1:
             (_, (batch_stats, metrics)), grads = grad_fn(state.params, state.batch_stats, images, labels, key)
