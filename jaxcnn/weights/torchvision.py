@@ -100,7 +100,7 @@ def convert_state_dict(state: dict[str, np.ndarray], model, *, family: str, reso
     fix = KEY_FIXES.get(family, lambda k: k)
     state = {fix(k): v for k, v in state.items() if not k.endswith(_IGNORED_SUFFIXES)}
     shapes = variable_shapes(model, resolution)
-    flat = traverse_util.flatten_dict(jax.tree_util.tree_map(lambda s: s, shapes))
+    flat = traverse_util.flatten_dict(shapes)
     out, missing, mismatched, used = {}, [], [], set()
     for (collection, *path), spec in flat.items():
         key, kind = _torch_key(collection, tuple(path))
