@@ -100,3 +100,16 @@ def test_ensemble_averages_member_probabilities(tmp_path):
     ten = evaluate_runs(runs[:1], ten_crop=True)
     assert 0.0 <= ten[runs[0]]["top1"] <= 1.0 and ten[runs[0]]["top5"] >= ten[runs[0]]["top1"]
     assert jax.device_count() == 8
+
+
+def test_plateau_schedule_divides_the_learning_rate_in_a_run(tmp_path):
+    from jaxcnn.training.optimizer import plateau_factor
+    register()
+    recipe = os.path.join(ROOT, "tests", "recipes", "tiny_digits.py")
+    # min_delta=1: no evaluation counts as an improvement after the first, patience 0 -> divide at epoch 2
+    cfg = load_config(recipe).with_overrides([
+        f"workdir={tmp_path}", "epochs=2", "optimizer.schedule='plateau'", "optimizer.plateau_patience=0",
+        "optimizer.plateau_min_delta=1.0"])
+    result = train(cfg, progress=False)
+    state = result["data_parallel"].unreplicate(result["state"])
+    assert plateau_factor(state.opt_state) == pytest.approx(0.1)

@@ -26,7 +26,7 @@ from jaxcnn.registry import create_model, model_options
 from jaxcnn.training.checkpoint import Checkpointer
 from jaxcnn.training.config import TrainConfig, to_dict
 from jaxcnn.training.metrics_log import MetricsLog, plot_curves
-from jaxcnn.training.optimizer import PlateauControl, make_optimizer, plateau_factor, set_plateau_factor
+from jaxcnn.training.optimizer import PlateauControl, make_optimizer, plateau_factor
 from jaxcnn.training.state import create_train_state
 from jaxcnn.training.steps import make_eval_step, make_train_step
 
@@ -151,9 +151,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
                 if cfg.optimizer.schedule == "plateau":
                     host = dp.unreplicate(state)
                     new_opt = plateau.update(1.0 - eval_metrics["top1"], host.opt_state)
-                    if new_opt is not host.opt_state:
-                        state = dp.put_state(host.replace(opt_state=set_plateau_factor(new_opt,
-                                                                                       plateau_factor(new_opt))))
+                    if new_opt is not host.opt_state:  # the learning rate was divided: re-place the state
+                        state = dp.put_state(host.replace(opt_state=new_opt))
             save(done, force=done == total_steps)
         if pending is not None:
             check(*pending)
