@@ -1,33 +1,49 @@
 """AlexNet: torchvision's single tower, the original two-tower net, and ZFNet.
 
-``alexnet``: torchvision's variant (64-192-384-256-256 kernels, no LRN);
-module names are torchvision's (``features.0`` ... ``classifier.6``), init is
-torch's default (kaiming-uniform a=sqrt(5)).
+``alexnet``: torchvision's variant (64-192-384-256-256 kernels, no LRN, an
+adaptive 6x6 average pool before the classifier, dropout on the inputs of
+fc6 and fc7). Module names are torchvision's (``features.0`` ...
+``classifier.6``); init is torch's default (kaiming-uniform a=sqrt(5)
+weights, U(+-1/sqrt(fan_in)) biases).
 
 ``alexnet_twotower``: Krizhevsky, Sutskever & Hinton 2012 as published:
 96-256-384-384-256 kernels, 11x11 stride-4 stem (padding 2, so 224 px gives
 55x55), local response normalization (k=2, n=5, alpha=1e-4, beta=0.75, the
 paper's convention) after the ReLUs of the first two layers, overlapping 3x3/2
-max pools, fc 4096-4096 with dropout on their outputs. The two GPUs' towers
-are channel halves: in every grouped layer the first half of the output
-channels is tower A and the second half tower B. conv2, conv4 and conv5 are
-grouped convolutions (groups=2: a tower sees only its own half), LRN runs
-within a tower, conv3 and the fully connected layers see both towers.
+max pools, fc 4096-4096 with dropout on their outputs. 60,965,224 parameters.
 Initialisation as in the paper: weights N(0, 0.01), biases 1 in conv2, conv4,
-conv5, fc6 and fc7, 0 elsewhere. 60,965,224 parameters.
+conv5, fc6 and fc7, 0 elsewhere.
+
+Tower layout (two-tower net): the two GPUs' towers are channel halves. In
+every layer the first half of the output channels (and of the LRN's
+channels) is tower A, the second half tower B. conv2, conv4 and conv5 are
+grouped convolutions (``groups=2``): their kernels have shape
+``(k, k, C_in / 2, C_out)`` and output half g sees only input half g; LRN
+neighbourhoods stop at the tower boundary. conv1 (each tower sees the whole
+image), conv3 and the fully connected layers see both towers: they are where
+the GPUs communicate. So sharding the channel axis of every activation and
+the output axis of every kernel over a 2-wide ``"model"`` mesh axis puts tower
+A on one device and tower B on the other, with cross-device traffic only at
+conv3 and fc6-fc8.
 
 ``zfnet``: Zeiler & Fergus 2013: a 7x7 stride-2 first layer (96 kernels,
-padding 1), a 5x5 stride-2 second layer, ceil-mode 3x3/2 pools followed by
-contrast normalization (LRN, one tower), conv3-5 384-384-256; maps
-110-55-26-13-13-13-13-6 at 224 px. Init as in the paper: weights N(0, 0.01),
-biases 0.
+padding 1), a 5x5 stride-2 second layer, 3x3/2 max pools rounding up (Caffe)
+after the first two layers, each followed by contrast normalization (the same
+LRN, one tower), conv3-5 384-384-256, a 3x3/2 pool5, fc 4096-4096 with
+dropout. Maps 110-55-26-13-13-13-13-6 at 224 px (the paper's Figure 3). Init
+as in the paper: weights N(0, 0.01), biases 0.
+
+All three take images of at least 63x63 (the smallest size whose pool5 is
+non-empty; ``min_input_size`` computes it from the layer table).
 
 Features (Caffe naming; a conv name is its post-ReLU activation, NHWC):
-  ``conv1``..``conv5``  post-ReLU convolutions (strides 4, 8, 16, 16, 16;
-                        ZFNet 2, 4, 8, 8, 8 before pooling)
-  ``pool1``, ``pool2``, ``pool5``  max pools (strides 8, 16, 32)
-  ``norm1``, ``norm2``  LRN outputs (two-tower and ZFNet only)
-  ``fc6``, ``fc7``      post-ReLU fully connected, (N, 4096)
+  ``conv1``..``conv5``  post-ReLU convolutions; strides 4, 8, 16, 16, 16
+                        (ZFNet 2, 8, 16, 16, 16)
+  ``pool1``, ``pool2``, ``pool5``  max pools; strides 8, 16, 32 (ZFNet 4, 16, 32)
+  ``norm1``, ``norm2``  LRN outputs (two-tower and ZFNet only): after the
+                        ReLU and before the pool in the two-tower net, after
+                        the pool in ZFNet
+  ``fc6``, ``fc7``      post-ReLU fully connected, (N, 4096), before dropout
   ``pre_logits``        the input of the last layer, (N, 4096): fc7 in
                         torchvision's net, fc7 after dropout in the papers'
 """
@@ -35,9 +51,11 @@ Features (Caffe naming; a conv name is its post-ReLU activation, NHWC):
 from __future__ import annotations
 
 import functools
-from typing import Any
+import math
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxcnn.layers import (adaptive_avg_pool, check_images, conv, flatten_chw, kaiming_uniform_a_sqrt5,
@@ -46,7 +64,35 @@ from jaxcnn.registry import register
 
 Dtype = Any
 
-MIN_SIZE = 63  # the smallest input whose pool5 is non-empty (all three nets)
+
+def min_input_size(convs: Sequence[tuple[int, int, int]], ceil_mode: bool = False) -> int:
+    """Smallest square input for which pool5 is non-empty.
+
+    ``convs`` are the (kernel, stride, padding) of conv1..conv5; 3x3/2 max
+    pools follow conv1, conv2 (rounding up if ``ceil_mode``, with torch's rule
+    that the last window starts inside the map) and conv5 (rounding down).
+    """
+
+    def pool(h: int, ceil: bool) -> int:
+        if ceil:
+            out = -(-(h - 3) // 2) + 1
+            return out - 1 if (out - 1) * 2 >= h else out
+        return (h - 3) // 2 + 1 if h >= 3 else 0
+
+    def pool5_size(h: int) -> int:
+        for i, (k, s, p) in enumerate(convs):
+            h = (h + 2 * p - k) // s + 1 if h > 0 and h + 2 * p >= k else 0
+            if i < 2 and h > 0:
+                h = pool(h, ceil_mode)
+        return pool(h, False) if h > 0 else 0
+
+    return next(h for h in range(1, 1024) if pool5_size(h) > 0)
+
+
+def _torch_bias(fan_in: int) -> Callable:
+    """torch's default ``nn.Conv2d`` / ``nn.Linear`` bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 class AlexNet(nn.Module):
@@ -57,38 +103,57 @@ class AlexNet(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
+    MIN_SIZE = min_input_size(((11, 4, 2), (5, 1, 2), (3, 1, 1), (3, 1, 1), (3, 1, 1)))
+
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = check_images(x, model="AlexNet", min_size=MIN_SIZE).astype(self.dtype)
+        x = check_images(x, model="AlexNet", min_size=self.MIN_SIZE).astype(self.dtype)
         feats: dict = {}
-        c = functools.partial(conv, dtype=self.dtype, param_dtype=self.param_dtype,
-                              kernel_init=kaiming_uniform_a_sqrt5)
-        dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype,
-                                  kernel_init=kaiming_uniform_a_sqrt5)
+
+        # torch's bias init needs the fan-in: ``x`` is the layer's input when ``c`` / ``dense`` is called
+        def c(n, k, name, **kw):
+            return conv(n, k, name=name, dtype=self.dtype, param_dtype=self.param_dtype,
+                        kernel_init=kaiming_uniform_a_sqrt5, bias_init=_torch_bias(x.shape[-1] * k * k), **kw)
+
+        def dense(n, name):
+            return nn.Dense(n, name=name, dtype=self.dtype, param_dtype=self.param_dtype,
+                            kernel_init=kaiming_uniform_a_sqrt5, bias_init=_torch_bias(x.shape[-1]))
+
         drop = functools.partial(nn.Dropout, self.dropout_rate, deterministic=not train)
-        x = feats["conv1"] = nn.relu(c(64, 11, stride=4, padding=2, name="features.0")(x))
+        x = feats["conv1"] = nn.relu(c(64, 11, "features.0", stride=4, padding=2)(x))
         x = feats["pool1"] = max_pool(x, 3, 2)
-        x = feats["conv2"] = nn.relu(c(192, 5, padding=2, name="features.3")(x))
+        x = feats["conv2"] = nn.relu(c(192, 5, "features.3", padding=2)(x))
         x = feats["pool2"] = max_pool(x, 3, 2)
-        x = feats["conv3"] = nn.relu(c(384, 3, padding=1, name="features.6")(x))
-        x = feats["conv4"] = nn.relu(c(256, 3, padding=1, name="features.8")(x))
-        x = feats["conv5"] = nn.relu(c(256, 3, padding=1, name="features.10")(x))
+        x = feats["conv3"] = nn.relu(c(384, 3, "features.6", padding=1)(x))
+        x = feats["conv4"] = nn.relu(c(256, 3, "features.8", padding=1)(x))
+        x = feats["conv5"] = nn.relu(c(256, 3, "features.10", padding=1)(x))
         x = feats["pool5"] = max_pool(x, 3, 2)
         x = flatten_chw(adaptive_avg_pool(x, 6))
-        x = feats["fc6"] = nn.relu(dense(4096, name="classifier.1")(drop()(x)))
-        x = feats["fc7"] = nn.relu(dense(4096, name="classifier.4")(drop()(x)))
+        x = feats["fc6"] = nn.relu(dense(4096, "classifier.1")(drop()(x)))
+        x = feats["fc7"] = nn.relu(dense(4096, "classifier.4")(drop()(x)))
         feats["pre_logits"] = x
-        logits = dense(self.num_classes, name="classifier.6")(x)
+        logits = dense(self.num_classes, "classifier.6")(x)
         return logits.astype(jnp.float32), feats
 
 
-class CaffeAlexNet(nn.Module):
-    """The papers' nets: two-tower AlexNet (``zf=False``) or ZFNet (``zf=True``).
+class PaperAlexNet(nn.Module):
+    """The papers' nets (two-tower AlexNet, ZFNet); a variant is a row of ``_PAPER_NETS``.
+
+    ``convs``: (kernels, size, stride, padding, groups, bias init) of conv1..conv5.
+    ``towers``: LRN groups (neighbourhoods stay within a tower).
+    ``norm_before_pool``: LRN between ReLU and pool (AlexNet) or after the pool (ZFNet).
+    ``ceil_mode``: pool1 and pool2 round up (pool5 rounds down).
+    ``fc_bias``: bias init of fc6 and fc7.
 
     ``__call__(x, train=False)``: (N, H, W, 3), H, W >= 63 -> (logits, features).
     """
 
-    zf: bool = False
+    convs: Sequence[tuple[int, int, int, int, int, float]]
+    towers: int
+    norm_before_pool: bool
+    ceil_mode: bool
+    fc_bias: float
+    arch_name: str
     num_classes: int = 1000
     dropout_rate: float = 0.5
     dtype: Dtype = jnp.float32
@@ -96,49 +161,49 @@ class CaffeAlexNet(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = check_images(x, model="ZFNet" if self.zf else "AlexNetTwoTower", min_size=MIN_SIZE)
-        x = x.astype(self.dtype)
+        min_size = min_input_size([(k, s, p) for _, k, s, p, _, _ in self.convs], self.ceil_mode)
+        x = check_images(x, model=self.arch_name, min_size=min_size).astype(self.dtype)
         feats: dict = {}
         w_init = nn.initializers.normal(0.01)
-        one = 0.0 if self.zf else 1.0  # the two-tower net's bias 1 layers; ZFNet starts all biases at 0
+        lrn = functools.partial(local_response_norm, size=5, alpha=1e-4, beta=0.75, k=2.0, groups=self.towers)
+        pool = functools.partial(max_pool, kernel=3, stride=2, ceil_mode=self.ceil_mode)
+        for i, (n, k, s, p, g, b) in enumerate(self.convs, start=1):
+            x = conv(n, k, stride=s, padding=p, groups=g, name=f"conv{i}", dtype=self.dtype,
+                     param_dtype=self.param_dtype, kernel_init=w_init, bias_init=nn.initializers.constant(b))(x)
+            x = feats[f"conv{i}"] = nn.relu(x)
+            if i <= 2 and self.norm_before_pool:
+                x = feats[f"norm{i}"] = lrn(x)
+                x = feats[f"pool{i}"] = pool(x)
+            elif i <= 2:
+                x = feats[f"pool{i}"] = pool(x)
+                x = feats[f"norm{i}"] = lrn(x)
+        x = feats["pool5"] = max_pool(x, 3, 2)
+        x = flatten_chw(adaptive_avg_pool(x, 6))
 
-        def c(n, k, name, bias=0.0, **kw):
-            return conv(n, k, name=name, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=w_init,
-                        bias_init=nn.initializers.constant(bias), **kw)
-
-        def dense(n, name, bias=0.0):
+        def dense(n, name, bias):
             return nn.Dense(n, name=name, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=w_init,
                             bias_init=nn.initializers.constant(bias))
 
-        towers = 1 if self.zf else 2
-        lrn = functools.partial(local_response_norm, size=5, alpha=1e-4, beta=0.75, k=2.0, groups=towers)
-        if self.zf:
-            x = feats["conv1"] = nn.relu(c(96, 7, "conv1", stride=2, padding=1)(x))
-            x = feats["pool1"] = max_pool(x, 3, 2, ceil_mode=True)
-            x = feats["norm1"] = lrn(x)
-            x = feats["conv2"] = nn.relu(c(256, 5, "conv2", stride=2)(x))
-            x = feats["pool2"] = max_pool(x, 3, 2, ceil_mode=True)
-            x = feats["norm2"] = lrn(x)
-        else:
-            x = feats["conv1"] = nn.relu(c(96, 11, "conv1", stride=4, padding=2)(x))
-            x = feats["norm1"] = lrn(x)
-            x = feats["pool1"] = max_pool(x, 3, 2)
-            x = feats["conv2"] = nn.relu(c(256, 5, "conv2", bias=one, padding=2, groups=towers)(x))
-            x = feats["norm2"] = lrn(x)
-            x = feats["pool2"] = max_pool(x, 3, 2)
-        x = feats["conv3"] = nn.relu(c(384, 3, "conv3", padding=1)(x))
-        x = feats["conv4"] = nn.relu(c(384, 3, "conv4", bias=one, padding=1, groups=towers)(x))
-        x = feats["conv5"] = nn.relu(c(256, 3, "conv5", bias=one, padding=1, groups=towers)(x))
-        x = feats["pool5"] = max_pool(x, 3, 2)
-        x = flatten_chw(adaptive_avg_pool(x, 6))
-        x = feats["fc6"] = nn.relu(dense(4096, "fc6", bias=one)(x))
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = feats["fc7"] = nn.relu(dense(4096, "fc7", bias=one)(x))
-        x = feats["pre_logits"] = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        logits = dense(self.num_classes, "fc8")(x)
+        drop = functools.partial(nn.Dropout, self.dropout_rate, deterministic=not train)
+        x = feats["fc6"] = nn.relu(dense(4096, "fc6", self.fc_bias)(x))
+        x = feats["fc7"] = nn.relu(dense(4096, "fc7", self.fc_bias)(drop()(x)))
+        x = feats["pre_logits"] = drop()(x)
+        logits = dense(self.num_classes, "fc8", 0.0)(x)
         return logits.astype(jnp.float32), feats
 
 
+_PAPER_NETS = {
+    # convs: (kernels, size, stride, padding, groups, bias init) of conv1..conv5
+    "alexnet_twotower": dict(
+        arch_name="AlexNetTwoTower", towers=2, norm_before_pool=True, ceil_mode=False, fc_bias=1.0,
+        convs=((96, 11, 4, 2, 1, 0.0), (256, 5, 1, 2, 2, 1.0), (384, 3, 1, 1, 1, 0.0), (384, 3, 1, 1, 2, 1.0),
+               (256, 3, 1, 1, 2, 1.0))),
+    "zfnet": dict(
+        arch_name="ZFNet", towers=1, norm_before_pool=False, ceil_mode=True, fc_bias=0.0,
+        convs=((96, 7, 2, 1, 1, 0.0), (256, 5, 2, 0, 1, 0.0), (384, 3, 1, 1, 1, 0.0), (384, 3, 1, 1, 1, 0.0),
+               (256, 3, 1, 1, 1, 0.0))),
+}
+
 register("alexnet", AlexNet, family="alexnet", resolution=224, torchvision="alexnet")
-register("alexnet_twotower", functools.partial(CaffeAlexNet, zf=False), family="alexnet", resolution=224)
-register("zfnet", functools.partial(CaffeAlexNet, zf=True), family="alexnet", resolution=224)
+for _name, _row in _PAPER_NETS.items():
+    register(_name, functools.partial(PaperAlexNet, **_row), family="alexnet", resolution=224)
