@@ -1,0 +1,115 @@
+"""Class visualization, DeepDream, feature inversion and style transfer on real models and photos."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcnn.data.image_io import center_crop, resize_shorter, sample_photos
+from jaxcnn.imagenet import preprocess
+from jaxcnn.inputopt import objectives as O
+from jaxcnn.inputopt.dream import deepdream, invert, visualize_classes
+from jaxcnn.inputopt.optimize import evaluate
+from jaxcnn.inputopt.style import preserve_colors, style_transfer
+from jaxcnn.models.vgg import VGG
+from tests.trained_digits import SIZE, digits_classifier
+
+# a narrow VGG-19-shaped net (same layer names: conv1_1 ... conv5_4), small enough for the suite
+NARROW_VGG19 = (8, 8, "M", 16, 16, "M", 16, 16, 16, 16, "M", 32, 32, 32, 32, "M", 32, 32, 32, 32, "M")
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return digits_classifier()
+
+
+@functools.cache
+def _photo(name: str, size: int) -> np.ndarray:
+    return center_crop(resize_shorter(sample_photos()[name], size), size)
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    model = VGG(cfg=NARROW_VGG19, num_classes=10)
+    return model, model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+
+
+def _probs(model, variables, images):
+    return np.asarray(jax.nn.softmax(model.apply(variables, preprocess(images))[0]))
+
+
+def test_class_visualization_raises_each_target_from_chance_to_confident(classifier):
+    model, variables, *_ = classifier
+    labels = np.arange(10)
+    res = visualize_classes(model, variables, labels, size=SIZE, steps=60, tv_weight=0.05)
+    before = _probs(model, variables, res.start)[labels, labels]
+    after = _probs(model, variables, res.images)[labels, labels]
+    low = before < 0.2
+    assert low.sum() >= 8                      # from noise most classes start near zero
+    assert np.all(after > 0.9), after          # every class is rendered confidently, all in one call
+    assert res.images.shape == (10, SIZE, SIZE, 3)
+
+
+def test_deepdream_amplifies_the_layer_on_a_photo(classifier):
+    model, variables, *_ = classifier
+    photo = jnp.asarray(_photo("chelsea", SIZE + 8))[None]
+    dreamed = deepdream(model, variables, photo, "block1", octaves=2, steps_per_octave=8, jitter=2)
+    energy = lambda x: evaluate(model, variables, O.layer_l2("block1"), x)
+    assert dreamed.shape == photo.shape
+    assert float(dreamed.min()) >= 0 and float(dreamed.max()) <= 1
+    assert energy(dreamed)[0] > 2 * energy(photo)[0]
+
+
+@pytest.mark.parametrize("layer", ["block0", "block1"])
+def test_feature_inversion_lowers_the_feature_distance(classifier, layer):
+    model, variables, images, *_ = classifier
+    _, before, after = invert(model, variables, images[:4], layer, steps=150)
+    assert np.all(after < before / 20), (before, after)   # observed: ~0.85 -> ~0.01
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_style_transfer_lowers_content_and_style_losses(vgg, optimizer):
+    model, variables = vgg
+    content = _photo("astronaut", 48)
+    styles = [_photo("coffee", 40), _photo("chelsea", 56)]    # style images of other sizes, blended
+    out = style_transfer(model, variables, content, styles, style_blend=[2, 1], init="noise", steps=40,
+                         optimizer=optimizer, learning_rate=0.02)
+    (c0, c1), (s0, s1) = out.content_loss, out.style_loss
+    assert c1 < c0 / 10 and s1 < s0, (out.content_loss, out.style_loss)
+    assert out.images.shape == (1, 48, 48, 3)
+
+
+def test_style_blend_equals_weighted_gram_targets(vgg):
+    from jaxcnn.inputopt.style import style_objectives
+    model, variables = vgg
+    content, a, b = _photo("astronaut", 32), _photo("coffee", 32), _photo("chelsea", 40)
+    _, blended = style_objectives(model, variables, content, [a, b], style_blend=[3, 1], style_layers=("conv2_1",))
+    _, only_a = style_objectives(model, variables, content, [a], style_layers=("conv2_1",))
+    _, only_b = style_objectives(model, variables, content, [b], style_layers=("conv2_1",))
+    np.testing.assert_allclose(blended.terms[0].params, 0.75 * only_a.terms[0].params + 0.25 * only_b.terms[0].params,
+                               rtol=1e-5)
+
+
+def test_colour_preservation_keeps_content_chrominance():
+    content = jnp.asarray(_photo("coffee", 24))
+    result = jnp.asarray(_photo("chelsea", 24))
+    mixed = preserve_colors(result, content)
+    yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    ok = np.all((np.asarray(mixed) > 1e-4) & (np.asarray(mixed) < 1 - 1e-4), axis=-1)   # unclipped pixels
+    np.testing.assert_allclose((np.asarray(mixed) @ yiq.T)[ok][:, 0], (np.asarray(result) @ yiq.T)[ok][:, 0],
+                               atol=1e-5)
+    np.testing.assert_allclose((np.asarray(mixed) @ yiq.T)[ok][:, 1:], (np.asarray(content) @ yiq.T)[ok][:, 1:],
+                               atol=1e-5)
+
+
+def test_style_bad_input(vgg):
+    model, variables = vgg
+    content = _photo("astronaut", 32)
+    with pytest.raises(ValueError, match="no layer 'conv6_1'; valid: conv1_1"):
+        style_transfer(model, variables, content, [content], style_layers=("conv6_1",), steps=1)
+    with pytest.raises(ValueError, match="needs 2 non-negative weights"):
+        style_transfer(model, variables, content, [content, content], style_blend=[1, -1], steps=1)
+    with pytest.raises(ValueError, match="at least one style image"):
+        style_transfer(model, variables, content, [], steps=1)
