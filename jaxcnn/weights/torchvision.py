@@ -140,10 +140,12 @@ def to_torch_state_dict(variables: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def load_pretrained(name: str, path: str | os.PathLike, **options: Any):
-    """Loads torchvision weights for a registered model.
+    """Loads torchvision weights (or jaxcnn's export of any model's weights) for a registered model.
 
     Args:
-      name: registry name with a torchvision twin (``model_info(name).torchvision``).
+      name: registry name. Models with a torchvision twin read torchvision's
+        files; every model reads the files ``to_torch_state_dict`` writes
+        (module paths are the keys).
       path: ``.safetensors``, ``.npz`` or ``.pth`` state dict (read without unpickling code).
       **options: model options; those torchvision's checkpoints need
         (e.g. GoogLeNet's ``transform_input=True``) are set unless given.
@@ -152,8 +154,6 @@ def load_pretrained(name: str, path: str | os.PathLike, **options: Any):
       ``(model, variables)`` ready for ``model.apply(variables, x, train=False)``.
     """
     info = model_info(name)
-    if info.torchvision is None:
-        raise ValueError(f"{name} has no torchvision twin; no torchvision weights exist for it")
     opts = {**dict(info.pretrained_options), **options}
     model = create_model(name, **opts)
     state = read_state_dict(path)

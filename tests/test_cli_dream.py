@@ -1,0 +1,68 @@
+"""The dreaming commands end to end, on the trained digits model saved as a torchvision-style weight file."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcnn.cli import main
+from jaxcnn.weights import write_state_dict
+from jaxcnn.weights.torchvision import to_torch_state_dict
+from tests.tiny_model import register
+from tests.trained_digits import SIZE, digits_classifier
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    register()
+    _, variables, images, *_ = digits_classifier()
+    d = tmp_path_factory.mktemp("w")
+    path = str(d / "digits.safetensors")
+    write_state_dict(to_torch_state_dict(variables), path)
+    photo = str(d / "seven.png")
+    Image.fromarray((images[0] * 255).astype(np.uint8)).save(photo)
+    return path, photo
+
+
+def _png(path):
+    return np.asarray(Image.open(path))
+
+
+def test_visualize_writes_one_png_per_class_and_a_grid(weights, tmp_path):
+    path, _ = weights
+    rc = main(["visualize", "--model", "tiny_cnn", "--weights", path, "--classes", "2,5", "--size", str(SIZE),
+               "--steps", "20", "--out", str(tmp_path)])
+    assert rc == 0
+    assert _png(tmp_path / "class_2.png").shape == (SIZE, SIZE, 3)
+    assert os.path.isfile(tmp_path / "grid.png")
+
+
+def test_dream_invert_and_style_write_their_pictures(weights, tmp_path, capsys):
+    path, photo = weights
+    common = ["--model", "tiny_cnn", "--weights", path, "--size", str(SIZE)]
+    assert main(["dream", photo, *common, "--layer", "block1", "--octaves", "2", "--steps", "3",
+                 "--jitter", "1", "--out", str(tmp_path)]) == 0
+    assert _png(tmp_path / "seven_dream_block1.png").shape == (SIZE, SIZE, 3)
+    assert main(["invert", photo, *common, "--layer", "block0", "--steps", "30", "--out", str(tmp_path)]) == 0
+    report = json.load(open(tmp_path / "invert.json"))
+    assert report["seven/block0"]["distance_end"] < report["seven/block0"]["distance_start"]
+    assert main(["style", photo, photo, *common, "--content-layer", "block1", "--style-layers", "block0", "block1",
+                 "--steps", "5", "--out", str(tmp_path)]) == 0
+    assert _png(tmp_path / "stylized.png").shape == (SIZE, SIZE, 3)
+
+
+def test_bad_input_is_one_line(weights, tmp_path, capsys):
+    path, photo = weights
+    assert main(["dream", photo, "--model", "tiny_cnn", "--weights", path, "--size", str(SIZE), "--layer", "conv9",
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no layer 'conv9'; valid: block0, block1, pre_logits" in err
+    assert main(["visualize", "--model", "tiny_cnn", "--weights", path, "--classes", "12", "--size", str(SIZE),
+                 "--out", str(tmp_path)]) == 2
+    assert "class label out of range" in capsys.readouterr().err
+    assert main(["dream", "missing.png", "--model", "tiny_cnn", "--weights", path, "--out", str(tmp_path)]) == 2
+    assert "image not found: missing.png" in capsys.readouterr().err
+    assert main(["visualize", "--model", "resnet18", "--weights", path, "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1     # a weight file for another model: one line
