@@ -69,6 +69,14 @@ class Result:
     start: jax.Array
 
 
+def batch_sharding(batch: int) -> NamedSharding | None:
+    """Splits a batch along a ``("data",)`` mesh of all devices, or None when it does not divide (or one device)."""
+    devices = jax.devices()
+    if len(devices) == 1 or batch % len(devices):
+        return None
+    return NamedSharding(Mesh(np.array(devices), ("data",)), P("data"))
+
+
 def check_images01(images, what: str = "images") -> None:
     """Pixel-space images: (B, H, W, 3), finite, within [0, 1]; one-line error otherwise."""
     x = np.asarray(images)
@@ -148,11 +156,6 @@ class InputOptimizer:
         return jax.lax.scan(step, carry, jax.random.split(key, n))
 
     # -------------------------------------------------------------- driver
-    def _sharding(self, batch: int):
-        devices = jax.devices()
-        if not self.shard or len(devices) == 1 or batch % len(devices):
-            return None
-        return NamedSharding(Mesh(np.array(devices), ("data",)), P("data"))
 
     def run(self, objective: Objective, init, *, key: int | jax.Array = 0, progress: bool = False) -> Result:
         """Ascends ``objective`` from ``init``: images (B, H, W, 3) in [0, 1], or a shape (B, H, W) for noise."""
@@ -166,7 +169,7 @@ class InputOptimizer:
         check_objective(objective, logits.shape, features)
         key = jax.random.key(key) if isinstance(key, int) else key
         init_key, key = jax.random.split(key)
-        sharding = self._sharding(shape[0])
+        sharding = batch_sharding(shape[0]) if self.shard else None
         if sharding is not None and image is not None:
             image = jax.device_put(image, sharding)
         carry = self._init(init_key, shape, image)

@@ -41,6 +41,7 @@ class TrainConfig:
     log_every_steps: int = 10
     max_steps: int | None = None          # stop early (tests, smoke runs)
     pretrained: str | None = None         # torchvision weights to start from
+    adversarial: dict = dataclasses.field(default_factory=dict)  # PGD training: {"eps": 0.03, "steps": 3}
 
     def with_overrides(self, overrides: list[str]) -> "TrainConfig":
         """Applies ``key=value`` strings (``optimizer.learning_rate=0.05``); unknown keys list the valid ones."""

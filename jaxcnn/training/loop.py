@@ -96,7 +96,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
 
     train_step = dp.compile_train_step(make_train_step(
         model, tx, label_smoothing=cfg.label_smoothing, accum_steps=cfg.accum_steps,
-        axis_name=PMAP_AXIS if cfg.strategy == "pmap" else None))
+        axis_name=PMAP_AXIS if cfg.strategy == "pmap" else None, adversarial=cfg.adversarial))
     eval_step = dp.compile_eval_step(make_eval_step(model, axis_name=PMAP_AXIS if cfg.strategy == "pmap" else None))
     log = MetricsLog(cfg.workdir, enabled=lead)
     meta_base = {"model": cfg.model, "config": _jsonable(to_dict(cfg))}

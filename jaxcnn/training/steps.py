@@ -65,7 +65,7 @@ def _all_finite(tree: Any) -> jax.Array:
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, label_smoothing: float = 0.0,
                     accum_steps: int = 1, axis_name: str | None = None,
-                    aux_weights: dict[str, float] | None = None) -> Callable:
+                    aux_weights: dict[str, float] | None = None, adversarial: dict | None = None) -> Callable:
     """Builds ``train_step(state, batch) -> (state, metrics)``.
 
     Args:
@@ -78,6 +78,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, label
       axis_name: the ``pmap`` axis to average gradients and metrics over
         (None under ``jit``, where the sharded batch is global already).
       aux_weights: loss weight of each auxiliary output in ``features``.
+      adversarial: adversarial training (Madry et al. 2018): ``{"eps": ..,
+        "steps": .., "step_size": .., "norm": "linf"|"l2"}`` in pixel units
+        ([0, 1]); each batch is replaced by its PGD examples against the
+        current weights (eval-mode model, random start) before the update.
 
     Returns:
       A pure function. ``metrics`` holds the step's mean ``loss``, ``top1``,
@@ -85,6 +89,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, label
       state is then returned unchanged, and the caller stops the run).
     """
     aux_weights = AUX_LOSS_WEIGHTS if aux_weights is None else aux_weights
+    adversarial = check_adversarial(adversarial)
 
     def loss_fn(params, batch_stats, images, labels, key):
         variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
@@ -104,6 +109,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, label
         check_batch(batch)
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng, impl=RNG_IMPL), state.step)
         images, labels = model_input(batch["image"]), batch["label"]
+        if adversarial:
+            images = _adversarial_images(model, state, images, labels, jax.random.split(key)[1], adversarial)
         if accum_steps == 1:
             (_, (batch_stats, metrics)), grads = grad_fn(state.params, state.batch_stats, images, labels, key)
         else:
@@ -132,6 +139,34 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, label
         return new, {**metrics, "finite": finite.astype(jnp.float32)}
 
     return train_step
+
+
+ADVERSARIAL_KEYS = ("eps", "steps", "step_size", "norm")
+
+
+def check_adversarial(adversarial: dict | None) -> dict:
+    """Validates the adversarial-training options (unknown keys, bad budget: one line) and fills defaults."""
+    if not adversarial:
+        return {}
+    unknown = set(adversarial) - set(ADVERSARIAL_KEYS)
+    if unknown:
+        raise ValueError(f"unknown adversarial option(s) {sorted(unknown)}; valid: {', '.join(ADVERSARIAL_KEYS)}")
+    eps = float(adversarial.get("eps", 0.0))
+    if not (eps > 0 and eps < float("inf")):
+        raise ValueError(f"adversarial training needs a finite eps > 0, got {adversarial.get('eps')}")
+    steps = int(adversarial.get("steps", 3))
+    return {"eps": eps, "steps": steps, "step_size": float(adversarial.get("step_size", 2.5 * eps / steps)),
+            "norm": adversarial.get("norm", "linf")}
+
+
+def _adversarial_images(model, state, images, labels, key, opts):
+    from jaxcnn.imagenet import deprocess
+    from jaxcnn.inputopt.attacks import perturb
+    variables = {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
+    pixels = jnp.clip(deprocess(images), 0.0, 1.0)
+    adv = perturb(model, jax.lax.stop_gradient(variables), pixels, labels, key, eps=opts["eps"], steps=opts["steps"],
+                  step_size=opts["step_size"], norm=opts["norm"])
+    return preprocess(jax.lax.stop_gradient(adv))
 
 
 def make_eval_step(model: nn.Module, *, axis_name: str | None = None) -> Callable:

@@ -1,0 +1,106 @@
+"""Adversarial patch (Brown et al. 2017): one universal patch that makes a model say ``target`` wherever it is put.
+
+Training maximises E[log p(target | A(patch, x, l, s, r))] over images x of
+a set and random placements: location l, size s (a fraction of the image
+side) and rotation r ("expectation over transformation"), with Adam on the
+patch pixels, clipped to [0, 1]. The whole training is one compiled
+``lax.scan``. ``apply_patch`` pastes a patch at random placements;
+``patch_success`` measures how often held-out images become ``target``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.scipy.ndimage import map_coordinates
+
+from jaxcnn.imagenet import preprocess
+from jaxcnn.inputopt.optimize import check_images01
+
+
+def _place_one(image, patch, key, scale, max_degrees):
+    """Pastes ``patch`` (P, P, 3) on ``image`` (H, W, 3) at a random size, angle and location."""
+    h, w, _ = image.shape
+    p = patch.shape[0]
+    k1, k2, k3 = jax.random.split(key, 3)
+    side = jax.random.uniform(k1, (), minval=scale[0], maxval=scale[1]) * min(h, w)
+    angle = jax.random.uniform(k2, (), minval=-max_degrees, maxval=max_degrees) * jnp.pi / 180
+    half = side / 2 * (jnp.abs(jnp.cos(angle)) + jnp.abs(jnp.sin(angle)))   # half-extent of the rotated square
+    lo = jnp.minimum(half, jnp.array([h / 2, w / 2]))
+    centre = lo + jax.random.uniform(k3, (2,)) * (jnp.array([h, w]) - 2 * lo)
+    yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
+    dy, dx = yy - centre[0], xx - centre[1]
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    u = (cos * dy + sin * dx) * (p / side) + (p - 1) / 2          # patch coordinates of each image pixel
+    v = (-sin * dy + cos * dx) * (p / side) + (p - 1) / 2
+    inside = ((u >= -0.5) & (u <= p - 0.5) & (v >= -0.5) & (v <= p - 0.5)).astype(image.dtype)[..., None]
+    sample = lambda ch: map_coordinates(ch, [u, v], order=1, mode="nearest")
+    pasted = jax.vmap(sample, in_axes=2, out_axes=2)(patch)
+    return image * (1 - inside) + pasted * inside
+
+
+def apply_patch(images, patch, key, *, scale=(0.3, 0.5), max_degrees: float = 45.0):
+    """(B, H, W, 3) images with ``patch`` pasted at an independent random placement each."""
+    keys = jax.random.split(key, images.shape[0])
+    return jax.vmap(_place_one, in_axes=(0, None, 0, None, None))(images, patch, keys, scale, max_degrees)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "steps", "batch_size", "scale", "max_degrees", "patch_size"))
+def _train(model, variables, images, target, key, lr, *, steps, batch_size, scale, max_degrees, patch_size):
+    tx = optax.adam(lr)
+    k0, key = jax.random.split(key)
+    patch = jax.random.uniform(k0, (patch_size, patch_size, 3))
+
+    def loss(patch, idx, k):
+        x = apply_patch(images[idx], patch, k, scale=scale, max_degrees=max_degrees)
+        logits = model.apply(variables, preprocess(x), train=False)[0].astype(jnp.float32)
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, jnp.full((x.shape[0],), target)))
+
+    def step(carry, k):
+        patch, opt_state = carry
+        ki, kp = jax.random.split(k)
+        idx = jax.random.randint(ki, (batch_size,), 0, images.shape[0])
+        value, g = jax.value_and_grad(loss)(patch, idx, kp)
+        updates, opt_state = tx.update(g, opt_state, patch)
+        return (jnp.clip(optax.apply_updates(patch, updates), 0, 1), opt_state), value
+
+    (patch, _), losses = jax.lax.scan(step, (patch, tx.init(patch)), jax.random.split(key, steps))
+    return patch, losses
+
+
+def train_patch(model, variables, images, target: int, *, patch_size: int | None = None, steps: int = 500,
+                batch_size: int = 16, learning_rate: float = 0.05, scale=(0.3, 0.5), max_degrees: float = 45.0,
+                key: int = 0):
+    """A universal patch (P, P, 3) for ``target`` trained over ``images`` (N, H, W, 3); returns (patch, losses)."""
+    check_images01(images, "patch training images")
+    n = _num_classes(model, variables, images)
+    if not 0 <= int(target) < n:
+        raise ValueError(f"target class out of range: {target}, the model has {n} classes")
+    if not 0 < scale[0] <= scale[1] <= 1:
+        raise ValueError(f"patch scale must satisfy 0 < min <= max <= 1 (fractions of the image side), got {scale}")
+    patch_size = patch_size or max(4, int(images.shape[1] * scale[1]))
+    patch, losses = _train(model, variables, jnp.asarray(images, jnp.float32), jnp.int32(target), jax.random.key(key),
+                           jnp.float32(learning_rate), steps=steps, batch_size=batch_size, scale=tuple(scale),
+                           max_degrees=float(max_degrees), patch_size=patch_size)
+    return patch, np.asarray(losses)
+
+
+def _num_classes(model, variables, images) -> int:
+    x = jax.ShapeDtypeStruct((1, *np.shape(images)[1:]), jnp.float32)
+    return jax.eval_shape(lambda v, x: model.apply(v, x, train=False)[0], variables, x).shape[-1]
+
+
+def patch_success(model, variables, images, labels, patch, target: int, *, key: int = 0, scale=(0.3, 0.5),
+                  max_degrees: float = 45.0) -> dict[str, float]:
+    """Target rate with and without the patch over images whose label is not ``target`` (random placements)."""
+    check_images01(images)
+    keep = np.asarray(labels) != target
+    x = jnp.asarray(images, jnp.float32)[keep]
+    fwd = jax.jit(lambda v, x: jnp.argmax(model.apply(v, preprocess(x), train=False)[0], -1))
+    patched = apply_patch(x, jnp.asarray(patch), jax.random.key(key), scale=tuple(scale), max_degrees=max_degrees)
+    return {"images": int(keep.sum()), "target_rate_clean": float(jnp.mean(fwd(variables, x) == target)),
+            "target_rate_patched": float(jnp.mean(fwd(variables, patched) == target))}
