@@ -7,9 +7,10 @@
   jaxcnn models [--family F]            every model: parameters, GFLOPs at native size, torchvision twin
   jaxcnn predict [--model M] [--weights FILE] [IMAGE ...]
                                          top-5 classes of photos (default: scikit-image's sample photos)
-  jaxcnn visualize | dream | invert | style ...
-                                         input optimisation (jaxcnn/cli_dream.py); each takes
-                                         --model/--weights/--checkpoint and writes PNGs under out/
+  jaxcnn visualize | dream | invert | style ...      (jaxcnn/cli_dream.py)
+  jaxcnn attack | fool | patch ...                     (jaxcnn/cli_attack.py)
+                                         input optimisation; each takes --model/--weights/--checkpoint
+                                         and writes PNGs and a report under out/
 
 Errors in what the user gave (unknown model, unreadable file, bad weights) are
 one line on stderr and exit status 2.
@@ -127,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="crop size (default: the model's native resolution)")
     p.add_argument("--top", type=int, default=5)
     p.set_defaults(func=_cmd_predict)
-    from jaxcnn import cli_dream
+    from jaxcnn import cli_attack, cli_dream
     cli_dream.add_commands(sub)
+    cli_attack.add_commands(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The dreaming commands end to end, on the trained digits model saved as a torchvision-style weight file."""
+"""The input-optimisation commands end to end, on the trained digits model saved as a torchvision-style weight file."""
 
 import json
 import os
@@ -66,3 +66,21 @@ def test_bad_input_is_one_line(weights, tmp_path, capsys):
     assert "image not found: missing.png" in capsys.readouterr().err
     assert main(["visualize", "--model", "resnet18", "--weights", path, "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.count("\n") == 1     # a weight file for another model: one line
+
+
+def test_attack_fool_and_patch_commands(weights, tmp_path, capsys):
+    path, photo = weights
+    common = ["--model", "tiny_cnn", "--weights", path, "--size", str(SIZE), "--out", str(tmp_path)]
+    assert main(["attack", photo, *common, "--eps", "0.1", "--steps", "5"]) == 0
+    report = json.load(open(tmp_path / "report.json"))
+    assert report["images"]["seven"]["success"] and report["images"]["seven"]["linf"] <= 0.1 + 1e-6
+    assert _png(tmp_path / "side_by_side.png").ndim == 3
+    assert main(["attack", *common, "--dataset", "digits", "--limit", "64", "--eps", "0.02", "0.05"]) == 0
+    rows = json.load(open(tmp_path / "robustness.json"))
+    assert [r["eps"] for r in rows] == [0.0, 0.02, 0.05] and rows[0]["accuracy"] > rows[-1]["accuracy"]
+    assert main(["fool", *common, "--classes", "1,4", "--steps", "40", "--dataset", "digits"]) == 0
+    assert json.load(open(tmp_path / "fool_gradient.json"))["noise_probe"]["threshold"] > 0
+    assert main(["patch", *common, "--target", "3", "--limit", "128", "--steps", "20"]) == 0
+    assert _png(tmp_path / "patch.png").shape[-1] == 3
+    assert main(["attack", photo, *common, "--eps", "-1"]) == 2
+    assert "epsilon must be a finite number >= 0" in capsys.readouterr().err
