@@ -152,12 +152,17 @@ def _validate(model, variables, x, labels, target, eps=None):
     return x, labels, target
 
 
-def _result(model, variables, x, adv, labels, target) -> AttackResult:
+@functools.partial(jax.jit, static_argnames=("model",))
+def _summary(model, variables, x, adv, labels, target):
     pred = jnp.argmax(clean_logits(model, variables, adv), axis=-1)
     ok = pred != labels if target is None else pred == target
     d = (adv - x).reshape(x.shape[0], -1)
-    return AttackResult(adv, np.asarray(ok), np.asarray(jnp.max(jnp.abs(d), axis=1)),
-                        np.asarray(jnp.sqrt(jnp.sum(d * d, axis=1))), np.asarray(pred))
+    return ok, jnp.max(jnp.abs(d), axis=1), jnp.sqrt(jnp.sum(d * d, axis=1)), pred
+
+
+def _result(model, variables, x, adv, labels, target) -> AttackResult:
+    ok, linf, l2, pred = jax.device_get(_summary(model, variables, x, adv, labels, target))
+    return AttackResult(adv, ok, linf, l2, pred)
 
 
 def pgd(model, variables, x, labels, *, eps: float, steps: int = 10, step_size: float | None = None,

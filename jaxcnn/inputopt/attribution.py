@@ -1,0 +1,200 @@
+"""Looking inside: saliency, deconvnet, guided backprop, integrated gradients, SmoothGrad, occlusion.
+
+Gradient methods differ only in how a ReLU passes the signal back:
+  saliency   the true gradient (Simonyan et al. 2014): g * (x > 0)
+  deconvnet  Zeiler & Fergus 2014: relu(g), ignoring the forward mask; max-pools
+             route the signal through the switches recorded in the forward pass (the
+             VJP of a max-pool *is* the switch routing) and convolutions run
+             transposed (the VJP of a convolution), so this reproduces the deconvnet
+  guided     Springenberg et al. 2015: relu(g) * (x > 0)
+The model code is untouched: the forward function is traced to a jaxpr and
+re-evaluated with every ``relu`` replaced by a ReLU carrying the chosen VJP.
+
+A *unit* is any ``jaxcnn.inputopt.objectives`` objective (``neuron``,
+``channel``, ``class_logit`` ...), so the same objects name what to explain
+and what to optimise.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jcore
+
+from jaxcnn.imagenet import preprocess
+from jaxcnn.inputopt.objectives import Objective
+from jaxcnn.inputopt.optimize import check_images01, check_objective, feature_shapes
+
+METHODS = ("saliency", "deconvnet", "guided")
+
+
+def _modified_relu(mode: str):
+    @jax.custom_vjp
+    def relu(x):
+        return jnp.maximum(x, 0)
+
+    def fwd(x):
+        return relu(x), x
+
+    def bwd(x, g):
+        back = jnp.maximum(g, 0)
+        return (back if mode == "deconvnet" else back * (x > 0),)
+
+    relu.defvjp(fwd, bwd)
+    return relu
+
+
+def _is_relu(eqn) -> bool:
+    if eqn.primitive.name != "custom_jvp_call":
+        return False
+    inner = eqn.params["call_jaxpr"].jaxpr.eqns
+    return len(inner) == 1 and inner[0].params.get("name") == "relu"
+
+
+def _eval(jaxpr, consts, args, relu):
+    """Evaluates ``jaxpr`` with each ``relu`` call replaced by ``relu`` (recursing into nested jits)."""
+    env = {}
+    read = lambda v: v.val if isinstance(v, jcore.Literal) else env[v]
+    for var, val in zip(jaxpr.constvars, consts):
+        env[var] = val
+    for var, val in zip(jaxpr.invars, args):
+        env[var] = val
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        if _is_relu(eqn):
+            outs = [relu(invals[0])]
+        elif eqn.primitive.name in ("jit", "pjit"):
+            sub = eqn.params["jaxpr"]
+            outs = _eval(sub.jaxpr, sub.consts, invals, relu)
+        elif eqn.primitive.name == "custom_jvp_call":
+            sub = eqn.params["call_jaxpr"]
+            outs = _eval(sub.jaxpr, sub.consts, invals, relu)
+        else:
+            outs = eqn.primitive.bind(*invals, **eqn.params)
+            outs = outs if eqn.primitive.multiple_results else [outs]
+        for var, val in zip(eqn.outvars, outs):
+            env[var] = val
+    return [read(v) for v in jaxpr.outvars]
+
+
+def _score_fn(model, variables, unit: Objective):
+    def score(x):
+        logits, features = model.apply(variables, preprocess(x), train=False)
+        return jnp.sum(unit({"features": features, "logits": logits, "image": x}))
+    return score
+
+
+def input_gradient(model, variables, images, unit: Objective, method: str = "saliency") -> jax.Array:
+    """d unit / d image for images (B, H, W, 3) in [0, 1] -> (B, H, W, 3), with ``method``'s ReLU rule."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    check_images01(images)
+    x = jnp.asarray(images, jnp.float32)
+    logits, features = feature_shapes(model, variables, x.shape)
+    check_objective(unit, logits.shape, features)
+    return _gradient(model, variables, x, unit, method)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "method"))
+def _gradient(model, variables, x, unit, method):
+    score = _score_fn(model, variables, unit)
+    if method == "saliency":
+        return jax.grad(score)(x)
+    closed = jax.make_jaxpr(score)(x)
+    relu = _modified_relu(method)
+    return jax.grad(lambda x: _eval(closed.jaxpr, closed.consts, [x], relu)[0])(x)
+
+
+def saliency_map(grad) -> np.ndarray:
+    """(B, H, W, 3) gradients -> (B, H, W) max over channels of |gradient| (Simonyan et al.)."""
+    return np.max(np.abs(np.asarray(grad)), axis=-1)
+
+
+def integrated_gradients(model, variables, images, unit: Objective, *, baseline=None, steps: int = 64) -> jax.Array:
+    """Sundararajan et al. 2017: (x - x0) * mean gradient on the straight path x0 -> x (midpoint rule).
+
+    Completeness: attributions sum to about unit(x) - unit(x0); baseline
+    defaults to a black image.
+    """
+    check_images01(images)
+    x = jnp.asarray(images, jnp.float32)
+    x0 = jnp.zeros_like(x) if baseline is None else jnp.broadcast_to(jnp.asarray(baseline, jnp.float32), x.shape)
+    logits, features = feature_shapes(model, variables, x.shape)
+    check_objective(unit, logits.shape, features)
+    return _ig(model, variables, x, x0, unit, steps=steps)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "steps"))
+def _ig(model, variables, x, x0, unit, *, steps):
+    grad = jax.grad(_score_fn(model, variables, unit))
+
+    def body(total, alpha):
+        return total + grad(x0 + alpha * (x - x0)), None
+
+    alphas = (jnp.arange(steps, dtype=jnp.float32) + 0.5) / steps
+    total, _ = jax.lax.scan(body, jnp.zeros_like(x), alphas)
+    return (x - x0) * total / steps
+
+
+def smoothgrad(model, variables, images, unit: Objective, *, samples: int = 32, sigma: float = 0.15,
+               key: int = 0) -> jax.Array:
+    """Smilkov et al. 2017: the mean gradient over ``samples`` copies with N(0, sigma^2) pixel noise."""
+    check_images01(images)
+    x = jnp.asarray(images, jnp.float32)
+    logits, features = feature_shapes(model, variables, x.shape)
+    check_objective(unit, logits.shape, features)
+    return _smooth(model, variables, x, unit, jax.random.key(key), jnp.float32(sigma), samples=samples)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "samples"))
+def _smooth(model, variables, x, unit, key, sigma, *, samples):
+    grad = jax.grad(_score_fn(model, variables, unit))
+
+    def body(total, k):
+        return total + grad(x + sigma * jax.random.normal(k, x.shape)), None
+
+    total, _ = jax.lax.scan(body, jnp.zeros_like(x), jax.random.split(key, samples))
+    return total / samples
+
+
+# ---------------------------------------------------------------- occlusion (Zeiler & Fergus)
+def occlusion_positions(h: int, w: int, size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left corners (ys, xs) of an occluder of ``size`` moved by ``stride`` over an h x w image."""
+    if stride <= 0:
+        raise ValueError(f"occluder stride must be > 0, got {stride}")
+    if size <= 0 or size > min(h, w):
+        raise ValueError(f"occluder size {size} must be in 1..{min(h, w)} for a {h}x{w} image")
+    return np.arange(0, h - size + 1, stride), np.arange(0, w - size + 1, stride)
+
+
+def occlusion(model, variables, image, label: int, *, size: int, stride: int, fill: float = 0.5,
+              batch: int = 64) -> np.ndarray:
+    """p(label) with a grey ``size`` x ``size`` square at each position: (ny, nx) map for one (H, W, 3) image.
+
+    All positions run as batched compiled forwards of ``batch`` occluded copies.
+    """
+    check_images01(jnp.asarray(image)[None])
+    h, w, _ = np.shape(image)
+    ys, xs = occlusion_positions(h, w, size, stride)
+    corners = np.stack(np.meshgrid(ys, xs, indexing="ij"), -1).reshape(-1, 2).astype(np.int32)
+    n = len(corners)
+    pad = (-n) % batch
+    corners = np.concatenate([corners, np.repeat(corners[-1:], pad, 0)])
+    image = jnp.asarray(image, jnp.float32)
+    probs = [_occluded_probs(model, variables, image, jnp.asarray(corners[i:i + batch]), jnp.int32(label),
+                             jnp.float32(fill), size=size) for i in range(0, len(corners), batch)]
+    return np.concatenate([np.asarray(p) for p in probs])[:n].reshape(len(ys), len(xs))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "size"))
+def _occluded_probs(model, variables, image, corners, label, fill, *, size):
+    h, w, _ = image.shape
+    yy, xx = jnp.arange(h)[None, :, None], jnp.arange(w)[None, None, :]
+    cy, cx = corners[:, 0, None, None], corners[:, 1, None, None]
+    inside = (yy >= cy) & (yy < cy + size) & (xx >= cx) & (xx < cx + size)
+    x = jnp.where(inside[..., None], fill, image[None])
+    logits = model.apply(variables, preprocess(x), train=False)[0].astype(jnp.float32)
+    return jax.nn.softmax(logits, axis=-1)[:, label]
