@@ -9,6 +9,8 @@
                                          top-5 classes of photos (default: scikit-image's sample photos)
   jaxcnn visualize | dream | invert | style ...      (jaxcnn/cli_dream.py)
   jaxcnn attack | fool | patch ...                     (jaxcnn/cli_attack.py)
+  jaxcnn explain --method occlusion|saliency|deconvnet|guided|ig|smoothgrad|top-patches|filters
+                                                       (jaxcnn/cli_explain.py)
                                          input optimisation; each takes --model/--weights/--checkpoint
                                          and writes PNGs and a report under out/
 
@@ -128,9 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="crop size (default: the model's native resolution)")
     p.add_argument("--top", type=int, default=5)
     p.set_defaults(func=_cmd_predict)
-    from jaxcnn import cli_attack, cli_dream
+    from jaxcnn import cli_attack, cli_dream, cli_explain
     cli_dream.add_commands(sub)
     cli_attack.add_commands(sub)
+    cli_explain.add_commands(sub)
     return parser
 
 

@@ -84,3 +84,29 @@ def test_attack_fool_and_patch_commands(weights, tmp_path, capsys):
     assert _png(tmp_path / "patch.png").shape[-1] == 3
     assert main(["attack", photo, *common, "--eps", "-1"]) == 2
     assert "epsilon must be a finite number >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["occlusion", "guided", "ig"])
+def test_explain_writes_overlays_and_raw_maps(weights, tmp_path, method):
+    path, photo = weights
+    assert main(["explain", photo, "--model", "tiny_cnn", "--weights", path, "--size", str(SIZE), "--method", method,
+                 "--occluder", "4", "--stride", "2", "--out", str(tmp_path)]) == 0
+    raw = np.load(tmp_path / f"seven_{method}.npy")
+    assert raw.shape == ((7, 7) if method == "occlusion" else (SIZE, SIZE, 3))
+    assert _png(tmp_path / f"seven_{method}.png").shape == (SIZE, SIZE, 3)
+
+
+def test_explain_top_patches_filters_and_bad_input(weights, tmp_path, capsys):
+    path, photo = weights
+    common = ["--model", "tiny_cnn", "--weights", path, "--size", str(SIZE), "--out", str(tmp_path)]
+    assert main(["explain", *common, "--method", "top-patches", "--layer", "block0", "--channel", "2",
+                 "--limit", "50", "--k", "4"]) == 0
+    assert np.load(tmp_path / "top_patches_block0_2.npy").shape == (4, 7)
+    assert main(["explain", *common, "--method", "filters", "--k-filters", "8"]) == 0
+    assert _png(tmp_path / "filters_vs_factorizations.png").ndim == 3
+    assert main(["explain", photo, *common, "--occluder", "40"]) == 2
+    assert "occluder size 40 must be in 1..16" in capsys.readouterr().err
+    assert main(["explain", photo, *common, "--stride", "0"]) == 2
+    assert "stride must be > 0" in capsys.readouterr().err
+    assert main(["explain", photo, *common, "--method", "guided", "--layer", "fc9"]) == 2
+    assert "no layer 'fc9'; valid: block0, block1, pre_logits" in capsys.readouterr().err

@@ -39,7 +39,8 @@ class TopPatches:
     patches: list
 
 
-def channel_maps(model, variables, images, layer: str, channel: int, *, batch: int = 128) -> np.ndarray:
+def channel_maps(model, variables, images, layer: str, channel: int, *, batch: int = 128,
+                 progress: bool = False) -> np.ndarray:
     """(N, h, w) activation maps of one channel over images (N, H, W, 3) in [0, 1]."""
     check_images01(images)
     _, feats = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
@@ -49,8 +50,12 @@ def channel_maps(model, variables, images, layer: str, channel: int, *, batch: i
     if feats[layer].ndim != 4 or not 0 <= channel < feats[layer].shape[-1]:
         raise ValueError(f"{layer} has shape {feats[layer].shape[1:]}; channel {channel} is not a spatial unit of it")
     fwd = jax.jit(lambda v, x: model.apply(v, preprocess(x), train=False)[1][layer][..., channel])
+    starts = range(0, len(images), batch)
+    if progress:
+        from tqdm import tqdm
+        starts = tqdm(starts, unit="batch", leave=False)
     return np.concatenate([np.asarray(fwd(variables, jnp.asarray(images[i:i + batch], jnp.float32)))
-                           for i in range(0, len(images), batch)])
+                           for i in starts])
 
 
 def receptive_box(model, variables, image, layer: str, channel: int, y: int, x: int) -> tuple[int, int, int, int]:
@@ -66,9 +71,10 @@ def receptive_box(model, variables, image, layer: str, channel: int, y: int, x: 
     return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
 
 
-def top_patches(model, variables, images, layer: str, channel: int, *, k: int = 9) -> TopPatches:
+def top_patches(model, variables, images, layer: str, channel: int, *, k: int = 9,
+                progress: bool = False) -> TopPatches:
     """The k images whose maximum activation of ``layer``/``channel`` is largest, with where and how much."""
-    maps = channel_maps(model, variables, images, layer, channel)
+    maps = channel_maps(model, variables, images, layer, channel, progress=progress)
     flat = maps.reshape(len(maps), -1)
     best = flat.max(axis=1)
     order = np.argsort(-best, kind="stable")[: min(k, len(maps))]
