@@ -1,0 +1,326 @@
+"""Model parallelism for the two-tower AlexNet: one tower per device of a 2-wide ``"model"`` mesh axis.
+
+Krizhevsky et al. (2012) split their net over two GPUs: each GPU holds one
+*tower* (half of the kernels of every layer) and the GPUs talk only at conv3
+and the fully connected layers. ``jaxcnn.models.alexnet`` stores the towers as
+channel halves (first half tower A, second half tower B; conv2, conv4, conv5
+are ``groups=2`` convolutions), so the placement is a sharding of the
+*unchanged* Flax variables:
+
+====================  =========================  ==============================
+layer                 sharded over ``"model"``   communication (per forward)
+====================  =========================  ==============================
+conv1, conv2          kernel out axis, bias      none (conv1: every tower sees
+                                                 the whole image)
+conv3                 kernel out axis, bias      all_gather of norm2/pool2
+conv4, conv5          kernel out axis, bias      none
+fc6, fc7              kernel out axis, bias      all_gather of their input
+fc8                   kernel *in* axis           psum of the partial logits
+====================  =========================  ==============================
+
+Each device computes its tower's half of every activation (and of the units
+of fc6/fc7); fc8 combines the towers by summing their partial logits. The
+batch is split over the ``"data"`` axis, so a ``(data, model)`` mesh runs
+data parallelism across tower pairs: gradients of the tower-sharded
+parameters are all-reduced over ``"data"`` only.
+
+A checkpoint is the same pytree in every layout (``to_tower_layout`` places
+standard variables, ``from_tower_layout`` brings them back as NumPy arrays),
+so a run can switch between one device, ``DataParallel`` and this layout.
+
+Two layouts of the same placement:
+
+* ``"shard_map"`` (default): the forward is a ``jax.shard_map`` with the
+  paper's collectives written out (``all_gather`` / ``psum`` over ``"model"``).
+* ``"jit"``: ``model.apply`` under ``jax.jit`` with the tower-sharded
+  parameters; XLA's partitioner chooses the collectives.
+
+Dropout (train mode) draws the very masks of ``model.apply`` with the same
+``rngs={"dropout": key}`` (bit for bit with threefry keys, which
+``TrainState`` uses; each device draws only its slice), so a train step
+equals the single-device step.
+
+Usage::
+
+    mesh = tower_mesh()                        # (len(devices)//2, 2) devices, axes ("data", "model")
+    tp = TowerParallel(create_model("alexnet_twotower"), mesh)
+    step = tp.compile_train_step(make_train_step(tp, tx))   # tp.apply stands in for model.apply
+    state, metrics = step(tp.put_state(state), tp.put_batch(batch))
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxcnn.layers import adaptive_avg_pool, check_images, flatten_chw, local_response_norm, max_pool
+from jaxcnn.models.alexnet import min_input_size
+
+DATA_AXIS = "data"
+MODEL_AXIS = "model"
+LAYOUTS = ("shard_map", "jit")
+TOWERS = 2
+
+_CONVS = tuple(f"conv{i}" for i in range(1, 6))
+_TOWER_OUT = {"kernel": P(None, None, None, MODEL_AXIS), "bias": P(MODEL_AXIS)}
+# the sharding of every parameter of the two-tower net: the tower (channel half) axis over "model"
+PARAM_SPECS: dict[str, dict[str, P]] = {
+    **{name: _TOWER_OUT for name in _CONVS},
+    "fc6": {"kernel": P(None, MODEL_AXIS), "bias": P(MODEL_AXIS)},
+    "fc7": {"kernel": P(None, MODEL_AXIS), "bias": P(MODEL_AXIS)},
+    "fc8": {"kernel": P(MODEL_AXIS, None), "bias": P()},
+}
+_ACT = P(DATA_AXIS, None, None, MODEL_AXIS)  # NHWC activations: batch over data, channels (towers) over model
+_FEATURE_SPECS = {**{k: _ACT for k in (*_CONVS, "norm1", "norm2", "pool1", "pool2", "pool5")},
+                  **{k: P(DATA_AXIS, MODEL_AXIS) for k in ("fc6", "fc7", "pre_logits")}}
+
+
+# ----------------------------------------------------------------------------
+# mesh and parameter placement
+
+
+def tower_mesh(devices: list | None = None) -> Mesh:
+    """A ``("data", "model")`` mesh of shape ``(len(devices) // 2, 2)``; neighbouring devices pair up as towers."""
+    devices = list(devices if devices is not None else jax.devices())
+    if len(devices) % TOWERS:
+        raise ValueError(f"two-tower model parallelism needs an even number of devices; got {len(devices)}")
+    return Mesh(np.array(devices).reshape(-1, TOWERS), (DATA_AXIS, MODEL_AXIS))
+
+
+def check_mesh(mesh: Mesh) -> None:
+    """The mesh must have exactly the axes ``("data", "model")`` with ``model`` of size 2 (one-line error)."""
+    if set(mesh.axis_names) != {DATA_AXIS, MODEL_AXIS}:
+        raise ValueError(f"two-tower model parallelism needs a mesh with axes ('data', 'model'); "
+                         f"got {tuple(mesh.axis_names)}")
+    if mesh.shape[MODEL_AXIS] != TOWERS:
+        raise ValueError(f"the two-tower net needs a 'model' mesh axis of size 2 (one device per tower); "
+                         f"got {mesh.shape[MODEL_AXIS]}")
+
+
+def _spec_for(path: tuple, leaf: Any) -> P:
+    """Tower spec of a leaf whose key path ends in ``<layer>/<kernel|bias>`` (params, optimizer traces), else P()."""
+    keys = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+    if len(keys) >= 2 and keys[-2] in PARAM_SPECS and keys[-1] in ("kernel", "bias"):
+        spec = PARAM_SPECS[keys[-2]][keys[-1]]
+        if getattr(leaf, "ndim", None) == len(spec) or len(spec) == 0:
+            return spec
+    return P()
+
+
+def tower_shardings(mesh: Mesh, tree: Any) -> Any:
+    """``NamedSharding`` per leaf of ``tree`` (variables, params, a TrainState, optax state): towers over ``model``."""
+    return jax.tree_util.tree_map_with_path(lambda p, x: NamedSharding(mesh, _spec_for(p, x)), tree)
+
+
+def to_tower_layout(tree: Any, mesh: Mesh) -> Any:
+    """Standard variables / TrainState (host or device) -> the same pytree with each tower on its ``model`` slice."""
+    check_mesh(mesh)
+    return jax.device_put(tree, tower_shardings(mesh, tree))
+
+
+def from_tower_layout(tree: Any) -> Any:
+    """Tower-sharded pytree -> the standard layout as NumPy arrays (what checkpoints and ``model.apply`` read)."""
+    return jax.tree_util.tree_map(lambda a: np.asarray(jax.device_get(a)), tree)
+
+
+def check_two_tower(model: nn.Module, params: dict | None = None) -> None:
+    """``model`` must be the two-tower net (``create_model("alexnet_twotower")``); one-line error otherwise."""
+    convs = getattr(model, "convs", None)
+    if getattr(model, "towers", None) != TOWERS or convs is None or len(convs) != 5 or convs[0][4] != 1 \
+            or any(c[4] not in (1, TOWERS) for c in convs):
+        raise ValueError(f"model parallelism over towers needs the two-tower AlexNet "
+                         f"(create_model('alexnet_twotower')); got {type(model).__name__} "
+                         f"{getattr(model, 'arch_name', '')}".rstrip())
+    if params is not None:
+        missing = sorted(set(PARAM_SPECS) - set(params))
+        if missing:
+            raise ValueError(f"two-tower parameters lack layer(s) {', '.join(missing)}; got {sorted(params)}")
+
+
+# ----------------------------------------------------------------------------
+# the per-device program (one tower, one slice of the batch)
+
+
+class _DropoutMasks(nn.Module):
+    """The keep-masks ``PaperAlexNet``'s two ``nn.Dropout`` (auto-named ``Dropout_0``, ``Dropout_1``) draw.
+
+    The masks depend only on the key, the module path and the shape, so these
+    are the bits ``model.apply(..., train=True, rngs={"dropout": key})`` uses.
+    """
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, shape):
+        ones = jnp.ones(shape, jnp.float32)
+        return tuple(nn.Dropout(self.rate, deterministic=False, name=f"Dropout_{i}")(ones) != 0 for i in range(2))
+
+
+def _conv(x, p, stride, padding, dtype):
+    y = lax.conv_general_dilated(x, p["kernel"].astype(dtype), (stride, stride), ((padding, padding),) * 2,
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + p["bias"].astype(dtype)
+
+
+def _dense(x, p, dtype):
+    return x @ p["kernel"].astype(dtype) + p["bias"].astype(dtype)
+
+
+def _tower_forward(model: nn.Module, params: dict, x: jax.Array, masks: tuple | None):
+    """One device: this tower's half of every layer; collectives only where the paper's GPUs talk."""
+    dt = model.dtype
+    feats: dict = {}
+    lrn = functools.partial(local_response_norm, size=5, alpha=1e-4, beta=0.75, k=2.0)  # local channels: one tower
+    pool = functools.partial(max_pool, kernel=3, stride=2, ceil_mode=model.ceil_mode)
+    x = x.astype(dt)
+    for i, (_, _, stride, padding, groups, _) in enumerate(model.convs, start=1):
+        if groups == 1 and i > 1:  # conv3: every kernel sees both towers' maps
+            x = lax.all_gather(x, MODEL_AXIS, axis=3, tiled=True)
+        x = feats[f"conv{i}"] = nn.relu(_conv(x, params[f"conv{i}"], stride, padding, dt))
+        if i <= 2 and model.norm_before_pool:
+            x = feats[f"norm{i}"] = lrn(x)
+            x = feats[f"pool{i}"] = pool(x)
+        elif i <= 2:
+            x = feats[f"pool{i}"] = pool(x)
+            x = feats[f"norm{i}"] = lrn(x)
+    x = feats["pool5"] = max_pool(x, 3, 2)
+    # torch's (C, H, W) flatten: this tower's channels are a contiguous half of the vector
+    x = flatten_chw(adaptive_avg_pool(x, 6))
+    x = lax.all_gather(x, MODEL_AXIS, axis=1, tiled=True)  # fc6 sees both towers
+    x = feats["fc6"] = nn.relu(_dense(x, params["fc6"], dt))  # this tower's half of the units
+    if masks is not None:
+        x = jnp.where(masks[0], x / (1.0 - model.dropout_rate), 0).astype(x.dtype)
+    x = lax.all_gather(x, MODEL_AXIS, axis=1, tiled=True)  # fc7 sees both towers
+    x = feats["fc7"] = nn.relu(_dense(x, params["fc7"], dt))
+    if masks is not None:
+        x = jnp.where(masks[1], x / (1.0 - model.dropout_rate), 0).astype(x.dtype)
+    feats["pre_logits"] = x
+    fc8 = params["fc8"]
+    partial_logits = x @ fc8["kernel"].astype(dt)  # this tower's rows of fc8
+    logits = lax.psum(partial_logits, MODEL_AXIS) + fc8["bias"].astype(dt)  # fc8 combines the towers
+    return logits.astype(jnp.float32), feats
+
+
+# ----------------------------------------------------------------------------
+# the user-facing wrapper
+
+
+class TowerParallel:
+    """Runs ``alexnet_twotower`` with its towers on the ``"model"`` axis and the batch on ``"data"``.
+
+    Args:
+      model: ``create_model("alexnet_twotower", ...)`` (any ``num_classes``, dtype, dropout rate).
+      mesh: a ``("data", "model")`` mesh with ``model`` of size 2 (``tower_mesh()``); default: all devices.
+      layout: ``"shard_map"`` (explicit collectives) or ``"jit"`` (XLA's partitioner on sharded parameters).
+
+    ``apply`` has ``model.apply``'s signature and results, so it drops into
+    ``make_train_step`` / ``make_eval_step``; the ``put_*`` / ``compile_*``
+    methods mirror ``DataParallel``'s.
+    """
+
+    def __init__(self, model: nn.Module, mesh: Mesh | None = None, layout: str = "shard_map"):
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown model-parallel layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+        check_two_tower(model)
+        self.model = model
+        self.mesh = tower_mesh() if mesh is None else mesh
+        check_mesh(self.mesh)
+        self.layout = layout
+        self.replicated = NamedSharding(self.mesh, P())
+        self.batch_sharding = NamedSharding(self.mesh, P(DATA_AXIS))
+
+    @property
+    def data_size(self) -> int:
+        return self.mesh.shape[DATA_AXIS]
+
+    @property
+    def num_devices(self) -> int:
+        return self.mesh.size
+
+    def check_batch_size(self, global_batch: int) -> None:
+        """The batch splits over the ``data`` axis (one-line error otherwise)."""
+        if global_batch % self.data_size:
+            raise ValueError(f"global batch {global_batch} does not divide over the mesh's 'data' axis of size "
+                             f"{self.data_size}; use a multiple of {self.data_size}")
+
+    # ------------------------------------------------------------------ the forward
+    def apply(self, variables: dict, x: jax.Array, train: bool = False, rngs: dict | None = None,
+              mutable: Any = False):
+        """``model.apply`` computed tower-parallel: (N, H, W, 3) -> ``(logits (N, classes), features)``.
+
+        Features are global arrays, channels sharded over ``model``. With
+        ``mutable`` (as ``make_train_step`` passes) returns ``((logits, features), {})``:
+        the net has no batch statistics.
+        """
+        size = min_input_size([(k, s, p) for _, k, s, p, _, _ in self.model.convs], self.model.ceil_mode)
+        x = check_images(x, model=self.model.arch_name, min_size=size)
+        self.check_batch_size(x.shape[0])
+        params = variables["params"]
+        check_two_tower(self.model, params)
+        if self.layout == "jit":
+            params = jax.tree_util.tree_map(lambda a, s: lax.with_sharding_constraint(a, s), params,
+                                            tower_shardings(self.mesh, params))
+            out = self.model.apply({"params": params}, x, train=train, rngs=rngs)
+        else:
+            masks = None
+            if train and self.model.dropout_rate > 0:
+                if not rngs or "dropout" not in rngs:
+                    raise ValueError("train=True with dropout needs rngs={'dropout': key}")
+                units = params["fc6"]["kernel"].shape[1]
+                masks = _DropoutMasks(self.model.dropout_rate).apply({}, (x.shape[0], units),
+                                                                    rngs={"dropout": rngs["dropout"]})
+                masks = tuple(lax.with_sharding_constraint(m, NamedSharding(self.mesh, P(DATA_AXIS, MODEL_AXIS)))
+                              for m in masks)
+            out = self._shard_mapped(params, masks is not None)(params, x, masks)
+        return (out, {}) if mutable else out
+
+    def _shard_mapped(self, params: dict, with_masks: bool) -> Callable:
+        param_specs = {k: PARAM_SPECS[k] for k in params}
+        mask_specs = (P(DATA_AXIS, MODEL_AXIS),) * 2 if with_masks else None
+        return jax.shard_map(functools.partial(_tower_forward, self.model), mesh=self.mesh,
+                             in_specs=(param_specs, P(DATA_AXIS), mask_specs),
+                             out_specs=(P(DATA_AXIS), _FEATURE_SPECS))
+
+    # ------------------------------------------------------------------ placement
+    def put_state(self, state: Any) -> Any:
+        """Variables or a TrainState (host or device) -> towers on their ``model`` slices, the rest replicated."""
+        return jax.device_put(state, tower_shardings(self.mesh, state))
+
+    put_variables = put_state
+
+    def host_state(self, state: Any) -> Any:
+        """Device state -> the standard layout as NumPy arrays."""
+        return from_tower_layout(state)
+
+    def put_batch(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """This process's slice of the global batch -> device arrays split over ``data``."""
+        return jax.tree_util.tree_map(
+            lambda a: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(a)), local_batch)
+
+    # ------------------------------------------------------------------ compiled functions
+    def compile_forward(self, variables: Any) -> Callable:
+        """``forward(variables, images) -> logits`` jitted with this layout's shardings (``variables``: the tree)."""
+        sh = tower_shardings(self.mesh, variables)
+        return jax.jit(lambda v, x: self.apply(v, x)[0], in_shardings=(sh, self.batch_sharding),
+                       out_shardings=self.batch_sharding)
+
+    def compile_train_step(self, step_fn: Callable, state: Any) -> Callable:
+        """``step_fn(state, batch) -> (state, metrics)`` (e.g. ``make_train_step(self, tx)``) compiled, state donated.
+
+        ``state`` (any value with the state's tree, e.g. the initial one) fixes the shardings.
+        """
+        sh = tower_shardings(self.mesh, state)
+        return jax.jit(step_fn, in_shardings=(sh, self.batch_sharding), out_shardings=(sh, self.replicated),
+                       donate_argnums=0)
+
+    def compile_eval_step(self, eval_fn: Callable, variables: Any) -> Callable:
+        """``eval_fn(variables, batch) -> sums`` (e.g. ``make_eval_step(self)``) compiled."""
+        return jax.jit(eval_fn, in_shardings=(tower_shardings(self.mesh, variables), self.batch_sharding),
+                       out_shardings=self.replicated)
