@@ -1,0 +1,116 @@
+"""Renders the README's pictures (docs/images/*.png). No downloads: no pretrained ImageNet weights exist
+offline, so the ImageNet-size models here have random (He-initialised) weights and the digits model is
+trained on the spot; captions in the README say which is which.
+
+    python docs/make_pictures.py            # about 5 minutes on 2 CPU cores
+"""
+
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import jaxcnn  # noqa: E402
+from jaxcnn.data.image_io import center_crop, resize_shorter, sample_photos  # noqa: E402
+from jaxcnn.inputopt.dream import deepdream, invert, visualize_classes  # noqa: E402
+from jaxcnn.inputopt.style import style_transfer  # noqa: E402
+from jaxcnn.viz import image_grid, save_png  # noqa: E402
+from tests.trained_digits import SIZE, digits_classifier  # noqa: E402
+
+OUT = os.path.join(os.path.dirname(__file__), "images")
+
+
+def photo(name, size):
+    return center_crop(resize_shorter(sample_photos()[name], size), size)
+
+
+def main(which):
+    if "visualize" in which:
+        model, variables, *_ = digits_classifier()
+        res = visualize_classes(model, variables, list(range(10)), size=SIZE, steps=200, tv_weight=0.05)
+        save_png(f"{OUT}/visualize_digits.png", image_grid(res.images, cols=10, scale=6,
+                                                           labels=[str(i) for i in range(10)]))
+    if "dream" in which:
+        net = jaxcnn.create_model("googlenet", aux_logits=False)
+        v = jaxcnn.init_variables(net, 64)
+        x = photo("chelsea", 224)[None]
+        out = deepdream(net, v, x, "inception4c", octaves=4, steps_per_octave=10, learning_rate=0.01)
+        save_png(f"{OUT}/dream.png", image_grid(np.concatenate([x, np.asarray(out)]), cols=2))
+    if "invert" in which:
+        vgg = jaxcnn.create_model("vgg16")
+        v = jaxcnn.init_variables(vgg, 32)
+        x = photo("astronaut", 96)[None]
+        pics = [x[0]]
+        for layer in ("conv2_2", "conv3_3", "conv5_1"):
+            res, b, a = invert(vgg, v, x, layer, steps=300, tv_weight=1e-2)
+            pics.append(np.asarray(res.images[0]))
+            print(layer, b, a)
+        save_png(f"{OUT}/invert.png", image_grid(np.stack(pics), cols=4, scale=2,
+                                                 labels=["photo", "conv2_2", "conv3_3", "conv5_1"]))
+    if "style" in which:
+        vgg = jaxcnn.create_model("vgg19")
+        v = jaxcnn.init_variables(vgg, 32)
+        content, style = photo("astronaut", 128), photo("coffee", 128)
+        out = style_transfer(vgg, v, content, [style], steps=150, optimizer="lbfgs", style_weight=1e4)
+        print("style", out.content_loss, out.style_loss)
+        save_png(f"{OUT}/style.png", image_grid(np.stack([content, style, np.asarray(out.images[0])]), cols=3,
+                                                scale=2, labels=["content", "style", "result"]))
+    if "attack" in which:
+        attack_pictures()
+    if "explain" in which:
+        explain_pictures()
+
+
+def attack_pictures():
+    from jaxcnn.inputopt import attacks as A
+    from jaxcnn.inputopt.fooling import fool_evolution, fool_gradient
+    from jaxcnn.inputopt.robustness import markdown_table, plot_robustness, robustness_curve
+    model, variables, x, y, clean = digits_classifier()
+    eps = [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255]
+    curves = {name: robustness_curve(model, variables, x, y, attack=name, epsilons=eps, **kw)
+              for name, kw in (("fgsm", {}), ("pgd", {"steps": 10}))}
+    plot_robustness(curves, f"{OUT}/robustness.png")
+    for name, rows in curves.items():
+        print(markdown_table(rows, name))
+    res = A.pgd(model, variables, x[:6], y[:6], eps=8 / 255, steps=10)
+    delta = np.asarray(res.images) - x[:6]
+    tiles = np.concatenate([x[:6], 0.5 + 0.5 * delta / np.abs(delta).max(), np.asarray(res.images)])
+    labels = [f"{t}" for t in y[:6]] + ["x16"] * 6 + [f"-> {p}" for p in res.predictions]
+    save_png(f"{OUT}/attack_digits.png", image_grid(tiles, cols=6, scale=6, labels=labels))
+    fg = fool_gradient(model, variables, np.arange(10), size=SIZE, steps=100)
+    ev = fool_evolution(model, variables, np.arange(10), size=SIZE, encoding="cppn", population=64, generations=300)
+    save_png(f"{OUT}/fooling.png", image_grid(np.concatenate([np.asarray(fg.images), np.asarray(ev.images)]), cols=10,
+                                              scale=6, labels=[f"{c}:{p:.3f}" for c, p in
+                                                               list(enumerate(fg.confidence)) + list(enumerate(ev.confidence))]))
+
+
+def explain_pictures():
+    from jaxcnn.inputopt import objectives as O
+    from jaxcnn.inputopt.attribution import input_gradient, integrated_gradients, occlusion
+    from jaxcnn.inputopt.inspection import as_kernels, patch_factorizations, sample_patches
+    from jaxcnn.viz import filter_mosaic, heatmap_overlay
+    model, variables, x, y, _ = digits_classifier()
+    tiles, labels = [], []
+    for i in range(4):
+        occ = occlusion(model, variables, x[i], int(y[i]), size=4, stride=1)
+        unit = O.class_logit(int(y[i]))
+        guided = np.abs(np.asarray(input_gradient(model, variables, x[i:i + 1], unit, "guided"))[0]).max(-1)
+        ig = np.abs(np.asarray(integrated_gradients(model, variables, x[i:i + 1], unit))[0]).max(-1)
+        tiles += [x[i]] + [heatmap_overlay(x[i], m) / 255.0 for m in (1 - occ, guided, ig)]
+        labels += [str(y[i]), "occlusion", "guided", "IG"]
+    save_png(f"{OUT}/explain_digits.png", image_grid(np.stack(tiles), cols=4, scale=6, labels=labels))
+    photos = [photo(n, 256) for n in ("astronaut", "coffee", "chelsea")]
+    patches = sample_patches(photos, 8, 20000)
+    fac = patch_factorizations(patches, 36)
+    panels = [filter_mosaic(as_kernels(fac[k], 8), cols=6, scale=4) for k in ("pca", "ica", "dictionary")]
+    h = max(p.shape[0] for p in panels)
+    save_png(f"{OUT}/patch_factorizations.png", np.concatenate(
+        [np.pad(p, ((0, h - p.shape[0]), (0, 10), (0, 0)), constant_values=255) for p in panels], axis=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["visualize", "dream", "invert", "style", "attack", "explain"])
