@@ -103,6 +103,15 @@ def explain_pictures():
         tiles += [x[i]] + [heatmap_overlay(x[i], m) / 255.0 for m in (1 - occ, guided, ig)]
         labels += [str(y[i]), "occlusion", "guided", "IG"]
     save_png(f"{OUT}/explain_digits.png", image_grid(np.stack(tiles), cols=4, scale=6, labels=labels))
+    from jaxcnn.inputopt.inspection import top_patches
+    top = top_patches(model, variables, x, "block1", 5, k=6)
+    tiles = []
+    for i, pos, (y0, y1, x0, x1) in zip(top.index, top.position, top.box):
+        unit = O.neuron("block1", 5, y=int(pos[0]), x=int(pos[1]))
+        g = np.asarray(input_gradient(model, variables, x[i:i + 1], unit, "deconvnet"))[0]
+        tiles += [x[i], np.pad(x[i, y0:y1, x0:x1], ((0, SIZE - (y1 - y0)), (0, SIZE - (x1 - x0)), (0, 0)),
+                               constant_values=1.0), 0.5 + 0.5 * g / max(np.abs(g).max(), 1e-12)]
+    save_png(f"{OUT}/top_patches.png", image_grid(np.stack(tiles), cols=6, scale=5))
     photos = [photo(n, 256) for n in ("astronaut", "coffee", "chelsea")]
     patches = sample_patches(photos, 8, 20000)
     fac = patch_factorizations(patches, 36)

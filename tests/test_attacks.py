@@ -141,3 +141,9 @@ def test_adversarial_training_step_trains_on_pgd_examples(clf):
     assert float(adv["loss"]) > 2 * float(clean["loss"])      # the step saw PGD examples, not the clean batch
     with pytest.raises(ValueError, match="unknown adversarial option"):
         make_train_step(model, tx, adversarial={"epsilon": 0.1})
+
+
+def test_adversarial_training_is_a_train_option():
+    from jaxcnn.training.config import TrainConfig
+    cfg = TrainConfig().with_overrides(["adversarial.eps=0.03", "adversarial.steps=2"])
+    assert cfg.adversarial == {"eps": 0.03, "steps": 2}
