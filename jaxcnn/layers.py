@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxcnn import lowering
+
 Dtype = Any
 
 
@@ -82,7 +84,8 @@ def conv(features: int, kernel: int | tuple[int, int], *, stride: int = 1, paddi
         kwargs["bias_init"] = bias_init
     return nn.Conv(features, (kh, kw), strides=(stride, stride), padding=pad2(padding),
                    kernel_dilation=(dilation, dilation), feature_group_count=groups, use_bias=bias,
-                   dtype=dtype, param_dtype=param_dtype, name=name, **kwargs)
+                   dtype=dtype, param_dtype=param_dtype, name=name,
+                   conv_general_dilated=lowering.conv_general_dilated, **kwargs)
 
 
 def batch_norm(train: bool, *, name: str | None = None, eps: float = 1e-5, param_dtype: Dtype = jnp.float32,
@@ -149,8 +152,7 @@ def max_pool(x: jax.Array, kernel: int | Sequence[int], stride: int | Sequence[i
     ph, pw = _pairs(padding)
     pads = ((0, 0), _pool_pads(x.shape[1], kh, sh, ph, ceil_mode), _pool_pads(x.shape[2], kw, sw, pw, ceil_mode),
             (0, 0))
-    init = np.array(-np.inf, x.dtype)  # a concrete identity: JAX lowers to reduce_window_max (differentiable)
-    return lax.reduce_window(x, init, lax.max, (1, kh, kw, 1), (1, sh, sw, 1), pads)
+    return lowering.max_pool(x, (1, kh, kw, 1), (1, sh, sw, 1), pads)
 
 
 def avg_pool(x: jax.Array, kernel: int | Sequence[int], stride: int | Sequence[int] | None = None,

@@ -1,0 +1,138 @@
+"""Backend-selected lowerings of the few ops where XLA:CPU's default path is slow. The one place for them.
+
+Model code calls ``layers.conv`` and ``layers.max_pool``; those call here.
+Every alternative computes the same function as the reference lowering
+(forward and gradient; ``tests/test_lowering.py`` checks both at several
+shapes), so the choice is purely about speed. ``mode``:
+
+  ``"auto"`` (default): the fast paths on the CPU backend, XLA's own ops elsewhere
+    (GPU/TPU paths are untouched);
+  ``"reference"``: XLA's own ops everywhere;
+  ``"fast"``: the fast paths everywhere (for testing them off-CPU).
+
+The alternatives (each with a before/after figure in ``benchmarks/RESULTS.md``):
+
+* max pool: XLA differentiates ``reduce_window(max)`` into ``select_and_scatter``,
+  which XLA:CPU runs 5-8x slower than PyTorch. Here the VJP is built from k*k
+  strided slices: for each window offset, the gradient goes where the input
+  equals the pooled maximum and no earlier offset took it (the first maximum
+  in row-major window order, exactly ``select_and_scatter``'s choice with
+  ties), placed back with an interior-padded ``lax.pad``. Reverse mode only:
+  ``jax.jvp`` through a max pool needs ``mode("reference")``.
+* 1x1 convolutions (stride s, no padding, no groups): a strided slice and a
+  ``dot_general`` over channels, which XLA:CPU runs as a GEMM near the
+  matmul peak, instead of its convolution path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+MODES = ("auto", "reference", "fast")
+_mode = "auto"
+
+
+def get_mode() -> str:
+    return _mode
+
+
+def set_mode(mode: str) -> None:
+    """Selects the lowering policy (takes effect for functions traced afterwards)."""
+    global _mode
+    if mode not in MODES:
+        raise ValueError(f"unknown lowering mode {mode!r}; valid: {', '.join(MODES)}")
+    _mode = mode
+
+
+@contextlib.contextmanager
+def mode(m: str):
+    """``with lowering.mode("reference"): ...`` traces with that policy, then restores the previous one."""
+    previous = _mode
+    set_mode(m)
+    try:
+        yield
+    finally:
+        set_mode(previous)
+
+
+def fast_paths() -> bool:
+    return _mode == "fast" or (_mode == "auto" and jax.default_backend() == "cpu")
+
+
+# ---------------------------------------------------------------- max pool
+def _reduce_max(x, window, strides, pads):
+    return lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, window, strides, pads)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool_sliced(x, window, strides, pads):
+    return _reduce_max(x, window, strides, pads)
+
+
+def _max_pool_fwd(x, window, strides, pads):
+    y = _reduce_max(x, window, strides, pads)
+    return y, (x, y)
+
+
+def _max_pool_bwd(window, strides, pads, res, g):
+    x, y = res
+    (_, kh, kw, _), (_, sh, sw, _) = window, strides
+    xp = jnp.pad(x, pads, constant_values=-jnp.inf)
+    n, hp, wp, c = xp.shape
+    oh, ow = y.shape[1], y.shape[2]
+    taken = jnp.zeros(y.shape, bool)
+    gx = jnp.zeros(xp.shape, g.dtype)
+    zero = jnp.array(0, g.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            hi, wj = i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1
+            xs = lax.slice(xp, (0, i, j, 0), (n, hi, wj, c), (1, sh, sw, 1))
+            hit = (xs == y) & ~taken
+            taken = taken | hit
+            gx = gx + lax.pad(jnp.where(hit, g, zero), zero,
+                              ((0, 0, 0), (i, hp - hi, sh - 1), (j, wp - wj, sw - 1), (0, 0, 0)))
+    (pt, _), (pl, _) = pads[1], pads[2]
+    return (gx[:, pt:pt + x.shape[1], pl:pl + x.shape[2]],)
+
+
+_max_pool_sliced.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def max_pool(x, window: Sequence[int], strides: Sequence[int], pads: Sequence[tuple[int, int]]):
+    """NHWC max pool; ``window``/``strides`` are 4-tuples (1, kh, kw, 1), ``pads`` 4 (lo, hi) pairs."""
+    window, strides, pads = tuple(window), tuple(strides), tuple(tuple(p) for p in pads)
+    if fast_paths():
+        return _max_pool_sliced(x, window, strides, pads)
+    return _reduce_max(x, window, strides, pads)
+
+
+# ---------------------------------------------------------------- convolution
+_NHWC = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))   # what flax passes for NHWC/HWIO
+
+
+def _is_pointwise(kernel, strides, padding, lhs_dilation, rhs_dilation, feature_group_count) -> bool:
+    pads_zero = not isinstance(padding, str) and all(tuple(p) == (0, 0) for p in padding)
+    return (kernel.shape[0] == 1 and kernel.shape[1] == 1 and feature_group_count == 1 and pads_zero
+            and all(d == 1 for d in (lhs_dilation or (1, 1))) and all(d == 1 for d in (rhs_dilation or (1, 1))))
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+    """``lax.conv_general_dilated`` for NHWC/HWIO, with 1x1 convolutions as a GEMM on the fast path."""
+    nhwc = dimension_numbers in (_NHWC, ("NHWC", "HWIO", "NHWC"))
+    if fast_paths() and nhwc and _is_pointwise(rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                                feature_group_count):
+        sh, sw = window_strides
+        x = lhs[:, ::sh, ::sw] if (sh, sw) != (1, 1) else lhs
+        return lax.dot_general(x, rhs[0, 0], (((3,), (0,)), ((), ())), precision=precision)
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+                                    rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                                    feature_group_count=feature_group_count, precision=precision, **kwargs)
+
