@@ -35,3 +35,41 @@ class TinyCNN(nn.Module):
 def register():
     if "tiny_cnn" not in registry._REGISTRY:
         registry.register("tiny_cnn", TinyCNN, family="tiny", resolution=16)
+
+
+class TinyFCN(nn.Module):
+    """A tiny FCN for segmentation tests: convs to stride 4, scores upsampled bilinearly plus a stride-1 skip.
+
+    ``(N, H, W, 3) -> (logits (N, H, W, num_classes) float32, features)``; receptive field 26 px.
+    """
+
+    num_classes: int = 4
+    width: int = 16
+    dropout_rate: float = 0.0
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = layers.check_images(x, model="TinyFCN").astype(self.dtype)
+        h, w = x.shape[1:3]
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        feats = {}
+        for i, (ch, pool) in enumerate(((self.width, True), (2 * self.width, True), (2 * self.width, False),
+                                        (2 * self.width, False))):
+            x = layers.conv(ch, 3, padding=1, bias=False, name=f"conv{i}", **kw)(x)
+            x = nn.relu(layers.batch_norm(train, name=f"bn{i}", axis_name=self.bn_axis_name)(x)).astype(self.dtype)
+            feats[f"block{i}"] = x
+            if pool:
+                x = layers.max_pool(x, 2, 2)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        score = feats["score"] = layers.conv(self.num_classes, 1, name="score", **kw)(x)
+        skip = layers.conv(self.num_classes, 1, name="score_skip", **kw)(feats["block0"])
+        logits = layers.resize_bilinear(score.astype(jnp.float32), h, w) + skip.astype(jnp.float32)
+        return logits, feats
+
+
+def register_segmentation():
+    if "tiny_fcn" not in registry._REGISTRY:
+        registry.register("tiny_fcn", TinyFCN, family="tiny", resolution=32, task="segmentation")

@@ -5,7 +5,6 @@ Expected: about 56.5% top-1 / 79.1% top-5 (torchvision's alexnet weights); the p
           net reached 59.3% top-1 (40.7% error) with 10-crop testing.
 Source:   Krizhevsky, Sutskever, Hinton 2012, sec. 5: SGD batch 128, momentum 0.9, weight decay
           5e-4, lr 0.01 divided by 10 when the validation error stopped improving (3 times, ~90 epochs).
-Needs the ImageNet input pipeline (tfds `imagenet2012` source, random crops + PCA lighting).
 """
 
 from jaxcnn.training import OptimizerConfig, TrainConfig
@@ -17,5 +16,5 @@ def config() -> TrainConfig:
         batch_size=128, eval_batch_size=256, epochs=90,
         optimizer=OptimizerConfig(learning_rate=0.01, momentum=0.9, weight_decay=5e-4, schedule="plateau",
                                   decay_factor=0.1, plateau_patience=1),
-        augment_flip=True, augment_shift=0, workdir="runs/alexnet_imagenet", checkpoint_every_steps=2000,
+        augment="alexnet", eval_transform="center", workdir="runs/alexnet_imagenet", checkpoint_every_steps=2000,
         log_every_steps=100)

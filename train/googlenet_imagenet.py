@@ -5,7 +5,6 @@ Expected: about 69.8% top-1 / 89.5% top-5 (torchvision's googlenet weights).
 Source:   Szegedy et al. 2014, sec. 6: asynchronous SGD, momentum 0.9, lr decreased by 4% every
           8 epochs, auxiliary losses weighted 0.3. Here: synchronous SGD, batch 256, lr 0.1 with the
           4%-per-8-epochs step schedule expressed as step decays, label smoothing off.
-Needs the ImageNet input pipeline (tfds `imagenet2012` source, random-resized crops).
 """
 
 from jaxcnn.training import OptimizerConfig, TrainConfig
@@ -17,5 +16,5 @@ def config() -> TrainConfig:
         batch_size=256, eval_batch_size=256, epochs=120,
         optimizer=OptimizerConfig(learning_rate=0.1, momentum=0.9, weight_decay=1e-4, schedule="step",
                                   decay_epochs=tuple(range(8, 120, 8)), decay_factor=0.96, warmup_epochs=1),
-        augment_flip=True, augment_shift=0, workdir="runs/googlenet_imagenet", checkpoint_every_steps=2000,
+        augment="inception", eval_transform="center", workdir="runs/googlenet_imagenet", checkpoint_every_steps=2000,
         log_every_steps=100)

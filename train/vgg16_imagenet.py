@@ -5,7 +5,6 @@ Expected: about 71.6% top-1 / 90.4% top-5 (torchvision's vgg16 weights).
 Source:   Simonyan & Zisserman 2014, sec. 3.1: batch 256, momentum 0.9, weight decay 5e-4, dropout 0.5
           on fc6/fc7, lr 0.01 divided by 10 when the validation accuracy stopped improving
           (3 times, 74 epochs).
-Needs the ImageNet input pipeline (tfds `imagenet2012` source, scale augmentation).
 """
 
 from jaxcnn.training import OptimizerConfig, TrainConfig
@@ -17,5 +16,5 @@ def config() -> TrainConfig:
         batch_size=256, eval_batch_size=256, epochs=74,
         optimizer=OptimizerConfig(learning_rate=0.01, momentum=0.9, weight_decay=5e-4, schedule="plateau",
                                   decay_factor=0.1, plateau_patience=1),
-        augment_flip=True, augment_shift=0, workdir="runs/vgg16_imagenet", checkpoint_every_steps=2000,
+        augment="vgg_scale", eval_transform="center", workdir="runs/vgg16_imagenet", checkpoint_every_steps=2000,
         log_every_steps=100)

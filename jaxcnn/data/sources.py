@@ -116,7 +116,14 @@ def image_folder(path: str, split: str, *, strict: bool = False, verify: bool = 
                        name=f"folder:{path}/{sub}")
 
 
-SOURCES = {"digits": digits, **{name: _tfds(name) for name in TFDS_DATASETS}, "voc2012": voc2012}
+def shapes(split: str, size: int = 32, num_examples: int | None = None):
+    """Generated coloured shapes on textured backgrounds with per-pixel masks (``jaxcnn.data.shapes``)."""
+    from jaxcnn.data.shapes import shapes as make
+    return make(split, size=size, num_examples=num_examples)
+
+
+SOURCES = {"digits": digits, "shapes": shapes, **{name: _tfds(name) for name in TFDS_DATASETS},
+           "voc2012": voc2012}
 FOLDER_PREFIX = "folder:"
 
 

@@ -1,5 +1,9 @@
 """Run configuration: one dataclass, Python recipes under ``train/``, ``key=value`` overrides.
 
+The task (classification or segmentation) is the model's, from the registry
+(``jaxcnn.registry.model_info(model).task``); a segmentation run reads
+per-pixel masks from its data set and reports mean IoU and pixel accuracy.
+
 The defaults ARE the embedded default run (``jaxcnn train`` with no
 arguments): ResNet-18 on scikit-learn's handwritten digits at 32 px, which
 needs no download.
@@ -33,14 +37,19 @@ class TrainConfig:
     dtype: str = "float32"                # compute dtype; params stay float32
     strategy: str = "jit"                 # "jit" (mesh sharding) or "pmap"
     seed: int = 0
-    augment_flip: bool = False            # horizontal reflections (off for digits)
-    augment_shift: int = 2                # random translation, pixels
+    augment: str = "shift"                # training transform policy: shift (+augment_flip/shift below),
+                                          # inception, alexnet, vgg_scale, segmentation (jaxcnn.data.transforms)
+    augment_options: dict = dataclasses.field(default_factory=dict)   # the policy's options (e.g. lighting_std)
+    eval_transform: str = "none"          # none (fixed-size data), center (resize + center crop), pad (segmentation)
+    augment_flip: bool = False            # shift policy: horizontal reflections (off for digits)
+    augment_shift: int = 2                # shift policy: random translation, pixels
     workdir: str = "runs/digits_resnet18"
     checkpoint_every_steps: int = 50
     keep_checkpoints: int = 3
     log_every_steps: int = 10
     max_steps: int | None = None          # stop early (tests, smoke runs)
     pretrained: str | None = None         # torchvision weights to start from
+    backbone_weights: str | None = None   # segmentation: a classification checkpoint of the FCN's backbone
     adversarial: dict = dataclasses.field(default_factory=dict)  # PGD training: {"eps": 0.03, "steps": 3}
 
     def with_overrides(self, overrides: list[str]) -> "TrainConfig":

@@ -5,6 +5,12 @@ checkpointing and the progress bar happen between steps on the host. The
 data position is the step (``jaxcnn.data.loader``), the dropout key is
 derived from the step, and checkpoints hold the whole state, so a run killed
 at any moment and restarted ends bit-identical to an uninterrupted one.
+
+The task is the model's (``jaxcnn.registry.model_info(cfg.model).task``):
+for ``segmentation`` the source's per-pixel masks are the targets
+(``jaxcnn.training.segmentation``: paired augmentation, per-pixel loss with an
+ignore label, evaluation by mean IoU and pixel accuracy; the plateau schedule
+watches 1 - mIoU instead of 1 - top-1).
 """
 
 from __future__ import annotations
@@ -12,23 +18,30 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn.data.augment import make_augment
 from jaxcnn.data.loader import eval_batches, train_batches
-from jaxcnn.data.sources import get_source
+from jaxcnn.data.sources import TransformedSource, get_source
+from jaxcnn.data.transforms import make_eval_transform, make_train_transform
 from jaxcnn.parallel.data_parallel import PMAP_AXIS, DataParallel
-from jaxcnn.registry import create_model, model_options
+from jaxcnn.registry import create_model, model_info, model_options
+from jaxcnn.training import segmentation as seg
 from jaxcnn.training.checkpoint import Checkpointer
 from jaxcnn.training.config import TrainConfig, to_dict
 from jaxcnn.training.metrics_log import MetricsLog, plot_curves
 from jaxcnn.training.optimizer import PlateauControl, make_optimizer, plateau_factor
 from jaxcnn.training.state import create_train_state
 from jaxcnn.training.steps import make_eval_step, make_train_step
+
+
+INPUT_BOUND = 0.25   # warn when the host waits for batches this share of the time
 
 
 class TrainingDiverged(RuntimeError):
@@ -42,23 +55,45 @@ def build_model(cfg: TrainConfig, num_classes: int):
     return create_model(cfg.model, **options)
 
 
-def evaluate(dp: DataParallel, eval_step, variables, source, global_batch: int) -> dict[str, float]:
-    """Loss, top-1 and top-5 over a whole source (padding masked out)."""
-    totals: dict[str, float] = {}
+def _per_example_means(totals: dict[str, np.ndarray]) -> dict[str, float]:
+    n = max(float(totals.pop("count")), 1.0)
+    return {k: float(v) / n for k, v in totals.items()}
+
+
+def evaluate(dp: DataParallel, eval_step, variables, source, global_batch: int,
+             summarize=_per_example_means) -> dict[str, float]:
+    """Metrics over a whole source (padding masked out): the eval step's sums, added up, then ``summarize``d.
+
+    Classification: loss, top-1 and top-5; segmentation (``seg.summarize_eval``): loss, mIoU, pixel accuracy.
+    """
+    totals: dict[str, np.ndarray] = {}
     for batch in eval_batches(source, global_batch=global_batch, process_index=jax.process_index(),
                               process_count=jax.process_count()):
         sums = jax.device_get(eval_step(variables, dp.put_batch(batch)))
         for k, v in sums.items():
-            totals[k] = totals.get(k, 0.0) + float(v)
-    n = max(totals.pop("count"), 1.0)
-    return {k: v / n for k, v in totals.items()}
+            v = np.asarray(v, np.int64 if np.issubdtype(np.asarray(v).dtype, np.integer) else np.float64)
+            totals[k] = totals[k] + v if k in totals else v
+    return summarize(totals)
 
 
 def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     """Runs (or resumes) the configured training; returns final metrics and output paths."""
-    train_src = get_source(cfg.dataset, "train", size=cfg.image_size)
-    test_src = get_source(cfg.dataset, "test", size=cfg.image_size)
+    segmentation = model_info(cfg.model).task == "segmentation"
+    source_options = {"size": cfg.image_size, **({"data_dir": cfg.data_dir} if cfg.data_dir else {})}
+    train_src = get_source(cfg.dataset, "train", **source_options)
+    test_src = get_source(cfg.dataset, "test", **source_options)
+    if cfg.eval_transform != "none":  # variable-size data: a deterministic eval crop
+        test_src = TransformedSource(test_src, make_eval_transform(cfg.image_size, cfg.eval_transform))
+    if segmentation:  # per-pixel targets travel as "label" (the eval loader's "mask" is padding)
+        train_src, test_src = seg.mask_as_label(train_src), seg.mask_as_label(test_src)
+        if cfg.adversarial:
+            raise ValueError("adversarial training is for classification models, not segmentation")
+    if cfg.backbone_weights and cfg.pretrained:
+        raise ValueError("give either pretrained (the whole model) or backbone_weights, not both")
     model = build_model(cfg, train_src.num_classes)
+    # what the model sees: the source's own shape, or the transform's output size for variable-size data
+    image_shape = getattr(train_src, "image_shape", None) if cfg.augment == "shift" else None
+    image_shape = tuple(image_shape or (cfg.image_size, cfg.image_size, 3))
     dp = DataParallel(cfg.strategy)
     dp.check_batch_size(cfg.batch_size)
     dp.check_batch_size(cfg.eval_batch_size)
@@ -76,7 +111,11 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     if cfg.pretrained:
         from jaxcnn.weights.torchvision import load_pretrained
         _, variables = load_pretrained(cfg.model, cfg.pretrained, **dict(cfg.model_options))
-    state = create_train_state(model, tx, train_src.image_shape, seed=cfg.seed, variables=variables)
+    if cfg.backbone_weights:
+        x = jnp.zeros((1, *image_shape), jnp.float32)
+        variables = jax.jit(lambda k: model.init(k, x, train=False))(jax.random.key(cfg.seed))
+        variables = seg.load_backbone(cfg.model, cfg.backbone_weights, variables)
+    state = create_train_state(model, tx, image_shape, seed=cfg.seed, variables=variables)
 
     lead = jax.process_index() == 0
     ckpt = Checkpointer(os.path.join(cfg.workdir, "checkpoints"), every_steps=cfg.checkpoint_every_steps,
@@ -94,10 +133,26 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     start = int(jax.device_get(state.step))
     state = dp.put_state(state)
 
-    train_step = dp.compile_train_step(make_train_step(
-        model, tx, label_smoothing=cfg.label_smoothing, accum_steps=cfg.accum_steps,
-        axis_name=PMAP_AXIS if cfg.strategy == "pmap" else None, adversarial=cfg.adversarial))
-    eval_step = dp.compile_eval_step(make_eval_step(model, axis_name=PMAP_AXIS if cfg.strategy == "pmap" else None))
+    axis_name = PMAP_AXIS if cfg.strategy == "pmap" else None
+    if segmentation:
+        ignore = getattr(train_src, "ignore_label", seg.IGNORE_LABEL)
+        train_step = dp.compile_train_step(seg.make_seg_train_step(
+            model, tx, accum_steps=cfg.accum_steps, axis_name=axis_name, ignore_label=ignore))
+        eval_step = dp.compile_eval_step(seg.make_seg_eval_step(model, axis_name=axis_name, ignore_label=ignore))
+        augment = seg.make_seg_augment(flip=cfg.augment_flip, max_shift=cfg.augment_shift, ignore_label=ignore)
+        if cfg.augment != "shift":
+            extra = {"ignore_label": ignore} if cfg.augment == "segmentation" else {}
+            augment = make_train_transform(cfg.augment, cfg.image_size, **{**extra, **cfg.augment_options})
+        summarize, watched = seg.summarize_eval, "miou"
+    else:
+        train_step = dp.compile_train_step(make_train_step(
+            model, tx, label_smoothing=cfg.label_smoothing, accum_steps=cfg.accum_steps, axis_name=axis_name,
+            adversarial=cfg.adversarial))
+        eval_step = dp.compile_eval_step(make_eval_step(model, axis_name=axis_name))
+        augment = make_augment(flip=cfg.augment_flip, max_shift=cfg.augment_shift)
+        if cfg.augment != "shift":
+            augment = make_train_transform(cfg.augment, cfg.image_size, **cfg.augment_options)
+        summarize, watched = _per_example_means, "top1"
     log = MetricsLog(cfg.workdir, enabled=lead)
     meta_base = {"model": cfg.model, "config": _jsonable(to_dict(cfg))}
 
@@ -106,7 +161,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
                   force=force)
 
     batches = train_batches(train_src, global_batch=cfg.batch_size, seed=cfg.seed,
-                            augment=make_augment(flip=cfg.augment_flip, max_shift=cfg.augment_shift),
+                            augment=augment,
                             start_step=start, num_steps=total_steps - start, process_index=jax.process_index(),
                             process_count=jax.process_count())
     bar = None
@@ -114,6 +169,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         from tqdm import tqdm
         bar = tqdm(total=total_steps, initial=start, unit="step", dynamic_ncols=True)
     pending, window, t_window, eval_metrics = None, [], time.perf_counter(), {}
+    data_wait, warned_input = 0.0, False
 
     def check(step_metrics, step: int) -> None:
         host = jax.device_get(step_metrics)
@@ -126,7 +182,10 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
 
     try:
         for step in range(start, total_steps):
-            state, metrics = train_step(state, dp.put_batch(next(batches)))
+            t_data = time.perf_counter()
+            batch = next(batches)
+            data_wait += time.perf_counter() - t_data
+            state, metrics = train_step(state, dp.put_batch(batch))
             if pending is not None:  # look at the previous step's metrics while this one runs
                 check(*pending)
             pending = (metrics, step)
@@ -136,21 +195,30 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
                 pending = None
                 now = time.perf_counter()
                 rate = len(window) * cfg.batch_size / max(now - t_window, 1e-9)
-                mean = {k: float(np.mean([w[k] for w in window])) for k in ("loss", "top1", "top5")}
+                mean = {k: float(np.mean([w[k] for w in window])) for k in window[0] if k != "finite"}
                 lr = plateau_factor(dp.unreplicate(state).opt_state)
-                log.write(done, **{f"train/{k}": v for k, v in mean.items()}, images_per_s=rate, lr_factor=lr)
+                # the share of the window the host spent waiting for batches: high means input-bound
+                wait = data_wait / max(now - t_window, 1e-9)
+                log.write(done, **{f"train/{k}": v for k, v in mean.items()}, images_per_s=rate, lr_factor=lr,
+                          input_wait=wait)
+                if wait > INPUT_BOUND and not warned_input and lead:
+                    warned_input = True
+                    print(f"warning: input-bound: {100 * wait:.0f}% of the time went to waiting for batches; "
+                          "the accelerator is starved (more CPU workers, lighter augmentation, or cached data)",
+                          file=sys.stderr)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{mean['loss']:.3f}", img_s=f"{rate:.0f}")
-                window, t_window = [], time.perf_counter()
+                    bar.set_postfix(loss=f"{mean['loss']:.3f}", img_s=f"{rate:.0f}",
+                                    **({"input": "BOUND"} if wait > INPUT_BOUND else {}))
+                window, t_window, data_wait = [], time.perf_counter(), 0.0
             if bar is not None:
                 bar.update(1)
             if done % steps_per_epoch == 0 or done == total_steps:
                 eval_metrics = evaluate(dp, eval_step, dp.unreplicate(state).variables if cfg.strategy == "jit"
-                                        else state.variables, test_src, cfg.eval_batch_size)
+                                        else state.variables, test_src, cfg.eval_batch_size, summarize)
                 log.write(done, **{f"eval/{k}": v for k, v in eval_metrics.items()})
                 if cfg.optimizer.schedule == "plateau":
                     host = dp.unreplicate(state)
-                    new_opt = plateau.update(1.0 - eval_metrics["top1"], host.opt_state)
+                    new_opt = plateau.update(1.0 - eval_metrics[watched], host.opt_state)
                     if new_opt is not host.opt_state:  # the learning rate was divided: re-place the state
                         state = dp.put_state(host.replace(opt_state=new_opt))
             save(done, force=done == total_steps)

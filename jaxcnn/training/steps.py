@@ -111,34 +111,50 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, label
         images, labels = model_input(batch["image"]), batch["label"]
         if adversarial:
             images = _adversarial_images(model, state, images, labels, jax.random.split(key)[1], adversarial)
-        if accum_steps == 1:
-            (_, (batch_stats, metrics)), grads = grad_fn(state.params, state.batch_stats, images, labels, key)
-        else:
-            micro = lambda a: a.reshape(accum_steps, a.shape[0] // accum_steps, *a.shape[1:])  # noqa: E731
-
-            def body(carry, xs):
-                grads_sum, stats = carry
-                imgs, labs, i = xs
-                (_, (stats, m)), g = grad_fn(state.params, stats, imgs, labs, jax.random.fold_in(key, i))
-                return (jax.tree_util.tree_map(jnp.add, grads_sum, g), stats), m
-
-            zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
-            (grads, batch_stats), ms = jax.lax.scan(
-                body, (zeros, state.batch_stats), (micro(images), micro(labels), jnp.arange(accum_steps)))
-            grads = jax.tree_util.tree_map(lambda g: g / accum_steps, grads)
-            metrics = jax.tree_util.tree_map(jnp.mean, ms)
-        if axis_name is not None:
-            grads = jax.lax.pmean(grads, axis_name)
-            metrics = jax.lax.pmean(metrics, axis_name)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        finite = jnp.isfinite(metrics["loss"]) & _all_finite(grads)
-        new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
-        # a non-finite step changes nothing, so the last good state (and checkpoint) survives
-        new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
-        return new, {**metrics, "finite": finite.astype(jnp.float32)}
+        return gradient_update(state, tx, grad_fn, images, labels, key, accum_steps=accum_steps,
+                               axis_name=axis_name)
 
     return train_step
+
+
+def gradient_update(state: TrainState, tx: optax.GradientTransformation, grad_fn: Callable, images: jax.Array,
+                    targets: jax.Array, key: jax.Array, *, accum_steps: int = 1,
+                    axis_name: str | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer update from ``grad_fn``, shared by every task's train step.
+
+    ``grad_fn(params, batch_stats, images, targets, key) -> ((loss, (batch_stats, metrics)), grads)``
+    is called on the whole batch, or on ``accum_steps`` micro-batches (leading
+    axis split; gradients and metrics averaged, batch statistics threaded
+    through, key folded with the micro-batch index). Under ``pmap``
+    (``axis_name``) gradients and metrics are averaged over devices. A
+    non-finite loss or gradient leaves ``state`` unchanged; ``metrics["finite"]`` says so.
+    """
+    if accum_steps == 1:
+        (_, (batch_stats, metrics)), grads = grad_fn(state.params, state.batch_stats, images, targets, key)
+    else:
+        micro = lambda a: a.reshape(accum_steps, a.shape[0] // accum_steps, *a.shape[1:])  # noqa: E731
+
+        def body(carry, xs):
+            grads_sum, stats = carry
+            imgs, tgts, i = xs
+            (_, (stats, m)), g = grad_fn(state.params, stats, imgs, tgts, jax.random.fold_in(key, i))
+            return (jax.tree_util.tree_map(jnp.add, grads_sum, g), stats), m
+
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+        (grads, batch_stats), ms = jax.lax.scan(
+            body, (zeros, state.batch_stats), (micro(images), micro(targets), jnp.arange(accum_steps)))
+        grads = jax.tree_util.tree_map(lambda g: g / accum_steps, grads)
+        metrics = jax.tree_util.tree_map(jnp.mean, ms)
+    if axis_name is not None:
+        grads = jax.lax.pmean(grads, axis_name)
+        metrics = jax.lax.pmean(metrics, axis_name)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(metrics["loss"]) & _all_finite(grads)
+    new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+    # a non-finite step changes nothing, so the last good state (and checkpoint) survives
+    new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
+    return new, {**metrics, "finite": finite.astype(jnp.float32)}
 
 
 ADVERSARIAL_KEYS = ("eps", "steps", "step_size", "norm")
