@@ -90,8 +90,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
     result = train(cfg, progress=not args.no_progress)
     if jax.process_index() == 0:
         ev = result["eval"]
-        print(f"{cfg.model} on {cfg.dataset}: test top-1 {100 * ev.get('top1', 0):.2f}%, "
-              f"top-5 {100 * ev.get('top5', 0):.2f}% after {result['step']} steps in {time.perf_counter() - t0:.0f} s")
+        scores = (f"test mIoU {100 * ev['miou']:.2f}%, pixel accuracy {100 * ev['pixel_acc']:.2f}%" if "miou" in ev
+                  else f"test top-1 {100 * ev.get('top1', 0):.2f}%, top-5 {100 * ev.get('top5', 0):.2f}%")
+        print(f"{cfg.model} on {cfg.dataset}: {scores} after {result['step']} steps in {time.perf_counter() - t0:.0f} s")
         print(f"checkpoints: {result['checkpoints']}\nmetrics:     {result['metrics']} (+ tensorboard/)\n"
               f"plot:        {result.get('plot')}")
 

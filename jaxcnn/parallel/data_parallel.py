@@ -18,6 +18,7 @@ On several hosts each process passes its own slice of the global batch
 
 from __future__ import annotations
 
+import collections
 from typing import Any, Callable
 
 import jax
@@ -85,6 +86,16 @@ class DataParallel:
                 local_batch)
         return jax.tree_util.tree_map(
             lambda a: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(a)), local_batch)
+
+    def prefetch(self, batches, size: int = 2):
+        """Yields device batches ``size`` ahead: the next batches are transferred while a step runs."""
+        queue = collections.deque()
+        for batch in batches:
+            queue.append(self.put_batch(batch))
+            if len(queue) > size:
+                yield queue.popleft()
+        while queue:
+            yield queue.popleft()
 
     # ------------------------------------------------------------------ steps
     def compile_train_step(self, step_fn: Callable) -> Callable:

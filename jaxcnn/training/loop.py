@@ -164,6 +164,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
                             augment=augment,
                             start_step=start, num_steps=total_steps - start, process_index=jax.process_index(),
                             process_count=jax.process_count())
+    device_batches = dp.prefetch(batches)   # host->device copies overlap the running step
     bar = None
     if progress and lead:
         from tqdm import tqdm
@@ -183,9 +184,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     try:
         for step in range(start, total_steps):
             t_data = time.perf_counter()
-            batch = next(batches)
+            batch = next(device_batches)
             data_wait += time.perf_counter() - t_data
-            state, metrics = train_step(state, dp.put_batch(batch))
+            state, metrics = train_step(state, batch)
             if pending is not None:  # look at the previous step's metrics while this one runs
                 check(*pending)
             pending = (metrics, step)

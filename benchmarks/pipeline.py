@@ -1,0 +1,67 @@
+"""The input pipeline alone: JPEG decode + Inception random-resized crop to 224 + flip, images/s per CPU core.
+
+Writes ``--images`` JPEGs (ImageNet-like 500x375, cut from scikit-image's photos) into a temporary class
+folder, then measures (a) one core: a plain loop over ``ImageFolder`` + the transform, and (b) the
+loader (grain, one thread per core, batches of 32) end to end.
+
+    python benchmarks/pipeline.py --images 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+from PIL import Image
+
+from jaxcnn.data.image_io import sample_photos
+from jaxcnn.data.loader import train_batches
+from jaxcnn.data.sources import get_source
+from jaxcnn.data.transforms import make_train_transform
+
+
+def write_folder(root: str, n: int) -> None:
+    rng = np.random.default_rng(0)
+    photos = [np.asarray(Image.fromarray((p * 255).astype(np.uint8)).resize((750, 560))) for p in
+              sample_photos().values()]
+    for i in range(n):
+        d = os.path.join(root, "train", f"class{i % 4}")
+        os.makedirs(d, exist_ok=True)
+        p = photos[i % len(photos)]
+        y, x = rng.integers(0, p.shape[0] - 375), rng.integers(0, p.shape[1] - 500)
+        Image.fromarray(p[y:y + 375, x:x + 500]).save(os.path.join(d, f"{i}.jpg"), quality=90)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=256)
+    ap.add_argument("--size", type=int, default=224)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as root:
+        write_folder(root, args.images)
+        src = get_source(f"folder:{root}", "train")
+        tf = make_train_transform("inception", args.size)
+        rng = np.random.default_rng(0)
+        t = time.perf_counter()
+        for i in range(len(src)):
+            out = tf(src[i], rng)
+        one_core = len(src) / (time.perf_counter() - t)
+        assert out["image"].shape == (args.size, args.size, 3)
+        batch, steps = 32, max(1, 2 * len(src) // 32)
+        it = train_batches(src, global_batch=batch, seed=0, augment=tf, num_steps=steps)
+        next(it)
+        t = time.perf_counter()
+        for _ in range(steps - 1):
+            next(it)
+        loader = (steps - 1) * batch / (time.perf_counter() - t)
+    cores = os.cpu_count() or 1
+    print(f"decode + random-resized crop {args.size} + flip, 500x375 JPEGs, {cores} cores")
+    print(f"| path | images/s | per core |\n|---|---|---|\n| one core, plain loop | {one_core:.0f} | {one_core:.0f} |\n"
+          f"| loader (grain, {cores} threads) | {loader:.0f} | {loader / cores:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
