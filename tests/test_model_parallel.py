@@ -236,3 +236,14 @@ def test_train_step_moves_only_activations_between_towers(setup, abstract):
     assert len(over_data) == sum(len(s) for s in PARAM_SPECS.values())
     assert {tuple(d for d in c[2] if d != 1) for c in over_data} == {
         tuple(d for d in s if d != 1) for s in local_param_shapes}
+
+
+def test_jaxcnn_train_runs_the_towers_strategy(tmp_path):
+    from jaxcnn.training import TrainConfig, train
+    cfg = TrainConfig(model="alexnet_twotower", strategy="towers", dataset="digits", image_size=63, batch_size=16,
+                      eval_batch_size=16, epochs=1, max_steps=2, workdir=str(tmp_path), log_every_steps=1,
+                      checkpoint_every_steps=100)
+    result = train(cfg, progress=False)
+    assert result["step"] == 2 and result["eval"]["loss"] > 0
+    params = result["state"].params
+    assert params["conv1"]["kernel"].sharding.spec[-1] == "model"      # towers stayed on their devices

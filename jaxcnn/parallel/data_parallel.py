@@ -30,6 +30,17 @@ STRATEGIES = ("jit", "pmap")
 PMAP_AXIS = "batch"
 
 
+def prefetch_to_device(batches, put, size: int = 2):
+    """``put(batch)`` for each host batch, ``size`` batches ahead of the consumer."""
+    queue = collections.deque()
+    for batch in batches:
+        queue.append(put(batch))
+        if len(queue) > size:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()
+
+
 class DataParallel:
     """Places state and batches on devices and compiles steps for one strategy."""
 
@@ -89,13 +100,7 @@ class DataParallel:
 
     def prefetch(self, batches, size: int = 2):
         """Yields device batches ``size`` ahead: the next batches are transferred while a step runs."""
-        queue = collections.deque()
-        for batch in batches:
-            queue.append(self.put_batch(batch))
-            if len(queue) > size:
-                yield queue.popleft()
-        while queue:
-            yield queue.popleft()
+        return prefetch_to_device(batches, self.put_batch, size)
 
     # ------------------------------------------------------------------ steps
     def compile_train_step(self, step_fn: Callable) -> Callable:

@@ -62,6 +62,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxcnn.layers import adaptive_avg_pool, check_images, flatten_chw, local_response_norm, max_pool
 from jaxcnn.models.alexnet import min_input_size
+from jaxcnn.parallel.data_parallel import prefetch_to_device
 
 DATA_AXIS = "data"
 MODEL_AXIS = "model"
@@ -303,6 +304,14 @@ class TowerParallel:
         """This process's slice of the global batch -> device arrays split over ``data``."""
         return jax.tree_util.tree_map(
             lambda a: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(a)), local_batch)
+
+    def prefetch(self, batches, size: int = 2):
+        """Device batches ``size`` ahead of the consumer (as ``DataParallel.prefetch``)."""
+        return prefetch_to_device(batches, self.put_batch, size)
+
+    def unreplicate(self, state: Any) -> Any:
+        """The state as global (tower-sharded) arrays: what checkpoints and evaluation take."""
+        return state
 
     # ------------------------------------------------------------------ compiled functions
     def compile_forward(self, variables: Any) -> Callable:

@@ -35,7 +35,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     accum_steps: int = 1                  # gradient accumulation: micro-batches per step
     dtype: str = "float32"                # compute dtype; params stay float32
-    strategy: str = "jit"                 # "jit" (mesh sharding) or "pmap"
+    strategy: str = "jit"                 # "jit" (mesh sharding), "pmap"; alexnet_twotower: "towers" /
+                                          # "towers_jit" (towers on a 2-wide "model" mesh axis)
     seed: int = 0
     augment: str = "shift"                # training transform policy: shift (+augment_flip/shift below),
                                           # inception, alexnet, vgg_scale, segmentation (jaxcnn.data.transforms)

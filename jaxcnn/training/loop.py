@@ -41,6 +41,7 @@ from jaxcnn.training.state import create_train_state
 from jaxcnn.training.steps import make_eval_step, make_train_step
 
 
+TOWER_LAYOUTS = {"towers": "shard_map", "towers_jit": "jit"}   # strategies of the two-tower AlexNet
 INPUT_BOUND = 0.25   # warn when the host waits for batches this share of the time
 
 
@@ -94,12 +95,17 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     # what the model sees: the source's own shape, or the transform's output size for variable-size data
     image_shape = getattr(train_src, "image_shape", None) if cfg.augment == "shift" else None
     image_shape = tuple(image_shape or (cfg.image_size, cfg.image_size, 3))
-    dp = DataParallel(cfg.strategy)
+    if cfg.strategy in TOWER_LAYOUTS:  # the two-tower AlexNet over a ("data", "model") mesh
+        from jaxcnn.parallel.model_parallel import TowerParallel
+        dp = net = TowerParallel(model, layout=TOWER_LAYOUTS[cfg.strategy])
+    else:
+        dp, net = DataParallel(cfg.strategy), model
     dp.check_batch_size(cfg.batch_size)
     dp.check_batch_size(cfg.eval_batch_size)
-    if cfg.batch_size % cfg.accum_steps or (cfg.batch_size // cfg.accum_steps) % dp.num_devices:
+    shards = getattr(dp, "data_size", dp.num_devices)
+    if cfg.batch_size % cfg.accum_steps or (cfg.batch_size // cfg.accum_steps) % shards:
         raise ValueError(f"batch {cfg.batch_size} does not split into {cfg.accum_steps} micro-batches "
-                         f"divisible over {dp.num_devices} devices")
+                         f"divisible over {shards} devices")
     steps_per_epoch = len(train_src) // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"batch {cfg.batch_size} is larger than the training set ({len(train_src)})")
@@ -134,21 +140,26 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     state = dp.put_state(state)
 
     axis_name = PMAP_AXIS if cfg.strategy == "pmap" else None
+    if net is dp:  # tower layouts take the state's tree to fix each leaf's sharding
+        compile_train, compile_eval = (lambda fn: dp.compile_train_step(fn, state),
+                                       lambda fn: dp.compile_eval_step(fn, state.variables))
+    else:
+        compile_train, compile_eval = dp.compile_train_step, dp.compile_eval_step
     if segmentation:
         ignore = getattr(train_src, "ignore_label", seg.IGNORE_LABEL)
-        train_step = dp.compile_train_step(seg.make_seg_train_step(
-            model, tx, accum_steps=cfg.accum_steps, axis_name=axis_name, ignore_label=ignore))
-        eval_step = dp.compile_eval_step(seg.make_seg_eval_step(model, axis_name=axis_name, ignore_label=ignore))
+        train_step = compile_train(seg.make_seg_train_step(
+            net, tx, accum_steps=cfg.accum_steps, axis_name=axis_name, ignore_label=ignore))
+        eval_step = compile_eval(seg.make_seg_eval_step(net, axis_name=axis_name, ignore_label=ignore))
         augment = seg.make_seg_augment(flip=cfg.augment_flip, max_shift=cfg.augment_shift, ignore_label=ignore)
         if cfg.augment != "shift":
             extra = {"ignore_label": ignore} if cfg.augment == "segmentation" else {}
             augment = make_train_transform(cfg.augment, cfg.image_size, **{**extra, **cfg.augment_options})
         summarize, watched = seg.summarize_eval, "miou"
     else:
-        train_step = dp.compile_train_step(make_train_step(
-            model, tx, label_smoothing=cfg.label_smoothing, accum_steps=cfg.accum_steps, axis_name=axis_name,
+        train_step = compile_train(make_train_step(
+            net, tx, label_smoothing=cfg.label_smoothing, accum_steps=cfg.accum_steps, axis_name=axis_name,
             adversarial=cfg.adversarial))
-        eval_step = dp.compile_eval_step(make_eval_step(model, axis_name=axis_name))
+        eval_step = compile_eval(make_eval_step(net, axis_name=axis_name))
         augment = make_augment(flip=cfg.augment_flip, max_shift=cfg.augment_shift)
         if cfg.augment != "shift":
             augment = make_train_transform(cfg.augment, cfg.image_size, **cfg.augment_options)
