@@ -69,7 +69,9 @@ def _eval(jaxpr, consts, args, relu):
         elif eqn.primitive.name in ("jit", "pjit"):
             sub = eqn.params["jaxpr"]
             outs = _eval(sub.jaxpr, sub.consts, invals, relu)
-        elif eqn.primitive.name == "custom_jvp_call":
+        elif eqn.primitive.name in ("custom_jvp_call", "custom_vjp_call"):
+            # other custom-derivative functions (e.g. the CPU max-pool of ``jaxcnn.lowering``) are
+            # evaluated from their primal jaxpr: a max pool's VJP still routes through its switches
             sub = eqn.params["call_jaxpr"]
             outs = _eval(sub.jaxpr, sub.consts, invals, relu)
         else:
