@@ -155,7 +155,10 @@ class InputOptimizer:
             params = self.param.project(optax.apply_updates(params, updates))
             return (params, opt_state), per_image
 
-        return jax.lax.scan(step, carry, jax.random.split(key, n), unroll=n == 1)
+        if n == 1:  # straight-line code: no while loop (see jaxcnn.lowering.steps_per_call)
+            carry, values = step(carry, key)
+            return carry, values[None]
+        return jax.lax.scan(step, carry, jax.random.split(key, n))
 
     # -------------------------------------------------------------- driver
 
