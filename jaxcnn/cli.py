@@ -24,6 +24,8 @@ import argparse
 import sys
 import time
 
+from jaxcnn import host_memory
+
 
 def _cmd_models(args: argparse.Namespace) -> None:
     from jaxcnn import count_flops, count_params, create_model, list_models, model_info
@@ -153,5 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> int:
+    """The ``jaxcnn`` console script: ``main`` in a process set up for long runs (``host_memory``)."""
+    host_memory.keep_freed_memory()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

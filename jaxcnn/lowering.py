@@ -41,6 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxcnn import onednn
+
 MODES = ("auto", "reference", "fast")
 _mode = "auto"
 
@@ -152,6 +154,13 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
     """``lax.conv_general_dilated`` for NHWC/HWIO, with 1x1 convolutions as a GEMM on the fast path."""
     nhwc = dimension_numbers in (_NHWC, ("NHWC", "HWIO", "NHWC"))
+    if (fast_paths() and nhwc and kwargs.get("preferred_element_type") in (None, lhs.dtype)
+            and onednn.supports(lhs, rhs, lhs_dilation, feature_group_count) and onednn.available()):
+        rhs_dilation = tuple(rhs_dilation or (1, 1))
+        if isinstance(padding, str):
+            extent = [(k - 1) * d + 1 for k, d in zip(rhs.shape[:2], rhs_dilation)]
+            padding = lax.padtype_to_pads(lhs.shape[1:3], extent, window_strides, padding)
+        return onednn.conv(lhs, rhs, window_strides, padding, rhs_dilation, feature_group_count)
     if fast_paths() and nhwc and _is_pointwise(rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                                 feature_group_count):
         sh, sw = window_strides

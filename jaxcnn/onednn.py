@@ -1,0 +1,162 @@
+"""2-D convolutions through oneDNN on the CPU, as XLA FFI custom calls.
+
+XLA:CPU runs convolution *weight gradients* at 30-70 GFLOP/s on this project's CPU
+while its GEMMs reach 340, and it computes bfloat16 convolutions in float32. oneDNN
+(the library PyTorch uses on CPUs) runs the same three convolutions (forward, input
+gradient, weight gradient) at 400-470 GFLOP/s in float32 and, on CPUs with AMX,
+1.8-3.8 TFLOP/s in bfloat16 (``benchmarks/RESULTS.md``). This module builds the
+small C++ shim ``csrc/onednn_conv.cc`` on first use (``g++``, the oneDNN headers
+and library of the ``onednn-devel-cpu-gomp`` / ``onednn-cpu-gomp`` wheels, and
+jaxlib's FFI headers), caches the shared object under ``~/.cache/jaxcnn``
+(``JAXCNN_CACHE`` overrides), and registers its handlers with XLA.
+
+``conv`` is a ``jax.custom_vjp`` over three FFI calls. ``lowering.conv_general_dilated``
+routes NHWC/HWIO float32 and bfloat16 convolutions here on the CPU fast path when
+``available()``; anything else (no compiler, no oneDNN, another dtype, input
+dilation) stays on XLA's convolution. Like the max-pool fast path this is reverse
+mode only: ``jax.jvp`` through it needs ``lowering.mode("reference")``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import importlib.metadata
+import os
+import pathlib
+import subprocess
+import tempfile
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_SOURCE = pathlib.Path(__file__).parent / "csrc" / "onednn_conv.cc"
+_TARGETS = {"forward": "JaxcnnConvForward", "backward_data": "JaxcnnConvBackwardData",
+            "backward_weights": "JaxcnnConvBackwardWeights"}
+DTYPES = (jnp.float32, jnp.bfloat16)
+_why_not: str | None = None
+
+
+def _wheel_dir(dist: str, suffix: str) -> pathlib.Path:
+    """The directory holding the file of ``dist`` whose path ends with ``suffix``."""
+    files = importlib.metadata.distribution(dist).files or ()
+    for f in files:
+        if str(f).endswith(suffix):
+            return pathlib.Path(f.locate()).resolve().parent
+    raise FileNotFoundError(f"{dist} has no {suffix}")
+
+
+def _build() -> pathlib.Path:
+    include = _wheel_dir("onednn-devel-cpu-gomp", "oneapi/dnnl/dnnl.hpp").parent.parent
+    lib = _wheel_dir("onednn-cpu-gomp", "libdnnl.so.3")
+    flags = ["-O2", "-w", "-std=c++17", "-shared", "-fPIC", f"-I{include}", f"-I{jax.ffi.include_dir()}",
+             f"-L{lib}", "-l:libdnnl.so.3", f"-Wl,-rpath,{lib}"]
+    tag = hashlib.sha256(_SOURCE.read_bytes() + " ".join(flags).encode()
+                         + jax.__version__.encode()).hexdigest()[:16]
+    cache = pathlib.Path(os.environ.get("JAXCNN_CACHE", pathlib.Path.home() / ".cache" / "jaxcnn"))
+    out = cache / f"onednn_conv-{tag}.so"
+    if out.exists():
+        return out
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:   # build aside, then rename: safe across processes
+        part = pathlib.Path(tmp) / out.name
+        cmd = [os.environ.get("CXX", "g++"), str(_SOURCE), "-o", str(part), *flags]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode != 0:
+            errors = [line for line in run.stderr.splitlines() if "error" in line] or run.stderr.splitlines()
+            raise RuntimeError(f"building {out.name} failed: {errors[0].strip() if errors else run.returncode}")
+        os.replace(part, out)
+    return out
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    global _why_not
+    if os.environ.get("JAXCNN_ONEDNN", "1") == "0":
+        _why_not = "disabled by JAXCNN_ONEDNN=0"
+        return None
+    try:
+        lib = ctypes.CDLL(str(_build()))
+        for name, symbol in _TARGETS.items():
+            jax.ffi.register_ffi_target(f"jaxcnn_conv_{name}", jax.ffi.pycapsule(getattr(lib, symbol)),
+                                        platform="cpu")
+        return lib
+    except (OSError, RuntimeError, FileNotFoundError, importlib.metadata.PackageNotFoundError) as err:
+        _why_not = f"{type(err).__name__}: {err}"
+        warnings.warn(f"jaxcnn: oneDNN convolutions unavailable, using XLA's ({_why_not})", stacklevel=3)
+        return None
+
+
+def available() -> bool:
+    """Whether the oneDNN convolutions can be used here (builds them on the first call)."""
+    return _library() is not None
+
+
+def why_unavailable() -> str | None:
+    _library()
+    return _why_not
+
+
+def _call(name: str, out: jax.ShapeDtypeStruct, a, b, geometry):
+    strides, dilation, pad_lo, pad_hi, groups = geometry
+    attrs = dict(strides=np.asarray(strides, np.int64), dilation=np.asarray(dilation, np.int64),
+                 pad_lo=np.asarray(pad_lo, np.int64), pad_hi=np.asarray(pad_hi, np.int64),
+                 groups=np.int64(groups))
+    return jax.ffi.ffi_call(f"jaxcnn_conv_{name}", out, vmap_method="sequential")(a, b, **attrs)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv(x, w, geometry, out_hw):
+    out = jax.ShapeDtypeStruct((x.shape[0], *out_hw, w.shape[3]), x.dtype)
+    return _call("forward", out, x, w, geometry)
+
+
+def _conv_fwd(x, w, geometry, out_hw):
+    return _conv(x, w, geometry, out_hw), (x, w)
+
+
+def _conv_bwd(geometry, out_hw, res, g):
+    x, w = res
+    dx = _call("backward_data", jax.ShapeDtypeStruct(x.shape, x.dtype), g, w, geometry)
+    dw = _call("backward_weights", jax.ShapeDtypeStruct(w.shape, w.dtype), x, g, geometry)
+    return dx, dw
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def supports(x, w, lhs_dilation=None, feature_group_count: int = 1) -> bool:
+    """Whether ``conv`` takes these operands (it needs ``available()`` as well)."""
+    return (x.ndim == 4 and w.ndim == 4 and x.dtype == w.dtype and any(x.dtype == d for d in DTYPES)
+            and all(d == 1 for d in (lhs_dilation or (1, 1))) and min(x.shape) > 0
+            and x.shape[3] == w.shape[2] * feature_group_count)
+
+
+def conv(x, w, strides, padding, dilation=(1, 1), groups: int = 1):
+    """NHWC x HWIO convolution, explicit ``padding`` ((lo, hi), (lo, hi)), computed by oneDNN.
+
+    Negative padding and right padding past the last window are cropped from the
+    input first, so oneDNN sees the minimal exact geometry.
+    """
+    if _library() is None:
+        raise RuntimeError(f"oneDNN convolutions are unavailable: {_why_not}")
+    strides, dilation = tuple(int(s) for s in strides), tuple(int(d) for d in dilation)
+    lo, hi, out_hw, crop = [], [], [], []
+    for axis in range(2):
+        (pl, ph), size = padding[axis], x.shape[1 + axis]
+        extent = (w.shape[axis] - 1) * dilation[axis] + 1
+        n_out = (size + pl + ph - extent) // strides[axis] + 1
+        if n_out <= 0:
+            raise ValueError(f"convolution output is empty: input {x.shape}, kernel {w.shape}")
+        ph = (n_out - 1) * strides[axis] + extent - size - pl    # the right padding actually read
+        start, stop = max(0, -pl), size + min(0, ph)
+        crop.append((start, stop))
+        lo.append(max(pl, 0))
+        hi.append(max(ph, 0))
+        out_hw.append(n_out)
+    if crop != [(0, x.shape[1]), (0, x.shape[2])]:
+        x = x[:, crop[0][0]:crop[0][1], crop[1][0]:crop[1][1]]
+    return _conv(x, w, (strides, dilation, tuple(lo), tuple(hi), int(groups)), tuple(out_hw))

@@ -1,0 +1,121 @@
+"""The oneDNN convolutions compute XLA's convolution: forward and both gradients, float32 and bfloat16.
+
+The reference is ``lax.conv_general_dilated`` at ``precision="highest"`` in float64 on
+the same (rounded) operands; relative errors are taken against the largest output.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import jaxcnn
+from jaxcnn import layers, lowering, onednn
+
+pytestmark = pytest.mark.skipif(not onednn.available(), reason=f"oneDNN unavailable: {onednn.why_unavailable()}")
+
+# relative error bounds per dtype: float32 sums in another order; bfloat16 rounds operands' products' sum once
+TOL = {jnp.float32: 2e-6, jnp.bfloat16: 1e-2}
+
+
+def _conv64(x, w, strides, padding, dilation, groups):
+    return lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilation,
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    feature_group_count=groups, precision="highest")
+
+
+def _f64(a):
+    return jnp.asarray(np.asarray(a, np.float32), jnp.float64)
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+CASES = [  # (x shape, kernel, out channels, strides, padding, dilation, groups)
+    ((2, 9, 11, 4), 3, 6, (1, 1), ((1, 1), (1, 1)), (1, 1), 1),        # 3x3 "same"
+    ((3, 15, 14, 6), 5, 8, (2, 3), ((2, 1), (0, 3)), (1, 1), 2),       # grouped, uneven strides and padding
+    ((2, 8, 8, 4), 1, 4, (2, 2), ((0, 0), (0, 0)), (1, 1), 1),         # ResNet downsample: unread last row/column
+    ((1, 13, 13, 3), 3, 5, (1, 2), ((-1, 2), (1, 0)), (2, 1), 1),      # negative padding, dilation
+    ((4, 23, 23, 3), 11, 8, (4, 4), ((2, 2), (2, 2)), (1, 1), 1),      # AlexNet conv1 geometry
+    ((2, 6, 6, 8), 3, 8, (1, 1), ((1, 1), (1, 1)), (1, 1), 2),         # two-tower AlexNet: groups=2
+]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_forward_and_gradients_match_xla(case, dtype):
+    shape, k, o, strides, padding, dilation, groups = case
+    rng = np.random.default_rng(hash(case) % 2**32)
+    x = jnp.asarray(rng.normal(size=shape), dtype)
+    w = jnp.asarray(rng.normal(size=(k, k, shape[3] // groups, o)), dtype)
+    geometry = (strides, padding, dilation, groups)
+    ct = jnp.asarray(rng.normal(size=jax.eval_shape(lambda: _conv64(x, w, *geometry)).shape), dtype)
+    with jax.enable_x64():
+        y_ref, vjp_ref = jax.vjp(lambda x, w: _conv64(x, w, *geometry), _f64(x), _f64(w))
+        dx_ref, dw_ref = vjp_ref(_f64(ct))
+    f = jax.jit(lambda x, w: onednn.conv(x, w, strides, padding, dilation, groups))
+    y, vjp = jax.vjp(f, x, w)
+    assert y.shape == y_ref.shape and y.dtype == dtype
+    assert _rel(y, y_ref) < TOL[dtype]
+    dx, dw = vjp(ct)
+    assert dx.dtype == dtype and dw.dtype == dtype
+    assert _rel(dx, dx_ref) < TOL[dtype]
+    assert _rel(dw, dw_ref) < TOL[dtype]
+
+
+def test_flax_conv_routes_through_onednn_and_keeps_its_gradients():
+    conv = layers.conv(6, 3, stride=2, padding=1, bias=True, name="c")
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 9, 10, 5)), jnp.float32)
+    variables = conv.init(jax.random.key(0), x)
+    loss = lambda v, x: jnp.sum(jnp.sin(conv.apply(v, x)))
+    out = {}
+    for m in ("reference", "fast"):
+        with lowering.mode(m):
+            fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+            out[m] = fn(variables, x)
+            hlo = fn.lower(variables, x).as_text()
+            assert ("jaxcnn_conv_backward_weights" in hlo) == (m == "fast")
+    for a, b in zip(jax.tree.leaves(out["fast"]), jax.tree.leaves(out["reference"])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_vmap_and_padding_strings():
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(3, 2, 7, 7, 4)), jnp.float32)     # a vmapped axis in front of the batch
+    w = jnp.asarray(rng.normal(size=(3, 3, 4, 5)), jnp.float32)
+    dn = ("NHWC", "HWIO", "NHWC")
+    for padding in ("SAME", "VALID"):
+        ref = jax.vmap(lambda x: lax.conv_general_dilated(x, w, (2, 2), padding, dimension_numbers=dn,
+                                                          precision="highest"))(x)
+        with lowering.mode("fast"):
+            got = jax.jit(jax.vmap(lambda x: lowering.conv_general_dilated(x, w, (2, 2), padding,
+                                                                            dimension_numbers=dn)))(x)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_model_gradient_in_bfloat16_is_as_close_to_float32_as_xla_bfloat16():
+    """A whole ResNet-18 in bfloat16 (oneDNN, AMX where the CPU has it) against XLA's bfloat16, both
+    measured against the float32 model: oneDNN must not be the less accurate of the two."""
+    variables = jaxcnn.init_variables(jaxcnn.create_model("resnet18", num_classes=10), 32)
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(2, 32, 32, 3)), jnp.float32)
+    grads = {}
+    for dtype, m in (("float32", "reference"), ("bfloat16", "reference"), ("bfloat16", "fast")):
+        model = jaxcnn.create_model("resnet18", num_classes=10, dtype=dtype)
+        loss = lambda v, x, model=model: jnp.mean(model.apply(v, x)[0].astype(jnp.float32) ** 2)
+        with lowering.mode(m):
+            grads[dtype, m] = jax.tree.leaves(jax.jit(jax.grad(loss))(variables, x))
+    exact = grads["float32", "reference"]
+    err = {m: max(_rel(a, b) for a, b in zip(grads["bfloat16", m], exact)) for m in ("reference", "fast")}
+    assert err["fast"] < 1.5 * err["reference"] + 0.01, err
+
+
+def test_bad_input_is_refused_with_one_line():
+    x = jnp.zeros((1, 4, 4, 3), jnp.float32)
+    w = jnp.zeros((5, 5, 3, 2), jnp.float32)
+    with pytest.raises(ValueError, match="convolution output is empty"):
+        onednn.conv(x, w, (1, 1), ((0, 0), (0, 0)))
+    assert not onednn.supports(x.astype(jnp.float16), w.astype(jnp.float16))
+    assert not onednn.supports(x, w, lhs_dilation=(2, 2))
