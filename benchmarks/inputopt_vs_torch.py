@@ -34,6 +34,7 @@ import torch
 import torchvision
 
 import jaxcnn
+from jaxcnn import host_memory
 from jaxcnn.data.image_io import center_crop, resize_shorter, sample_photos
 from jaxcnn.inputopt import objectives as O
 from jaxcnn.inputopt.optimize import InputOptimizer
@@ -145,6 +146,7 @@ def main() -> None:
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "inputopt_vs_torch.json"))
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
+    host_memory.keep_freed_memory()     # as the jaxcnn command does; before JAX's first computation
     s, steps = args.size, args.steps
     photos = sample_photos()
     content = center_crop(resize_shorter(photos["astronaut"], s), s)

@@ -5,10 +5,16 @@ update), compile time apart, achieved GFLOP/s from the analytic FLOP count (``ja
 a training step counted as 3x the forward), MFU against the f32 matmul peak measured in the same run,
 and the process's peak RSS after the case. Variants:
 
-  jaxcnn f32            the default (``lowering`` mode "auto": CPU fast paths on a CPU)
+  jaxcnn f32            the default (``lowering`` mode "auto": CPU fast paths, oneDNN convolutions)
   jaxcnn f32 reference  XLA's own lowerings everywhere (the "before" of every CPU fast path)
   jaxcnn bf16           compute in bfloat16, parameters float32
-  torch eager / channels-last (NCHW, and channels_last memory format)
+  torch eager / channels-last (NCHW, and channels_last memory format), float32
+  torch channels-last bf16  the same under ``torch.autocast("cpu", torch.bfloat16)``
+
+MFU is against the matmul peak of the row's compute dtype, both measured here (float32 with
+JAX, bfloat16 with PyTorch, whose oneDNN reaches AMX where XLA's own dot does not). The process
+keeps its heap (``jaxcnn.host_memory``, as the ``jaxcnn`` command does). A plot of images/s per
+model and variant goes next to the JSON.
 
 Cases are interleaved (one variant after the other, repeated), median of ``--repeats``.
 
@@ -35,7 +41,7 @@ import torch
 import torchvision
 
 import jaxcnn
-from jaxcnn import lowering
+from jaxcnn import host_memory, lowering
 from jaxcnn.training.state import create_train_state
 from jaxcnn.training.steps import make_train_step
 from jaxcnn.weights.torchvision import to_torch_state_dict
@@ -52,6 +58,16 @@ def matmul_peak() -> float:
     for _ in range(5):
         f(a).block_until_ready()
     return 2 * n ** 3 * 5 / (time.perf_counter() - t) / 1e9
+
+
+def bf16_matmul_peak() -> float:
+    n = 2048
+    a = torch.ones(n, n, dtype=torch.bfloat16)
+    a @ a
+    t = time.perf_counter()
+    for _ in range(10):
+        a @ a
+    return 2 * n ** 3 * 10 / (time.perf_counter() - t) / 1e9
 
 
 def jax_cases(name: str, batch: int, size: int):
@@ -90,7 +106,9 @@ def torch_cases(name: str, variables, batch: int, size: int):
     x = torch.rand(batch, 3, size, size)
     y = torch.randint(0, 1000, (batch,))
     cases = {}
-    for label, fmt in (("torch eager", torch.contiguous_format), ("torch channels-last", torch.channels_last)):
+    for label, fmt, bf16 in (("torch eager", torch.contiguous_format, False),
+                             ("torch channels-last", torch.channels_last, False),
+                             ("torch channels-last bf16", torch.channels_last, True)):
         net = getattr(torchvision.models, name)(weights=None, **kwargs)
         state = {k: torch.from_numpy(np.array(v)) for k, v in to_torch_state_dict(variables).items()}
         net.load_state_dict(state, strict=False)
@@ -98,15 +116,17 @@ def torch_cases(name: str, variables, batch: int, size: int):
         xin = x.to(memory_format=fmt)
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
 
-        def run_infer(net=net, xin=xin):
+        def run_infer(net=net, xin=xin, bf16=bf16):
             net.eval()
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
                 net(xin)
 
-        def run_train(net=net, xin=xin, opt=opt):
+        def run_train(net=net, xin=xin, opt=opt, bf16=bf16):
             net.train()
             opt.zero_grad()
-            torch.nn.functional.cross_entropy(net(xin), y).backward()
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                loss = torch.nn.functional.cross_entropy(net(xin), y)
+            loss.backward()
             opt.step()
 
         cases[label] = (run_infer, run_train, 0.0)
@@ -128,7 +148,9 @@ def main() -> None:
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "models_vs_torch.json"))
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
+    host_memory.keep_freed_memory()     # before JAX's first computation starts XLA's threads
     peak = matmul_peak()
+    peak_bf16 = bf16_matmul_peak() if jax.default_backend() == "cpu" else peak
     rows = []
     for name in args.models:
         batch = max(1, int(BATCH.get(name, 8) * args.batch_scale))
@@ -146,26 +168,53 @@ def main() -> None:
         for label, (inf_t, tr_t) in times.items():
             ti, tt = statistics.median(inf_t), statistics.median(tr_t)
             gfs = 3 * gflop * batch / tt
+            row_peak = peak_bf16 if "bf16" in label else peak
             rows.append({"model": name, "variant": label, "batch": batch, "infer_img_s": batch / ti,
-                         "train_img_s": batch / tt, "train_gflop_s": gfs, "train_mfu": gfs / peak,
+                         "train_img_s": batch / tt, "train_gflop_s": gfs, "train_mfu": gfs / row_peak,
                          "compile_s": cases[label][2],
                          "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20})
         print(f"{name} done", flush=True)
     meta = {"cpu": _cpu_name(), "cores": os.cpu_count(), "device": jax.devices()[0].device_kind,
             "jax": jax.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "matmul_peak_gflop_s": peak, "size": args.size, "repeats": args.repeats,
+            "matmul_peak_gflop_s": peak, "bf16_matmul_peak_gflop_s": peak_bf16,
+            "keep_heap": host_memory.applied, "size": args.size, "repeats": args.repeats,
             "command": "python benchmarks/models_vs_torch.py --models " + " ".join(args.models)
                        + f" --size {args.size} --repeats {args.repeats} --batch-scale {args.batch_scale}"}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     print(f"\n{meta['cpu']}, {meta['cores']} cores; jax {meta['jax']}, torch {meta['torch']}; "
-          f"f32 matmul peak {peak:.0f} GFLOP/s; {args.size} px\n")
+          f"matmul peak f32 {peak:.0f}, bf16 {peak_bf16:.0f} GFLOP/s; {args.size} px\n")
     print("| model | variant | batch | inference img/s | train img/s | train GFLOP/s | MFU | train compile s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['variant']} | {r['batch']} | {r['infer_img_s']:.2f} | {r['train_img_s']:.2f} | "
               f"{r['train_gflop_s']:.0f} | {100 * r['train_mfu']:.0f}% | {r['compile_s']:.1f} |")
+    plot(rows, meta, os.path.splitext(args.out)[0] + ".png")
+
+
+def plot(rows, meta, path: str) -> None:
+    """Grouped bars: train and inference images/s per model, one bar per variant."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    width = 0.8 / len(variants)
+    for ax, key, title in zip(axes, ("train_img_s", "infer_img_s"), ("training step", "inference")):
+        for i, v in enumerate(variants):
+            vals = [next((r[key] for r in rows if r["model"] == m and r["variant"] == v), 0) for m in models]
+            ax.bar(np.arange(len(models)) + (i - (len(variants) - 1) / 2) * width, vals, width, label=v)
+        ax.set_xticks(range(len(models)), models)
+        ax.set_yscale("log")
+        ax.set_ylabel("images / s")
+        ax.set_title(f"{title}, {meta['size']} px")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{meta['cpu']} ({meta['cores']} cores), jax {meta['jax']}, torch {meta['torch']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
 
 
 def _cpu_name() -> str:

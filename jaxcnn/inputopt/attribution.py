@@ -54,6 +54,17 @@ def _is_relu(eqn) -> bool:
     return len(inner) == 1 and inner[0].params.get("name") == "relu"
 
 
+def _has_relu(jaxpr) -> bool:
+    """Whether ``jaxpr`` calls a ReLU, directly or in a nested call."""
+    for eqn in jaxpr.eqns:
+        if _is_relu(eqn):
+            return True
+        for sub in jcore.jaxprs_in_params(eqn.params):
+            if _has_relu(sub):
+                return True
+    return False
+
+
 def _eval(jaxpr, consts, args, relu):
     """Evaluates ``jaxpr`` with each ``relu`` call replaced by ``relu`` (recursing into nested jits)."""
     env = {}
@@ -69,13 +80,12 @@ def _eval(jaxpr, consts, args, relu):
         elif eqn.primitive.name in ("jit", "pjit"):
             sub = eqn.params["jaxpr"]
             outs = _eval(sub.jaxpr, sub.consts, invals, relu)
-        elif eqn.primitive.name in ("custom_jvp_call", "custom_vjp_call"):
-            # other custom-derivative functions (e.g. the CPU max-pool of ``jaxcnn.lowering``) are
-            # evaluated from their primal jaxpr: a max pool's VJP still routes through its switches
+        elif eqn.primitive.name in ("custom_jvp_call", "custom_vjp_call") and _has_relu(eqn.params["call_jaxpr"].jaxpr):
             sub = eqn.params["call_jaxpr"]
             outs = _eval(sub.jaxpr, sub.consts, invals, relu)
-        else:
-            outs = eqn.primitive.bind(*invals, **eqn.params)
+        else:   # any other op, custom-derivative functions without a ReLU (the CPU max pool and convolutions
+            # of ``jaxcnn.lowering``) included: bound as they are, with their own derivative rules
+            outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
             outs = outs if eqn.primitive.multiple_results else [outs]
         for var, val in zip(eqn.outvars, outs):
             env[var] = val
