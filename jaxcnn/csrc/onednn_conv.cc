@@ -20,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include <omp.h>
+
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
 
@@ -30,9 +32,11 @@ namespace {
 
 enum class Op { kForward, kBackwardData, kBackwardWeights };
 
+constexpr double kSmallConvFlops = 8e6;
+
 struct Geometry {
   memory::data_type dtype;
-  int64_t n, c, h, w, o, oh, ow, kh, kw, groups;
+  int64_t n, c, h, w, o, oh, ow, kh, kw, groups, threads;
   memory::dims strides, dilation, pad_lo, pad_hi;
 };
 
@@ -107,7 +111,7 @@ std::string Key(Op op, const Geometry& g) {
   std::ostringstream s;
   s << static_cast<int>(op) << ':' << static_cast<int>(g.dtype) << ':' << g.n << ',' << g.c << ',' << g.h
     << ',' << g.w << ',' << g.o << ',' << g.oh << ',' << g.ow << ',' << g.kh << ',' << g.kw << ','
-    << g.groups;
+    << g.groups << ',' << g.threads;
   for (const auto* v : {&g.strides, &g.dilation, &g.pad_lo, &g.pad_hi})
     for (auto x : *v) s << ',' << x;
   return s.str();
@@ -197,12 +201,19 @@ ffi::Error MakeGeometry(ffi::AnyBuffer src, ffi::AnyBuffer dst, ffi::AnyBuffer k
   g->dilation = {dilation[0] - 1, dilation[1] - 1};  // oneDNN counts the inserted gaps
   g->pad_lo = {pad_lo[0], pad_lo[1]};
   g->pad_hi = {pad_hi[0], pad_hi[1]};
+  // A small convolution runs on one thread: splitting a few MFLOP across an OpenMP team costs
+  // more in barriers than it saves, the more so when other threads (input pipeline, XLA)
+  // compete for the cores.
+  static const int team = omp_get_max_threads();
+  const double flops = 2.0 * g->n * g->oh * g->ow * g->o * (g->c / groups) * g->kh * g->kw;
+  g->threads = flops < kSmallConvFlops ? 1 : team;
   return ffi::Error::Success();
 }
 
 ffi::Error Run(Op op, const Geometry& g, void* src, void* weights, void* dst) {
   try {
     std::lock_guard<std::mutex> guard(Lock());
+    omp_set_num_threads(static_cast<int>(g.threads));   // for this (calling) thread's parallel regions
     Entry* e = Build(op, g);
     auto& eng = Engine();
     dnnl::stream stream(eng);
