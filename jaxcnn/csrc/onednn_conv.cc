@@ -213,7 +213,14 @@ ffi::Error MakeGeometry(ffi::AnyBuffer src, ffi::AnyBuffer dst, ffi::AnyBuffer k
 ffi::Error Run(Op op, const Geometry& g, void* src, void* weights, void* dst) {
   try {
     std::lock_guard<std::mutex> guard(Lock());
-    omp_set_num_threads(static_cast<int>(g.threads));   // for this (calling) thread's parallel regions
+    // For this calling thread's parallel regions, and put back afterwards: XLA may run the call on
+    // the Python thread, and the process's other OpenMP users (PyTorch links the same libgomp)
+    // must not inherit a team of one.
+    struct Threads {
+      int saved = omp_get_max_threads();
+      explicit Threads(int n) { omp_set_num_threads(n); }
+      ~Threads() { omp_set_num_threads(saved); }
+    } threads(static_cast<int>(g.threads));
     Entry* e = Build(op, g);
     auto& eng = Engine();
     dnnl::stream stream(eng);
