@@ -23,8 +23,9 @@ The alternatives (each with a before/after figure in ``benchmarks/RESULTS.md``):
   and groups): oneDNN through XLA FFI custom calls (``jaxcnn.onednn``), forward,
   input gradient and weight gradient. XLA:CPU runs weight gradients at 30-70
   GFLOP/s and bfloat16 convolutions in float32; oneDNN reaches 400-470 GFLOP/s in
-  float32 and uses AMX for bfloat16 (ResNet-50 train step 3.9 -> 9.0 img/s f32,
-  13.6 bf16). Only where the process sees one device (see ``_onednn_convs``).
+  float32 and uses AMX for bfloat16 (ResNet-50 train step alone 3.9 -> 7.8 img/s
+  f32, 9.0 with ``host_memory``'s kept heap, 13.6 bf16). Only where the process
+  sees one device (see ``_onednn_convs``). Reverse mode only, like the max pool.
 * 1x1 convolutions (stride s, no padding, no groups) where oneDNN is not used: a
   strided slice and a ``dot_general`` over channels, which XLA:CPU runs as a
   GEMM near the matmul peak, instead of its convolution path.
