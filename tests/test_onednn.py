@@ -12,6 +12,7 @@ from jax import lax
 
 import jaxcnn
 from jaxcnn import layers, lowering, onednn
+from jaxcnn.models.resnet import ResNet
 
 pytestmark = pytest.mark.skipif(not onednn.available(), reason=f"oneDNN unavailable: {onednn.why_unavailable()}")
 
@@ -97,18 +98,21 @@ def test_vmap_and_padding_strings():
 
 
 def test_model_gradient_in_bfloat16_is_as_close_to_float32_as_xla_bfloat16():
-    """A whole ResNet-18 in bfloat16 (oneDNN, AMX where the CPU has it) against XLA's bfloat16, both
-    measured against the float32 model: oneDNN must not be the less accurate of the two."""
-    variables = jaxcnn.init_variables(jaxcnn.create_model("resnet18", num_classes=10), 32)
+    """A whole ResNet (one basic block per stage) in bfloat16 (oneDNN, AMX where the CPU has it) against
+    XLA's bfloat16, both measured against the float32 model: oneDNN must not be the less accurate."""
+    net = lambda dtype: ResNet(stage_sizes=(1, 1, 1, 1), bottleneck=False, num_classes=10, dtype=dtype)
+    variables = jaxcnn.init_variables(net(jnp.float32), 32)
     x = jnp.asarray(np.random.default_rng(5).normal(size=(2, 32, 32, 3)), jnp.float32)
     grads = {}
-    for dtype, m in (("float32", "reference"), ("bfloat16", "reference"), ("bfloat16", "fast")):
-        model = jaxcnn.create_model("resnet18", num_classes=10, dtype=dtype)
+    for dtype, m in ((jnp.float32, "reference"), (jnp.bfloat16, "reference"), (jnp.bfloat16, "fast")):
+        model = net(dtype)
         loss = lambda v, x, model=model: jnp.mean(model.apply(v, x)[0].astype(jnp.float32) ** 2)
         with lowering.mode(m):
-            grads[dtype, m] = jax.tree.leaves(jax.jit(jax.grad(loss))(variables, x))
+            grads[jnp.dtype(dtype).name, m] = jax.tree.leaves(jax.jit(jax.grad(loss))(variables, x))
     exact = grads["float32", "reference"]
-    err = {m: max(_rel(a, b) for a, b in zip(grads["bfloat16", m], exact)) for m in ("reference", "fast")}
+    flat = lambda leaves: np.concatenate([np.asarray(a, np.float64).ravel() for a in leaves])
+    err = {m: float(np.linalg.norm(flat(grads["bfloat16", m]) - flat(exact)) / np.linalg.norm(flat(exact)))
+           for m in ("reference", "fast")}     # over all parameters: single tiny leaves are noise in bf16
     assert err["fast"] < 1.5 * err["reference"] + 0.01, err
 
 
