@@ -189,13 +189,15 @@ def main() -> None:
             "matmul_peak_gflop_s": peak, "bf16_matmul_peak_gflop_s": peak_bf16,
             "keep_heap": host_memory.applied, "size": args.size, "repeats": args.repeats,
             "command": "python benchmarks/models_vs_torch.py --models " + " ".join(args.models)
-                       + f" --size {args.size} --repeats {args.repeats} --warmup {args.warmup} --batch-scale {args.batch_scale}"}
+                       + f" --size {args.size} --repeats {args.repeats} --warmup {args.warmup}"
+                       + f" --batch-scale {args.batch_scale}"}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     print(f"\n{meta['cpu']}, {meta['cores']} cores; jax {meta['jax']}, torch {meta['torch']}; "
           f"matmul peak f32 {peak:.0f}, bf16 {peak_bf16:.0f} GFLOP/s; {args.size} px\n")
-    print("| model | variant | batch | inference img/s | train img/s | train GFLOP/s | MFU | train compile s | page faults / step |")
+    print("| model | variant | batch | inference img/s | train img/s | train GFLOP/s | MFU | train compile s "
+          "| page faults / step |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['variant']} | {r['batch']} | {r['infer_img_s']:.2f} | {r['train_img_s']:.2f} | "

@@ -52,8 +52,8 @@ def _wheel_dir(dist: str, suffix: str) -> pathlib.Path:
 def _build() -> pathlib.Path:
     include = _wheel_dir("onednn-devel-cpu-gomp", "oneapi/dnnl/dnnl.hpp").parent.parent
     lib = _wheel_dir("onednn-cpu-gomp", "libdnnl.so.3")
-    flags = ["-O2", "-w", "-std=c++17", "-fopenmp", "-shared", "-fPIC", f"-I{include}", f"-I{jax.ffi.include_dir()}",
-             f"-L{lib}", "-l:libdnnl.so.3", f"-Wl,-rpath,{lib}"]
+    flags = ["-O2", "-w", "-std=c++17", "-fopenmp", "-shared", "-fPIC", f"-I{include}",
+             f"-I{jax.ffi.include_dir()}", f"-L{lib}", "-l:libdnnl.so.3", f"-Wl,-rpath,{lib}"]
     tag = hashlib.sha256(_SOURCE.read_bytes() + " ".join(flags).encode()
                          + jax.__version__.encode()).hexdigest()[:16]
     cache = pathlib.Path(os.environ.get("JAXCNN_CACHE", pathlib.Path.home() / ".cache" / "jaxcnn"))
