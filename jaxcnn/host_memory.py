@@ -6,12 +6,12 @@ serves such large blocks with ``mmap`` and returns them with ``munmap``, so ever
 touches brand-new pages: 540,000 minor page faults per step, about 0.3 s of a 2.1 s
 step. With one malloc arena, no ``mmap`` for large blocks and no trimming of the heap,
 the freed block is reused by the next call without a single fault (ResNet-50 train
-step 2.07 -> 1.80 s; ``benchmarks/RESULTS.md``). The price: the process keeps its peak
+step 7.5 -> 8.7 images/s, ``benchmarks/train_step.py``). The price: the process keeps its peak
 heap instead of returning it to the system, which a training or benchmark process
 wants anyway.
 
 One malloc arena also makes XLA's multi-threaded compilation contend for its lock:
-the ResNet-50 train step compiles in 23 s instead of 16. So this is a choice for
+the ResNet-50 train step compiles in 24 s instead of 17. So this is a choice for
 long runs: the ``jaxcnn`` command line and the benchmarks apply it at start (before
 XLA starts its threads; an arena a thread already holds is kept), a library import
 applies it only with ``JAXCNN_KEEP_HEAP=1``, and ``JAXCNN_KEEP_HEAP=0`` turns it off

@@ -23,8 +23,8 @@ The alternatives (each with a before/after figure in ``benchmarks/RESULTS.md``):
   and groups): oneDNN through XLA FFI custom calls (``jaxcnn.onednn``), forward,
   input gradient and weight gradient. XLA:CPU runs weight gradients at 30-70
   GFLOP/s and bfloat16 convolutions in float32; oneDNN reaches 400-470 GFLOP/s in
-  float32 and uses AMX for bfloat16 (ResNet-50 train step alone 3.9 -> 7.8 img/s
-  f32, 9.0 with ``host_memory``'s kept heap, 13.6 bf16). Only where the process
+  float32 and uses AMX for bfloat16 (ResNet-50 train step alone 3.7 -> 7.5 img/s
+  f32, 8.7 with ``host_memory``'s kept heap, 13.1 bf16). Only where the process
   sees one device (see ``_onednn_convs``). Reverse mode only, like the max pool.
 * 1x1 convolutions (stride s, no padding, no groups) where oneDNN is not used: a
   strided slice and a ``dot_general`` over channels, which XLA:CPU runs as a
@@ -170,7 +170,8 @@ def _onednn_convs() -> bool:
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
-    """``lax.conv_general_dilated`` for NHWC/HWIO, with 1x1 convolutions as a GEMM on the fast path."""
+    """``lax.conv_general_dilated`` for NHWC/HWIO: oneDNN on the CPU fast path (``_onednn_convs``), else
+    1x1 convolutions as a GEMM on the fast path, else XLA's convolution."""
     nhwc = dimension_numbers in (_NHWC, ("NHWC", "HWIO", "NHWC"))
     if (_onednn_convs() and nhwc and kwargs.get("preferred_element_type") in (None, lhs.dtype)
             and onednn.supports(lhs, rhs, lhs_dilation, feature_group_count) and onednn.available()):
