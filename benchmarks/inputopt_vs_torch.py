@@ -9,9 +9,12 @@ Workloads (same model, weights, image size, steps and update rule on both sides)
   pgd     L-inf PGD on ResNet-18 (batch ``--batch``, eps 4/255, random start), cross-entropy
           of the true label, sign steps, projection.
 jaxcnn's time is split into compile (first call minus a warm call) and the steady-state
-run; PyTorch runs eager after one warm-up step. Cases alternate jaxcnn / PyTorch, median of
-``--repeats``. Weights are random (He-normal), exported from jaxcnn with
-``to_torch_state_dict`` and loaded into torchvision's definitions.
+run; PyTorch runs eager after one warm-up run. Each framework runs in a worker process of its
+own (``benchmarks/worker.py``: in one process they slow each other down); the cases alternate
+jaxcnn / PyTorch, median of ``--repeats``. Weights are random (He-normal), exported from jaxcnn
+with ``to_torch_state_dict`` and loaded into torchvision's definitions. Besides float32 on both
+sides, jaxcnn runs each workload with the model computing in bfloat16 (``dtype="bfloat16"``;
+objectives, Gram matrices and the image stay float32) and PyTorch under bfloat16 autocast.
 
 Run (needs torch + torchvision beside jaxcnn; see benchmarks/README.md):
     python benchmarks/inputopt_vs_torch.py --size 128 --steps 10 --repeats 3
@@ -25,110 +28,17 @@ import json
 import os
 import platform
 import statistics
+import sys
+import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import torch
-import torchvision
 
-import jaxcnn
-from jaxcnn import host_memory
-from jaxcnn.data.image_io import center_crop, resize_shorter, sample_photos
-from jaxcnn.inputopt import objectives as O
-from jaxcnn.inputopt.optimize import InputOptimizer
-from jaxcnn.inputopt.style import style_objectives
-from jaxcnn.inputopt.transforms import Jitter
-from jaxcnn.weights.torchvision import to_torch_state_dict
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from worker import Worker, serve  # noqa: E402
 
-STYLE = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
-CONTENT = "conv4_2"
-
-
-def _torch_model(name: str, variables, **kwargs):
-    model = getattr(torchvision.models, name)(weights=None, **kwargs).eval()
-    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in to_torch_state_dict(variables).items()}
-    model.load_state_dict(state, strict=False)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
-def _vgg_layer_index(features) -> dict[str, int]:
-    """torchvision VGG ``features`` index of each ReLU, by Caffe name (conv{b}_{i})."""
-    names, block, i = {}, 1, 1
-    for idx, layer in enumerate(features):
-        if isinstance(layer, torch.nn.ReLU):
-            names[f"conv{block}_{i}"] = idx
-            i += 1
-        elif isinstance(layer, torch.nn.MaxPool2d):
-            block, i = block + 1, 1
-    return names
-
-
-MEAN = torch.tensor(jaxcnn.MEAN).view(1, 3, 1, 1)
-STD = torch.tensor(jaxcnn.STD).view(1, 3, 1, 1)
-
-
-def torch_style(vgg, content, styles_gram, content_target, steps, lr, style_weight):
-    index = _vgg_layer_index(vgg.features)
-    wanted = {index[n]: n for n in (*STYLE, CONTENT)}
-    last = max(wanted)
-
-    def feats(x):
-        out, h = {}, (x - MEAN) / STD
-        for idx, layer in enumerate(vgg.features[: last + 1]):
-            h = layer(h)
-            if idx in wanted:
-                out[wanted[idx]] = h
-        return out
-
-    def gram(f):
-        b, c, hh, ww = f.shape
-        flat = f.reshape(b, c, hh * ww)
-        return flat @ flat.transpose(1, 2) / (hh * ww)
-
-    img = content.clone().requires_grad_(True)
-    opt = torch.optim.Adam([img], lr=lr)
-    for _ in range(steps):
-        opt.zero_grad()
-        f = feats(img)
-        loss = 0.5 * ((f[CONTENT] - content_target) ** 2).sum()
-        for n in STYLE:
-            c = f[n].shape[1]
-            loss = loss + style_weight / len(STYLE) * ((gram(f[n]) - styles_gram[n]) ** 2).sum() / (4 * c * c)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            img.clamp_(0, 1)
-    return img.detach()
-
-
-def torch_dream(net, image, steps, lr, jitter, gen):
-    acts = {}
-    hook = net.inception4c.register_forward_hook(lambda m, i, o: acts.__setitem__("a", o))
-    img = image.clone()
-    for _ in range(steps):
-        dy, dx = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=gen))
-        x = torch.roll(img, (dy, dx), (2, 3)).requires_grad_(True)
-        net((x - MEAN) / STD)
-        (acts["a"] ** 2).mean().backward()
-        g = torch.roll(x.grad, (-dy, -dx), (2, 3))
-        img = (img + lr * g / (g.abs().mean() + 1e-8)).clamp(0, 1)
-    hook.remove()
-    return img
-
-
-def torch_pgd(net, x, y, eps, alpha, steps):
-    adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
-    for _ in range(steps):
-        adv.requires_grad_(True)
-        loss = torch.nn.functional.cross_entropy(net((adv - MEAN) / STD), y)
-        (g,) = torch.autograd.grad(loss, adv)
-        adv = adv.detach() + alpha * g.sign()
-        adv = torch.min(torch.max(adv, x - eps), x + eps).clamp(0, 1)
-    return adv
+STYLE = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")    # jaxcnn's style layers (torch_loops.STYLE)
+_runs: dict = {}     # the worker's runs: label -> a function running the whole loop
 
 
 def _time(fn) -> float:
@@ -137,88 +47,156 @@ def _time(fn) -> float:
     return time.perf_counter() - t
 
 
+def _time(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def jax_worker() -> None:
+    from jaxcnn import host_memory
+    host_memory.keep_freed_memory()     # as the jaxcnn command does; before JAX's first computation
+    import jax
+
+    import jaxcnn
+    from jaxcnn.data.image_io import center_crop, resize_shorter, sample_photos
+    from jaxcnn.inputopt import objectives as O
+    from jaxcnn.inputopt.attacks import pgd
+    from jaxcnn.inputopt.optimize import InputOptimizer
+    from jaxcnn.inputopt.style import style_objectives
+    from jaxcnn.inputopt.transforms import Jitter
+    from jaxcnn.weights.torchvision import to_torch_state_dict
+
+    def save(path, variables, **arrays):
+        np.savez(path, **to_torch_state_dict(jax.device_get(variables)), **arrays)
+
+    def setup(size: int, steps: int, batch: int, tmp: str) -> dict:
+        photos = sample_photos()
+        content = center_crop(resize_shorter(photos["astronaut"], size), size)
+        style_img = center_crop(resize_shorter(photos["coffee"], size), size)
+        xb = np.stack([center_crop(resize_shorter(p, size), size) for p in photos.values()] * batch)[:batch]
+        yb = np.random.default_rng(0).integers(0, 1000, batch)
+        np.savez(os.path.join(tmp, "data.npz"), content=content, xb=xb, yb=yb)
+        v_vgg = jaxcnn.init_variables(jaxcnn.create_model("vgg19"), 32)
+        v_net = jaxcnn.init_variables(jaxcnn.create_model("googlenet", aux_logits=False), 64)
+        v_r18 = jaxcnn.init_variables(jaxcnn.create_model("resnet18"), 64)
+        save(os.path.join(tmp, "googlenet.npz"), v_net)
+        save(os.path.join(tmp, "resnet18.npz"), v_r18)
+        for dtype in ("float32", "bfloat16"):
+            vgg = jaxcnn.create_model("vgg19", dtype=dtype)
+            content_obj, style_obj = style_objectives(vgg, v_vgg, content, [style_img])
+            if dtype == "float32":   # PyTorch's targets: the float32 ones
+                save(os.path.join(tmp, "vgg19.npz"), v_vgg, content_target=np.asarray(content_obj.terms[0].params),
+                     **{f"gram_{l}": np.asarray(t.params) for l, t in zip(STYLE, style_obj.terms)})
+            objective = content_obj + 1e3 * style_obj
+            opt = InputOptimizer(vgg, v_vgg, steps=steps, optimizer="adam", learning_rate=0.02, shard=False)
+            _runs[f"style {dtype}"] = lambda opt=opt, o=objective: jax.block_until_ready(opt.run(o, content[None]).images)
+            net = jaxcnn.create_model("googlenet", aux_logits=False, dtype=dtype)
+            dream = InputOptimizer(net, v_net, steps=steps, optimizer="normalized_sgd", learning_rate=0.01,
+                                   transforms=(Jitter(16),), shard=False)
+            _runs[f"dream {dtype}"] = lambda d=dream: jax.block_until_ready(
+                d.run(O.layer_l2("inception4c"), content[None]).images)
+            r18 = jaxcnn.create_model("resnet18", dtype=dtype)
+            _runs[f"pgd {dtype}"] = lambda m=r18: jax.block_until_ready(
+                pgd(m, v_r18, xb, yb, eps=4 / 255, steps=steps).images)
+        compile_s = {}
+        for label, fn in _runs.items():     # compile: the first call minus a warm one
+            first = _time(fn)
+            compile_s[label] = max(first - _time(fn), 0.0)
+        return {"compile_s": compile_s, "jax": jax.__version__, "device": jax.devices()[0].device_kind}
+
+    serve({"setup": setup, "time": lambda label: {"seconds": _time(_runs[label])}})
+
+
+def torch_worker() -> None:
+    import torch
+    import torchvision
+
+    import torch_loops as T
+    assert T.STYLE == STYLE
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    def setup(size: int, steps: int, batch: int, tmp: str) -> dict:
+        data = np.load(os.path.join(tmp, "data.npz"))
+        content = torch.from_numpy(data["content"].transpose(2, 0, 1)[None].copy())
+        xb, yb = torch.from_numpy(data["xb"].transpose(0, 3, 1, 2).copy()), torch.from_numpy(data["yb"])
+        vgg_file = os.path.join(tmp, "vgg19.npz")
+        vgg = T.load_model("vgg19", vgg_file)
+        saved = np.load(vgg_file)
+        target = torch.from_numpy(saved["content_target"].transpose(0, 3, 1, 2).copy())
+        grams = {l: torch.from_numpy(saved[f"gram_{l}"]) for l in STYLE}
+        net = T.load_model("googlenet", os.path.join(tmp, "googlenet.npz"), aux_logits=False, init_weights=False)
+        r18 = T.load_model("resnet18", os.path.join(tmp, "resnet18.npz"))
+        gen = torch.Generator().manual_seed(0)
+        eps = 4 / 255
+        for label, bf16 in (("float32", False), ("bfloat16", True)):
+            def autocast(fn, bf16=bf16):
+                def run():
+                    with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                        fn()
+                return run
+            _runs[f"style {label}"] = autocast(lambda: T.torch_style(vgg, content, grams, target, steps, 0.02, 1e3))
+            _runs[f"dream {label}"] = autocast(lambda: T.torch_dream(net, content, steps, 0.01, 16, gen))
+            _runs[f"pgd {label}"] = autocast(lambda: T.torch_pgd(r18, xb, yb, eps, 2.5 * eps / steps, steps))
+        for fn in _runs.values():    # warm-up
+            fn()
+        return {"torch": torch.__version__, "torchvision": torchvision.__version__}
+
+    serve({"setup": setup, "time": lambda label: {"seconds": _time(_runs[label])}})
+
+
+NAMES = {"style": "style transfer (VGG-19, Adam)", "dream": "DeepDream (GoogLeNet inception4c)",
+         "pgd": "PGD (ResNet-18, batch {batch})"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8, help="PGD batch")
+    ap.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "inputopt_vs_torch.json"))
     args = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
-    host_memory.keep_freed_memory()     # as the jaxcnn command does; before JAX's first computation
-    s, steps = args.size, args.steps
-    photos = sample_photos()
-    content = center_crop(resize_shorter(photos["astronaut"], s), s)
-    style_img = center_crop(resize_shorter(photos["coffee"], s), s)
+    if args.worker:
+        return jax_worker() if args.worker == "jax" else torch_worker()
+    script = os.path.abspath(__file__)
+    jw, tw = Worker(script, "jax"), Worker(script, "torch")
+    with tempfile.TemporaryDirectory() as tmp:
+        js = jw("setup", size=args.size, steps=args.steps, batch=args.batch, tmp=tmp)
+        ts = tw("setup", size=args.size, steps=args.steps, batch=args.batch, tmp=tmp)
+    labels = list(js["compile_s"])
+    times = {(w, label): [] for w in ("jax", "torch") for label in labels}
+    for r in range(args.repeats):
+        for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+            for w, worker in (("jax", jw), ("torch", tw))[:: 1 if r % 2 == 0 else -1]:
+                times[w, label].append(worker("time", label=label)["seconds"])
+    jw.close()
+    tw.close()
     rows = []
-
-    # ------------------------------------------------------------ style transfer, VGG-19
-    vgg = jaxcnn.create_model("vgg19")
-    v_vgg = jaxcnn.init_variables(vgg, 32)
-    content_obj, style_obj = style_objectives(vgg, v_vgg, content, [style_img])
-    objective = content_obj + 1e3 * style_obj
-    jx = InputOptimizer(vgg, v_vgg, steps=steps, optimizer="adam", learning_rate=0.02, shard=False)
-    run_jax = lambda: jax.block_until_ready(jx.run(objective, content[None]).images)
-    tv_vgg = _torch_model("vgg19", v_vgg)
-    t_content = torch.from_numpy(content.transpose(2, 0, 1)[None].copy())
-    content_target = torch.from_numpy(np.asarray(content_obj.terms[0].params).transpose(0, 3, 1, 2).copy())
-    grams = {l: torch.from_numpy(np.asarray(t.params)) for l, t in zip(STYLE, style_obj.terms)}
-    run_torch = lambda: torch_style(tv_vgg, t_content, grams, content_target, steps, 0.02, 1e3)
-    rows.append(_measure("style transfer (VGG-19, Adam)", run_jax, run_torch, args.repeats, steps))
-
-    # ------------------------------------------------------------ DeepDream, GoogLeNet
-    net = jaxcnn.create_model("googlenet", aux_logits=False)
-    v_net = jaxcnn.init_variables(net, 64)
-    dream = InputOptimizer(net, v_net, steps=steps, optimizer="normalized_sgd", learning_rate=0.01,
-                           transforms=(Jitter(16),), shard=False)
-    run_jax = lambda: jax.block_until_ready(dream.run(O.layer_l2("inception4c"), content[None]).images)
-    tv_net = _torch_model("googlenet", v_net, aux_logits=False, init_weights=False)
-    gen = torch.Generator().manual_seed(0)
-    run_torch = lambda: torch_dream(tv_net, t_content, steps, 0.01, 16, gen)
-    rows.append(_measure("DeepDream (GoogLeNet inception4c)", run_jax, run_torch, args.repeats, steps))
-
-    # ------------------------------------------------------------ PGD, ResNet-18
-    from jaxcnn.inputopt.attacks import pgd
-    r18 = jaxcnn.create_model("resnet18")
-    v_r18 = jaxcnn.init_variables(r18, 64)
-    rng = np.random.default_rng(0)
-    xb = np.stack([center_crop(resize_shorter(p, s), s) for p in photos.values()] * args.batch)[: args.batch]
-    yb = rng.integers(0, 1000, args.batch)
-    eps = 4 / 255
-    run_jax = lambda: jax.block_until_ready(pgd(r18, v_r18, xb, yb, eps=eps, steps=steps).images)
-    tv_r18 = _torch_model("resnet18", v_r18)
-    tx_, ty_ = torch.from_numpy(xb.transpose(0, 3, 1, 2).copy()), torch.from_numpy(yb)
-    run_torch = lambda: torch_pgd(tv_r18, tx_, ty_, eps, 2.5 * eps / steps, steps)
-    rows.append(_measure(f"PGD (ResNet-18, batch {args.batch})", run_jax, run_torch, args.repeats, steps))
-
-    meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-            "cpu": _cpu_name(), "jax": jax.__version__, "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "device": jax.devices()[0].device_kind,
-            "size": s, "steps": steps, "repeats": args.repeats,
-            "command": f"python benchmarks/inputopt_vs_torch.py --size {s} --steps {steps} --repeats {args.repeats} "
-                       f"--batch {args.batch}"}
+    for label in labels:
+        workload, dtype = label.split()
+        j, t = (statistics.median(times[w, label]) for w in ("jax", "torch"))
+        t32 = statistics.median(times["torch", f"{workload} float32"])
+        rows.append({"workload": NAMES[workload].format(batch=args.batch), "dtype": dtype,
+                     "jax_s_per_step": j / args.steps, "torch_s_per_step": t / args.steps, "speed_ratio": t / j,
+                     "speed_ratio_vs_torch_f32": t32 / j, "jax_compile_s": js["compile_s"][label],
+                     "jax_runs_s": times["jax", label], "torch_runs_s": times["torch", label]})
+    meta = {"cpu": _cpu_name(), "cores": os.cpu_count(), "jax": js["jax"], "device": js["device"],
+            "torch": ts["torch"], "torchvision": ts["torchvision"], "size": args.size, "steps": args.steps,
+            "repeats": args.repeats,
+            "command": f"python benchmarks/inputopt_vs_torch.py --size {args.size} --steps {args.steps} "
+                       f"--repeats {args.repeats} --batch {args.batch}"}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    print(f"\n{meta['cpu']}; jax {meta['jax']}, torch {meta['torch']}; {s} px, {steps} steps\n")
-    print("| workload | jaxcnn s/step | PyTorch s/step | jaxcnn / PyTorch speed | jaxcnn compile s |")
-    print("|---|---|---|---|---|")
+    print(f"\n{meta['cpu']}; jax {meta['jax']}, torch {meta['torch']}; {args.size} px, {args.steps} steps\n")
+    print("| workload | dtype (jaxcnn model / PyTorch autocast) | jaxcnn s/step | PyTorch s/step | jaxcnn / PyTorch "
+          "same dtype | jaxcnn / PyTorch f32 | jaxcnn compile s |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['workload']} | {r['jax_s_per_step']:.3f} | {r['torch_s_per_step']:.3f} | "
-              f"{r['speed_ratio']:.2f}x | {r['jax_compile_s']:.1f} |")
-
-
-def _measure(name, run_jax, run_torch, repeats, steps) -> dict:
-    first = _time(run_jax)
-    _time(run_torch)  # warm-up
-    jt, tt = [], []
-    for _ in range(repeats):
-        jt.append(_time(run_jax))
-        tt.append(_time(run_torch))
-    j, t = statistics.median(jt), statistics.median(tt)
-    return {"workload": name, "jax_s_per_step": j / steps, "torch_s_per_step": t / steps, "speed_ratio": t / j,
-            "jax_compile_s": max(first - j, 0.0), "jax_runs_s": jt, "torch_runs_s": tt}
+        print(f"| {r['workload']} | {r['dtype']} | {r['jax_s_per_step']:.3f} | {r['torch_s_per_step']:.3f} | "
+              f"{r['speed_ratio']:.2f}x | {r['speed_ratio_vs_torch_f32']:.2f}x | {r['jax_compile_s']:.1f} |")
 
 
 def _cpu_name() -> str:

@@ -139,9 +139,48 @@ def _max_pool_bwd(window, strides, pads, res, g):
 _max_pool_sliced.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
+def _pool_attrs(window, strides, pads):
+    return dict(window=np.asarray(window[1:3], np.int64), strides=np.asarray(strides[1:3], np.int64),
+                pad_lo=np.asarray([pads[1][0], pads[2][0]], np.int64))
+
+
+def _pool_out(x, window, strides, pads):
+    return jax.ShapeDtypeStruct(jax.eval_shape(lambda x: _reduce_max(x, window, strides, pads), x).shape, x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _max_pool_native(x, window, strides, pads, x_type):
+    out = _pool_out(x, window, strides, pads)
+    return jax.ffi.ffi_call("jaxcnn_max_pool_forward", out, vmap_method="sequential")(
+        x, **_pool_attrs(window, strides, pads))
+
+
+def _max_pool_native_fwd(x, window, strides, pads, x_type):
+    out = _pool_out(x, window, strides, pads)
+    y, where = jax.ffi.ffi_call("jaxcnn_max_pool_forward_train", (out, jax.ShapeDtypeStruct(out.shape, jnp.uint8)),
+                                vmap_method="sequential")(x, **_pool_attrs(window, strides, pads))
+    return y, where      # one byte per output: the window cell that held the maximum
+
+
+def _max_pool_native_bwd(window, strides, pads, x_type, where, g):
+    return (jax.ffi.ffi_call("jaxcnn_max_pool_backward", x_type, vmap_method="sequential")(
+        g.astype(x_type.dtype), where, **_pool_attrs(window, strides, pads)),)
+
+
+_max_pool_native.defvjp(_max_pool_native_fwd, _max_pool_native_bwd)
+
+
+def _native_pool(x, window) -> bool:
+    """The C++ pool (``csrc/max_pool.cc``, built with the oneDNN shim): where the oneDNN convolutions run."""
+    return (_onednn_convs() and x.ndim == 4 and x.dtype in (jnp.float32, jnp.bfloat16)
+            and window[1] * window[2] <= 255 and onednn.available())
+
+
 def max_pool(x, window: Sequence[int], strides: Sequence[int], pads: Sequence[tuple[int, int]]):
     """NHWC max pool; ``window``/``strides`` are 4-tuples (1, kh, kw, 1), ``pads`` 4 (lo, hi) pairs."""
     window, strides, pads = tuple(window), tuple(strides), tuple(tuple(p) for p in pads)
+    if fast_paths() and _native_pool(x, window):
+        return _max_pool_native(x, window, strides, pads, jax.ShapeDtypeStruct(x.shape, x.dtype))
     if fast_paths():
         return _max_pool_sliced(x, window, strides, pads)
     return _reduce_max(x, window, strides, pads)

@@ -33,9 +33,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-_SOURCE = pathlib.Path(__file__).parent / "csrc" / "onednn_conv.cc"
-_TARGETS = {"forward": "JaxcnnConvForward", "backward_data": "JaxcnnConvBackwardData",
-            "backward_weights": "JaxcnnConvBackwardWeights"}
+_SOURCES = [pathlib.Path(__file__).parent / "csrc" / f for f in ("onednn_conv.cc", "max_pool.cc")]
+_TARGETS = {"jaxcnn_conv_forward": "JaxcnnConvForward", "jaxcnn_conv_backward_data": "JaxcnnConvBackwardData",
+            "jaxcnn_conv_backward_weights": "JaxcnnConvBackwardWeights",
+            "jaxcnn_max_pool_forward": "JaxcnnMaxPoolForward",          # max_pool.cc, see lowering.max_pool
+            "jaxcnn_max_pool_forward_train": "JaxcnnMaxPoolForwardTrain",
+            "jaxcnn_max_pool_backward": "JaxcnnMaxPoolBackward"}
 DTYPES = (jnp.float32, jnp.bfloat16)
 _why_not: str | None = None
 
@@ -49,13 +52,20 @@ def _wheel_dir(dist: str, suffix: str) -> pathlib.Path:
     raise FileNotFoundError(f"{dist} has no {suffix}")
 
 
+def _cpu_flags() -> bytes:
+    try:
+        return next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "").encode()
+    except OSError:
+        return b""
+
+
 def _build() -> pathlib.Path:
     include = _wheel_dir("onednn-devel-cpu-gomp", "oneapi/dnnl/dnnl.hpp").parent.parent
     lib = _wheel_dir("onednn-cpu-gomp", "libdnnl.so.3")
-    flags = ["-O2", "-w", "-std=c++17", "-fopenmp", "-shared", "-fPIC", f"-I{include}",
+    flags = ["-O3", "-march=native", "-w", "-std=c++17", "-fopenmp", "-shared", "-fPIC", f"-I{include}",
              f"-I{jax.ffi.include_dir()}", f"-L{lib}", "-l:libdnnl.so.3", f"-Wl,-rpath,{lib}"]
-    tag = hashlib.sha256(_SOURCE.read_bytes() + " ".join(flags).encode()
-                         + jax.__version__.encode()).hexdigest()[:16]
+    tag = hashlib.sha256(b"".join(f.read_bytes() for f in _SOURCES) + " ".join(flags).encode()
+                         + jax.__version__.encode() + _cpu_flags()).hexdigest()[:16]   # -march=native: per CPU
     cache = pathlib.Path(os.environ.get("JAXCNN_CACHE", pathlib.Path.home() / ".cache" / "jaxcnn"))
     out = cache / f"onednn_conv-{tag}.so"
     if out.exists():
@@ -63,7 +73,7 @@ def _build() -> pathlib.Path:
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:   # build aside, then rename: safe across processes
         part = pathlib.Path(tmp) / out.name
-        cmd = [os.environ.get("CXX", "g++"), str(_SOURCE), "-o", str(part), *flags]
+        cmd = [os.environ.get("CXX", "g++"), *map(str, _SOURCES), "-o", str(part), *flags]
         run = subprocess.run(cmd, capture_output=True, text=True)
         if run.returncode != 0:
             errors = [line for line in run.stderr.splitlines() if "error" in line] or run.stderr.splitlines()
@@ -85,7 +95,7 @@ def _library() -> ctypes.CDLL | None:
     try:
         lib = ctypes.CDLL(str(_build()))
         for name, symbol in _TARGETS.items():
-            jax.ffi.register_ffi_target(f"jaxcnn_conv_{name}", jax.ffi.pycapsule(getattr(lib, symbol)),
+            jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)),
                                         platform="cpu")
         return lib
     except (OSError, RuntimeError, FileNotFoundError, importlib.metadata.PackageNotFoundError) as err:

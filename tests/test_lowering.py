@@ -19,9 +19,17 @@ def _pool(x, k, s, p, ceil):
     ((1, 7, 7, 5), 3, 2, 0, True),       # GoogLeNet ceil mode
     ((2, 6, 6, 3), 3, 1, 1, False),      # stride 1 (inception branch)
     ((2, 8, 8, 3), 2, 2, 0, False),      # VGG
+    ((2, 9, 7, 3), 2, 2, 0, False),      # tiling windows with a dropped row and column
+    ((1, 5, 5, 2), 2, 2, 0, True),       # tiling windows, ceil mode: the last window is cut
+    ((2, 7, 7, 300), 3, 2, 1, True),     # channels past the C++ pool's 256-wide blocks
 ])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_max_pool_fast_vjp_equals_select_and_scatter(shape, k, s, p, ceil, dtype):
+@pytest.mark.parametrize("impl", ["native", "slices"])
+def test_max_pool_fast_vjp_equals_select_and_scatter(shape, k, s, p, ceil, dtype, impl, monkeypatch):
+    if impl == "slices":
+        monkeypatch.setattr(lowering, "_native_pool", lambda *a: False)
+    elif not onednn.available():
+        pytest.skip(f"the C++ pool is built with the oneDNN shim: {onednn.why_unavailable()}")
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=shape), dtype)
     x = jnp.maximum(x, 0)          # post-ReLU zeros: windows with ties, where the first maximum must win
@@ -32,6 +40,8 @@ def test_max_pool_fast_vjp_equals_select_and_scatter(shape, k, s, p, ceil, dtype
         with lowering.mode(m):
             y, vjp = jax.vjp(lambda x: _pool(x, k, s, p, ceil), x)
             outs[m] = (y, vjp(g)[0])
+            jaxpr = str(jax.make_jaxpr(jax.vjp(lambda x: _pool(x, k, s, p, ceil), x)[1])(g))
+            assert ("jaxcnn_max_pool_backward" in jaxpr) == (m == "fast" and impl == "native")
     np.testing.assert_array_equal(outs["fast"][0], outs["reference"][0])
     fast, ref = (np.asarray(outs[m][1], np.float32) for m in ("fast", "reference"))
     np.testing.assert_array_equal(fast != 0, ref != 0)        # the same switches route the gradient
