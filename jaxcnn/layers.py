@@ -88,6 +88,13 @@ def conv(features: int, kernel: int | tuple[int, int], *, stride: int = 1, paddi
                    conv_general_dilated=lowering.conv_general_dilated, **kwargs)
 
 
+def dense(features: int, *, name: str | None = None, dtype: Dtype = jnp.float32,
+          param_dtype: Dtype = jnp.float32, **kwargs) -> nn.Dense:
+    """A ``flax.linen.Dense`` (``torch.nn.Linear``) whose product goes through ``lowering.dot_general``."""
+    return nn.Dense(features, dtype=dtype, param_dtype=param_dtype, name=name,
+                    dot_general=lowering.dot_general, **kwargs)
+
+
 def batch_norm(train: bool, *, name: str | None = None, eps: float = 1e-5, param_dtype: Dtype = jnp.float32,
                axis_name: str | None = None, scale_init: Callable = nn.initializers.ones) -> nn.BatchNorm:
     """``torch.nn.BatchNorm2d`` (momentum 0.1) computing in float32.

@@ -123,3 +123,30 @@ def test_bad_input_is_refused_with_one_line():
         onednn.conv(x, w, (1, 1), ((0, 0), (0, 0)))
     assert not onednn.supports(x.astype(jnp.float16), w.astype(jnp.float16))
     assert not onednn.supports(x, w, lhs_dilation=(2, 2))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("shape,features", [((5, 7), 3), ((2, 3, 64), 300), ((33, 520), 96)])
+def test_dense_layer_matches_a_float64_product(shape, features, dtype):
+    """``layers.dense`` through oneDNN's matmul (forward, input and weight gradients) against float64."""
+    rng = np.random.default_rng(3)
+    dense = layers.dense(features, dtype=dtype, name="fc")
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32).astype(dtype).astype(jnp.float32)
+    variables = dense.init(jax.random.key(0), x)
+    variables = jax.tree.map(lambda v: v.astype(dtype).astype(jnp.float32), variables)   # exact in dtype
+    g = jnp.asarray(rng.normal(size=(*shape[:-1], features)), jnp.float32).astype(dtype)
+    with lowering.mode("fast"):
+        y, vjp = jax.vjp(lambda v, x: dense.apply(v, x), variables, x)
+        (dv, dx) = vjp(g)
+        jaxpr = str(jax.make_jaxpr(lambda v, x: jax.vjp(dense.apply, v, x)[1](g))(variables, x))
+    assert jaxpr.count("jaxcnn_matmul") == (3 if dtype == jnp.bfloat16 else 2)   # f32 weight gradient: XLA's dot
+    with jax.enable_x64():
+        w, b = (_f64(variables["params"][k]) for k in ("kernel", "bias"))
+        x64, g64 = _f64(x), _f64(g)
+        ref_y = jnp.einsum("...k,kn->...n", x64, w) + b
+        ref_dx = jnp.einsum("...n,kn->...k", g64, w)
+        ref_dw = jnp.einsum("...k,...n->kn", x64, g64)
+    tol = TOL[dtype] * (1 if dtype == jnp.bfloat16 else 5)
+    assert y.dtype == dtype
+    for got, ref in ((y, ref_y), (dx, ref_dx), (dv["params"]["kernel"], ref_dw)):
+        assert _rel(got, ref) < tol

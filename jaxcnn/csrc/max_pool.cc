@@ -20,12 +20,17 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
 
 #include <omp.h>
 
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
+
+namespace jaxcnn {
+std::mutex& OpenMPLock();  // onednn_conv.cc
+}
 
 namespace {
 
@@ -71,6 +76,8 @@ template <typename T>
 void Forward(const Geometry& g, const T* x, T* y, uint8_t* arg) {
   const int64_t rows = g.n * g.oh, c = g.c;
   const bool serial = g.n * g.oh * g.ow * g.kh * g.kw * c < kSerialCells;
+  std::unique_lock<std::mutex> guard(jaxcnn::OpenMPLock(), std::defer_lock);
+  if (!serial) guard.lock();
 #pragma omp parallel for schedule(static) if (!serial)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t b = r / g.oh, o = r % g.oh;
@@ -151,6 +158,8 @@ void Backward(const Geometry& g, const T* dy, const uint8_t* arg, T* dx) {
   const bool serial = g.n * g.oh * g.ow * g.c < kSerialCells;
   const int64_t blocks = serial ? 1 : std::max<int64_t>(1, (threads + g.n - 1) / g.n);
   const int64_t width = (g.c + blocks - 1) / blocks;
+  std::unique_lock<std::mutex> guard(jaxcnn::OpenMPLock(), std::defer_lock);
+  if (!serial) guard.lock();
 #pragma omp parallel for schedule(static) if (!serial)
   for (int64_t t = 0; t < g.n * blocks; ++t) {
     const int64_t b = t / blocks, c0 = (t % blocks) * width, c1 = std::min(g.c, c0 + width);

@@ -6,8 +6,8 @@
 // writes the activations in place (format nhwc); the kernel is reordered into
 // the layout the selected implementation wants (a small copy). Primitives are
 // built once per (op, dtype, shapes, attributes) and cached. Executions are
-// serialised by one mutex: oneDNN already uses every core through OpenMP, and
-// two concurrent OpenMP teams would only oversubscribe them.
+// serialised by one mutex (shared with max_pool.cc): oneDNN already uses every core
+// through OpenMP, and two concurrent OpenMP teams would only oversubscribe them.
 //
 // Built on first use by jaxcnn/onednn.py; see there for the Python side.
 
@@ -47,15 +47,25 @@ struct Entry {
   dnnl::reorder weights_reorder;  // user -> prim (forward, backward data) or prim -> user
 };
 
-dnnl::engine& Engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
+}  // namespace
 
-std::mutex& Lock() {
+namespace jaxcnn {
+// Serialises every OpenMP team this shared object starts (convolutions here, pools in
+// max_pool.cc): XLA runs independent calls concurrently, and two teams on the same cores
+// oversubscribe them, which OpenMP's barriers pay for dearly.
+std::mutex& OpenMPLock() {
   static std::mutex lock;
   return lock;
 }
+
+dnnl::engine& Engine() {  // shared with onednn_matmul.cc
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+}  // namespace jaxcnn
+
+namespace {
+using jaxcnn::Engine;
 
 // Scratch space reused by every execution (they are serialised): allocating it per
 // call costs fresh pages, i.e. page faults, on every convolution.
@@ -212,7 +222,7 @@ ffi::Error MakeGeometry(ffi::AnyBuffer src, ffi::AnyBuffer dst, ffi::AnyBuffer k
 
 ffi::Error Run(Op op, const Geometry& g, void* src, void* weights, void* dst) {
   try {
-    std::lock_guard<std::mutex> guard(Lock());
+    std::lock_guard<std::mutex> guard(jaxcnn::OpenMPLock());
     // For this calling thread's parallel regions, and put back afterwards: XLA may run the call on
     // the Python thread, and the process's other OpenMP users (PyTorch links the same libgomp)
     // must not inherit a team of one.

@@ -58,6 +58,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcnn.layers import dense as linear
 from jaxcnn.layers import (adaptive_avg_pool, check_images, conv, flatten_chw, kaiming_uniform_a_sqrt5,
                            local_response_norm, max_pool)
 from jaxcnn.registry import register
@@ -116,7 +117,7 @@ class AlexNet(nn.Module):
                         kernel_init=kaiming_uniform_a_sqrt5, bias_init=_torch_bias(x.shape[-1] * k * k), **kw)
 
         def dense(n, name):
-            return nn.Dense(n, name=name, dtype=self.dtype, param_dtype=self.param_dtype,
+            return linear(n, name=name, dtype=self.dtype, param_dtype=self.param_dtype,
                             kernel_init=kaiming_uniform_a_sqrt5, bias_init=_torch_bias(x.shape[-1]))
 
         drop = functools.partial(nn.Dropout, self.dropout_rate, deterministic=not train)
@@ -181,7 +182,7 @@ class PaperAlexNet(nn.Module):
         x = flatten_chw(adaptive_avg_pool(x, 6))
 
         def dense(n, name, bias):
-            return nn.Dense(n, name=name, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=w_init,
+            return linear(n, name=name, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=w_init,
                             bias_init=nn.initializers.constant(bias))
 
         drop = functools.partial(nn.Dropout, self.dropout_rate, deterministic=not train)

@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
+from jaxcnn.layers import dense as linear
 from jaxcnn.layers import avg_pool, batch_norm, check_images, conv, kaiming_uniform_a_sqrt5, max_pool
 from jaxcnn.registry import register
 
@@ -143,7 +144,7 @@ class DenseNet(nn.Module):
         x = feats["norm5"] = bn(name="features.norm5")(x).astype(self.dtype)
         x = jnp.mean(nn.relu(x).astype(jnp.float32), axis=(1, 2))
         x = feats["pre_logits"] = x.astype(self.dtype)
-        logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="classifier",
+        logits = linear(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="classifier",
                           kernel_init=kaiming_uniform_a_sqrt5)(x)
         return logits.astype(jnp.float32), feats
 

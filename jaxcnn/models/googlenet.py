@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn.imagenet import MEAN, STD
+from jaxcnn.layers import dense as linear
 from jaxcnn.layers import adaptive_avg_pool, batch_norm, check_images, conv, flatten_chw, max_pool
 from jaxcnn.registry import register
 
@@ -131,7 +132,7 @@ class InceptionAux(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype,
+        dense = functools.partial(linear, dtype=self.dtype, param_dtype=self.param_dtype,
                                   kernel_init=trunc_normal(0.01))
         x = self.conv_block(128, 1, name="conv")(adaptive_avg_pool(x, 4), train)
         x = nn.relu(dense(1024, name="fc1", bias_init=linear_bias(2048))(flatten_chw(x)))
@@ -204,7 +205,7 @@ class GoogLeNet(nn.Module):
                     feats[aux_name] = aux
         x = feats["pre_logits"] = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc",
+        logits = linear(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc",
                           kernel_init=trunc_normal(0.01), bias_init=linear_bias(1024))(x)
         return logits.astype(jnp.float32), feats
 

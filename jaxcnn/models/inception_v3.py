@@ -44,6 +44,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxcnn.layers import dense as linear
 from jaxcnn.layers import avg_pool, check_images, max_pool
 from jaxcnn.models.googlenet import BasicConv2d, linear_bias, transform_input, trunc_normal
 from jaxcnn.registry import register
@@ -164,7 +165,7 @@ class InceptionAux(nn.Module):
         x = self.conv_block(128, 1, name="conv0")(avg_pool(x, 5, 3), train)
         x = self.conv_block(768, 5, stddev=0.01, name="conv1")(x, train)
         x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
-        x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc",
+        x = linear(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc",
                      kernel_init=trunc_normal(0.001), bias_init=linear_bias(768))(x)
         return x.astype(jnp.float32)
 
@@ -241,7 +242,7 @@ class Inception3(nn.Module):
                     feats["aux"] = aux
         x = feats["pre_logits"] = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc",
+        logits = linear(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc",
                           kernel_init=trunc_normal(0.1), bias_init=linear_bias(2048))(x)
         return logits.astype(jnp.float32), feats
 

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxcnn.layers import dense as linear
 from jaxcnn.layers import batch_norm, check_images, conv, kaiming_fan_out, kaiming_uniform_a_sqrt5, max_pool
 from jaxcnn.registry import register
 
@@ -117,7 +118,7 @@ class ResNet(nn.Module):
         if not self.include_top:
             return None, feats
         x = feats["pre_logits"] = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
-        logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc",
+        logits = linear(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc",
                           kernel_init=kaiming_uniform_a_sqrt5)(x)
         return logits.astype(jnp.float32), feats
 

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxcnn.layers import dense as linear
 from jaxcnn.layers import adaptive_avg_pool, batch_norm, check_images, conv, flatten_chw, kaiming_fan_out, max_pool
 from jaxcnn.registry import register
 
@@ -87,7 +88,7 @@ class VGG(nn.Module):
         x = vgg_features(x, self.cfg, feats, train=train, use_bn=self.batch_norm, dtype=self.dtype,
                          param_dtype=self.param_dtype, bn_axis_name=self.bn_axis_name)
         x = flatten_chw(adaptive_avg_pool(x, 7))
-        dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=linear_init,
+        dense = functools.partial(linear, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=linear_init,
                                   bias_init=nn.initializers.zeros)
         dropout = functools.partial(nn.Dropout, self.dropout_rate, deterministic=not train)
         x = feats["fc6"] = nn.relu(dense(4096, name="classifier.0")(x))
