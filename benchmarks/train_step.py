@@ -3,6 +3,8 @@
     python benchmarks/train_step.py --model resnet50 --batch 16 --dtype float32 [--mode reference]
     JAXCNN_ONEDNN=0 python benchmarks/train_step.py ...     # XLA's convolutions instead of oneDNN
     python benchmarks/train_step.py ... --no-keep-heap      # without jaxcnn.host_memory
+    python benchmarks/train_step.py ... --compile-cache DIR # JAX's persistent cache there (run twice:
+                                                            # the second run's compile is a cache read)
 
 Prints images/s (best of the timed steps after one warm step), compile time of the train step
 (lowering + XLA) and minor page faults per step.
@@ -26,7 +28,14 @@ def main() -> None:
     ap.add_argument("--mode", default="auto", choices=["auto", "reference", "fast"])
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--no-keep-heap", action="store_true")
+    ap.add_argument("--compile-cache", metavar="DIR", help="JAX's persistent compilation cache in DIR")
     args = ap.parse_args()
+    if args.compile_cache:
+        import os
+
+        from jaxcnn import compile_cache
+        os.environ["JAXCNN_COMPILE_CACHE"] = args.compile_cache
+        compile_cache.enable()
     if not args.no_keep_heap:
         host_memory.keep_freed_memory()      # before JAX's first computation
     import jax

@@ -24,7 +24,7 @@ import argparse
 import sys
 import time
 
-from jaxcnn import host_memory
+from jaxcnn import compile_cache, host_memory
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
@@ -156,8 +156,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> int:
-    """The ``jaxcnn`` console script: ``main`` in a process set up for long runs (``host_memory``)."""
+    """The ``jaxcnn`` console script: ``main`` in a process set up for long runs (``host_memory``,
+    ``compile_cache``)."""
     host_memory.keep_freed_memory()
+    compile_cache.enable()
     return main()
 
 
