@@ -104,3 +104,12 @@ def test_eval_step_ignores_masked_examples():
     sub = ev(state.variables, {"image": BATCH["image"][keep], "label": BATCH["label"][keep]})
     for k in ("loss", "top1", "top5", "count"):
         assert float(masked[k]) == pytest.approx(float(sub[k]), rel=1e-5)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, None])
+def test_all_finite_sees_one_bad_element_in_any_leaf(bad):
+    from jaxcnn.training.steps import _all_finite
+    tree = {"w": jnp.full((64, 33), 3e38, jnp.float32), "b": jnp.ones((7,), jnp.bfloat16)}   # huge but finite
+    if bad is not None:
+        tree["b"] = tree["b"].at[5].set(bad)
+    assert bool(jax.jit(_all_finite)(tree)) == (bad is None)

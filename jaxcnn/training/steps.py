@@ -60,7 +60,12 @@ def model_input(images: jax.Array) -> jax.Array:
 
 
 def _all_finite(tree: Any) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+    """Whether every element is finite, as one fused reduction per leaf: ``sum(x * 0)`` is 0 for finite
+    ``x`` and NaN as soon as one element is NaN or +-Inf (XLA keeps ``x * 0``: no fast math). XLA:CPU
+    lowers ``all(isfinite(x))`` to a boolean array and a windowed reduction of it, two passes that
+    cost 6% of an AlexNet train step."""
+    zero = [jnp.sum(x * jnp.zeros((), x.dtype), dtype=jnp.float32) for x in jax.tree_util.tree_leaves(tree)]
+    return jnp.isfinite(sum(zero, jnp.float32(0)))
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, label_smoothing: float = 0.0,
