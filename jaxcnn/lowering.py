@@ -13,7 +13,11 @@ shapes), so the choice is purely about speed. ``mode``:
 The alternatives (each with a before/after figure in ``benchmarks/RESULTS.md``):
 
 * max pool: XLA differentiates ``reduce_window(max)`` into ``select_and_scatter``,
-  which XLA:CPU runs 5-8x slower than PyTorch. Here the VJP is built from k*k
+  which XLA:CPU runs 5-8x slower than PyTorch. Where the oneDNN shim is built, a C++
+  pool (``csrc/max_pool.cc``) records in its forward which window cell held each
+  maximum (one byte per output, the residual) and its backward adds each output
+  gradient to that cell: 2-4x faster than the slices below on overlapping windows
+  (``benchmarks/pool_layers.py``). Otherwise the VJP is built from k*k
   strided slices: for each window offset, the gradient goes where the input
   equals the pooled maximum and no earlier offset took it (the first maximum
   in row-major window order, exactly ``select_and_scatter``'s choice with
