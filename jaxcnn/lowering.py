@@ -30,9 +30,10 @@ The alternatives (each with a before/after figure in ``benchmarks/RESULTS.md``):
   float32 and uses AMX for bfloat16 (ResNet-50 train step alone 3.7 -> 7.5 img/s
   f32, 8.7 with ``host_memory``'s kept heap, 13.1 bf16). Only where the process
   sees one device (see ``_onednn_convs``). Reverse mode only, like the max pool.
-* dense layers (``x @ W``): oneDNN's matmul where its convolutions are used, forward and
-  both gradients (XLA:CPU runs a dense layer's backward at 60-100 GFLOP/s and bfloat16 dots
-  in float32).
+* dense layers (``x @ W``): oneDNN's matmul where its convolutions are used, for the
+  forward, the input gradient and the bfloat16 weight gradient (XLA:CPU runs a dense
+  layer's backward at 60-100 GFLOP/s and bfloat16 dots in float32; its float32 weight
+  gradient, with the batch as inner dimension, is the one it does well).
 * 1x1 convolutions (stride s, no padding, no groups) where oneDNN is not used: a
   strided slice and a ``dot_general`` over channels, which XLA:CPU runs as a
   GEMM near the matmul peak, instead of its convolution path.
@@ -234,7 +235,6 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                     rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                     feature_group_count=feature_group_count, precision=precision, **kwargs)
-
 
 
 # ---------------------------------------------------------------- dense layers

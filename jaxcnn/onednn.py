@@ -1,11 +1,13 @@
-"""2-D convolutions through oneDNN on the CPU, as XLA FFI custom calls.
+"""2-D convolutions and matrix products through oneDNN on the CPU, as XLA FFI custom calls.
 
 XLA:CPU runs convolution *weight gradients* at 30-70 GFLOP/s on this project's CPU
 while its GEMMs reach 340, and it computes bfloat16 convolutions in float32. oneDNN
 (the library PyTorch uses on CPUs) runs the same three convolutions (forward, input
 gradient, weight gradient) at 400-470 GFLOP/s in float32 and, on CPUs with AMX,
-1.8-3.8 TFLOP/s in bfloat16 (``benchmarks/RESULTS.md``). This module builds the
-small C++ shim ``csrc/onednn_conv.cc`` on first use (``g++``, the oneDNN headers
+1.8-3.8 TFLOP/s in bfloat16 (``benchmarks/RESULTS.md``). ``matmul`` does the same for
+dense layers. This module builds the small C++ shims in ``csrc/`` (``onednn_conv.cc``,
+``onednn_matmul.cc``, and ``max_pool.cc``, the C++ max pool ``lowering.max_pool`` uses)
+into one shared object on first use (``g++``, the oneDNN headers
 and library of the ``onednn-devel-cpu-gomp`` / ``onednn-cpu-gomp`` wheels, and
 jaxlib's FFI headers), caches the shared object under ``~/.cache/jaxcnn``
 (``JAXCNN_CACHE`` overrides), and registers its handlers with XLA.
