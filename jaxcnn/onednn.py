@@ -68,7 +68,8 @@ def _build() -> pathlib.Path:
     lib = _wheel_dir("onednn-cpu-gomp", "libdnnl.so.3")
     flags = ["-O3", "-march=native", "-w", "-std=c++17", "-fopenmp", "-shared", "-fPIC", f"-I{include}",
              f"-I{jax.ffi.include_dir()}", f"-L{lib}", "-l:libdnnl.so.3", f"-Wl,-rpath,{lib}"]
-    tag = hashlib.sha256(b"".join(f.read_bytes() for f in _SOURCES) + " ".join(flags).encode()
+    tag = hashlib.sha256(b"".join(f.read_bytes() for f in (*_SOURCES, _SOURCES[0].with_name("shim.h")))
+                         + " ".join(flags).encode()
                          + jax.__version__.encode() + _cpu_flags()).hexdigest()[:16]   # -march=native: per CPU
     cache = pathlib.Path(os.environ.get("JAXCNN_CACHE", pathlib.Path.home() / ".cache" / "jaxcnn"))
     out = cache / f"onednn_conv-{tag}.so"

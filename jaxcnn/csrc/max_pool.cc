@@ -24,13 +24,10 @@
 
 #include <omp.h>
 
+#include "shim.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
-
-namespace jaxcnn {
-std::mutex& OpenMPLock();  // onednn_conv.cc
-}
 
 namespace {
 

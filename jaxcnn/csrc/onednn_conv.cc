@@ -23,6 +23,7 @@
 #include <omp.h>
 
 #include "oneapi/dnnl/dnnl.hpp"
+#include "shim.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -49,26 +50,9 @@ struct Entry {
 
 }  // namespace
 
-namespace jaxcnn {
-// Serialises every OpenMP team this shared object starts (convolutions here, pools in
-// max_pool.cc): XLA runs independent calls concurrently, and two teams on the same cores
-// oversubscribe them, which OpenMP's barriers pay for dearly.
-std::mutex& OpenMPLock() {
-  static std::mutex lock;
-  return lock;
-}
-
-dnnl::engine& Engine() {  // shared with onednn_matmul.cc
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
-}  // namespace jaxcnn
-
 namespace {
-using jaxcnn::Engine;
 
-// Scratch space reused by every execution (they are serialised): allocating it per
-// call costs fresh pages, i.e. page faults, on every convolution.
+// A buffer reused across calls (they are serialised by OpenMPLock()).
 struct Arena {
   std::unique_ptr<char, decltype(&std::free)> data{nullptr, &std::free};
   size_t size = 0;
@@ -81,10 +65,27 @@ struct Arena {
   }
 };
 
-Arena& ScratchArena() {
-  static Arena arena;
-  return arena;
+}  // namespace
+
+namespace jaxcnn {
+std::mutex& OpenMPLock() {
+  static std::mutex lock;
+  return lock;
 }
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+void* Scratch(size_t bytes) {
+  static Arena arena;
+  return arena.Get(bytes);
+}
+}  // namespace jaxcnn
+
+namespace {
+using jaxcnn::Engine;
 
 Arena& WeightsArena() {
   static Arena arena;
@@ -223,21 +224,14 @@ ffi::Error MakeGeometry(ffi::AnyBuffer src, ffi::AnyBuffer dst, ffi::AnyBuffer k
 ffi::Error Run(Op op, const Geometry& g, void* src, void* weights, void* dst) {
   try {
     std::lock_guard<std::mutex> guard(jaxcnn::OpenMPLock());
-    // For this calling thread's parallel regions, and put back afterwards: XLA may run the call on
-    // the Python thread, and the process's other OpenMP users (PyTorch links the same libgomp)
-    // must not inherit a team of one.
-    struct Threads {
-      int saved = omp_get_max_threads();
-      explicit Threads(int n) { omp_set_num_threads(n); }
-      ~Threads() { omp_set_num_threads(saved); }
-    } threads(static_cast<int>(g.threads));
+    jaxcnn::OpenMPTeam scoped_team(static_cast<int>(g.threads));
     Entry* e = Build(op, g);
     auto& eng = Engine();
     dnnl::stream stream(eng);
     memory src_m(e->src, eng, src), dst_m(e->dst, eng, dst), user_w(e->weights_user, eng, weights);
     memory prim_w = e->reorder ? memory(e->weights_prim, eng, WeightsArena().Get(e->weights_prim.get_size()))
                                : user_w;
-    memory scratch(e->scratch, eng, ScratchArena().Get(e->scratch.get_size()));
+    memory scratch(e->scratch, eng, jaxcnn::Scratch(e->scratch.get_size()));
     if (op == Op::kForward) {
       if (e->reorder) e->weights_reorder.execute(stream, user_w, prim_w);
       e->prim.execute(stream, {{DNNL_ARG_SRC, src_m}, {DNNL_ARG_WEIGHTS, prim_w}, {DNNL_ARG_DST, dst_m},

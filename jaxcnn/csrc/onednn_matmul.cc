@@ -18,15 +18,11 @@
 #include <omp.h>
 
 #include "oneapi/dnnl/dnnl.hpp"
+#include "shim.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 using dnnl::memory;
-
-namespace jaxcnn {
-std::mutex& OpenMPLock();  // onednn_conv.cc
-dnnl::engine& Engine();    // onednn_conv.cc
-}
 
 namespace {
 
@@ -64,11 +60,7 @@ ffi::Error MatMul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer
   const int threads = 2.0 * m * n * k < kSmallFlops ? 1 : team;
   try {
     std::lock_guard<std::mutex> guard(jaxcnn::OpenMPLock());
-    struct Threads {
-      int saved = omp_get_max_threads();
-      explicit Threads(int t) { omp_set_num_threads(t); }
-      ~Threads() { omp_set_num_threads(saved); }
-    } set_threads(threads);
+    jaxcnn::OpenMPTeam scoped_team(threads);
     std::ostringstream key;
     key << static_cast<int>(dt) << ':' << m << ',' << k << ',' << n << ',' << transpose_a << transpose_b << ','
         << threads;
@@ -88,15 +80,9 @@ ffi::Error MatMul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer
       it = cache.emplace(key.str(), std::move(e)).first;
     }
     Entry* e = it->second.get();
-    static std::unique_ptr<char[]> scratch_data;
-    static size_t scratch_size = 0;
-    if (e->scratch.get_size() > scratch_size) {
-      scratch_size = e->scratch.get_size();
-      scratch_data.reset(new char[scratch_size]);
-    }
     dnnl::stream stream(eng);
     memory am(e->a, eng, a.untyped_data()), bm(e->b, eng, b.untyped_data()), cm(e->c, eng, c->untyped_data());
-    memory sm(e->scratch, eng, scratch_data.get());
+    memory sm(e->scratch, eng, jaxcnn::Scratch(e->scratch.get_size()));
     e->prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm},
                              {DNNL_ARG_SCRATCHPAD, sm}});
     stream.wait();
