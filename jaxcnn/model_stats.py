@@ -29,11 +29,15 @@ def count_params(variables: dict[str, Any]) -> int:
     return sum(math.prod(p.shape) for p in jax.tree_util.tree_leaves(variables["params"]))
 
 
-def count_flops(model: nn.Module, resolution: int | tuple[int, int] = 224) -> int:
-    """FLOPs (2 x MACs) of one forward pass of one image at ``resolution``, in eval mode."""
+def count_flops(model: nn.Module, resolution: int | tuple[int, int] = 224, variables: Any = None) -> int:
+    """FLOPs (2 x MACs) of one forward pass of one image at ``resolution``, in eval mode.
+
+    ``variables`` (arrays or shape structs) saves tracing ``model.init`` when the caller has them.
+    """
     h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
     x = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
-    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+    shapes = variables if variables is not None else jax.eval_shape(
+        lambda x: model.init(jax.random.key(0), x, train=False), x)
     macs = [0]
 
     def interceptor(next_fun, args, kwargs, context):

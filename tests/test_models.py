@@ -5,6 +5,8 @@ per-family test files run the numerics (NaN, bf16, gradients, training mode)
 and tests/test_parity.py compares against torchvision.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,10 +18,15 @@ from jaxcnn.weights.torchvision import variable_shapes
 MODELS = jaxcnn.list_models()
 
 
+@functools.lru_cache(maxsize=None)
+def _model_and_shapes(name, options=()):
+    """The model and its variable shapes, traced once per (name, options) for all the tests below."""
+    model = jaxcnn.create_model(name, **dict(options))
+    return model, variable_shapes(model, jaxcnn.model_info(name).resolution)
+
+
 def _apply_shapes(name, shape, input_dtype=jnp.float32, **options):
-    model = jaxcnn.create_model(name, **options)
-    info = jaxcnn.model_info(name)
-    variables = variable_shapes(model, info.resolution)
+    model, variables = _model_and_shapes(name, tuple(sorted(options.items())))
     x = jax.ShapeDtypeStruct(shape, input_dtype)
     return model, variables, jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
 
@@ -39,7 +46,7 @@ def test_output_contract(name):
     for key, f in feats.items():
         assert f.shape[0] == 2, key
     assert jaxcnn.count_params(variables) > 0
-    assert jaxcnn.count_flops(model, r) > 0
+    assert jaxcnn.count_flops(model, r, variables) > 0
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -67,8 +74,7 @@ def test_bad_input_is_one_line_error(name, shape, dtype, message):
 @pytest.mark.parametrize("name", [n for n in MODELS if jaxcnn.model_info(n).torchvision])
 def test_state_dict_round_trip_covers_every_variable(name):
     # every Flax variable has exactly one torch key and back: no orphans on either side
-    model = jaxcnn.create_model(name)
-    shapes = variable_shapes(model, jaxcnn.model_info(name).resolution)
+    model, shapes = _model_and_shapes(name)
     fake = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
     from jaxcnn.weights import convert_state_dict, to_torch_state_dict
     state = to_torch_state_dict(fake)
