@@ -42,6 +42,7 @@ CASES = [  # (x shape, kernel, out channels, strides, padding, dilation, groups)
     ((1, 13, 13, 3), 3, 5, (1, 2), ((-1, 2), (1, 0)), (2, 1), 1),      # negative padding, dilation
     ((4, 23, 23, 3), 11, 8, (4, 4), ((2, 2), (2, 2)), (1, 1), 1),      # AlexNet conv1 geometry
     ((2, 6, 6, 8), 3, 8, (1, 1), ((1, 1), (1, 1)), (1, 1), 2),         # two-tower AlexNet: groups=2
+    ((2, 10, 11, 3), 3, 4, (4, 4), ((0, 0), (1, -1)), (1, 1), 1),      # 3 unread rows, negative right padding
 ]
 
 
