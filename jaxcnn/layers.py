@@ -95,6 +95,32 @@ def dense(features: int, *, name: str | None = None, dtype: Dtype = jnp.float32,
                     dot_general=lowering.dot_general, **kwargs)
 
 
+class BatchNorm(nn.BatchNorm):
+    """``flax.linen.BatchNorm`` whose training-mode statistics and normalization run the C++
+    kernel of ``lowering.batch_norm`` where it applies (the CPU fast path); the same variables,
+    the same running-average update. Everywhere else (other backends, several devices,
+    initialization, evaluation, ``pmap``'s ``axis_name``, masks, non-float32 settings) it is
+    flax's own code."""
+
+    @nn.compact
+    def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
+        running = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
+        if (running or self.is_initializing() or not lowering.native_batch_norm(x) or mask is not None
+                or self.axis_name is not None
+                or self.axis not in (-1, x.ndim - 1) or not (self.use_bias and self.use_scale)
+                or self.dtype != jnp.float32 or self.param_dtype != jnp.float32):
+            return super().__call__(x, use_running_average, mask=mask)
+        c = x.shape[-1]
+        ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (c,))
+        ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (c,))
+        scale = self.param("scale", self.scale_init, (c,), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (c,), self.param_dtype)
+        y, mean, var = lowering.batch_norm(x, scale, bias, self.epsilon)
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+        return y
+
+
 def batch_norm(train: bool, *, name: str | None = None, eps: float = 1e-5, param_dtype: Dtype = jnp.float32,
                axis_name: str | None = None, scale_init: Callable = nn.initializers.ones) -> nn.BatchNorm:
     """``torch.nn.BatchNorm2d`` (momentum 0.1) computing in float32.
@@ -102,8 +128,8 @@ def batch_norm(train: bool, *, name: str | None = None, eps: float = 1e-5, param
     ``axis_name`` makes the batch statistics cross-replica under ``pmap``;
     under ``jit`` with a sharded batch they are global already.
     """
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=eps, dtype=jnp.float32,
-                        param_dtype=param_dtype, axis_name=axis_name, scale_init=scale_init, name=name)
+    return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=eps, dtype=jnp.float32,
+                     param_dtype=param_dtype, axis_name=axis_name, scale_init=scale_init, name=name)
 
 
 # torchvision's initializers, used so that training from scratch starts where torchvision's does

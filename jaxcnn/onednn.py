@@ -6,7 +6,8 @@ while its GEMMs reach 340, and it computes bfloat16 convolutions in float32. one
 gradient, weight gradient) at 400-470 GFLOP/s in float32 and, on CPUs with AMX,
 1.8-3.8 TFLOP/s in bfloat16 (``benchmarks/RESULTS.md``). ``matmul`` does the same for
 dense layers. This module builds the small C++ shims in ``csrc/`` (``onednn_conv.cc``,
-``onednn_matmul.cc``, and ``max_pool.cc``, the C++ max pool ``lowering.max_pool`` uses)
+``onednn_matmul.cc``, and ``max_pool.cc`` and ``batch_norm.cc``: the C++ max pool and
+training-mode batch norm of ``lowering``)
 into one shared object on first use (``g++``, the oneDNN headers
 and library of the ``onednn-devel-cpu-gomp`` / ``onednn-cpu-gomp`` wheels, and
 jaxlib's FFI headers), caches the shared object under ``~/.cache/jaxcnn``
@@ -36,13 +37,15 @@ import jax.numpy as jnp
 import numpy as np
 
 _SOURCES = [pathlib.Path(__file__).parent / "csrc" / f for f in ("onednn_conv.cc", "onednn_matmul.cc",
-                                                                      "max_pool.cc")]
+                                                                      "max_pool.cc", "batch_norm.cc")]
 _TARGETS = {"jaxcnn_conv_forward": "JaxcnnConvForward", "jaxcnn_conv_backward_data": "JaxcnnConvBackwardData",
             "jaxcnn_conv_backward_weights": "JaxcnnConvBackwardWeights",
             "jaxcnn_matmul": "JaxcnnMatMul",                              # onednn_matmul.cc
             "jaxcnn_max_pool_forward": "JaxcnnMaxPoolForward",          # max_pool.cc, see lowering.max_pool
             "jaxcnn_max_pool_forward_train": "JaxcnnMaxPoolForwardTrain",
-            "jaxcnn_max_pool_backward": "JaxcnnMaxPoolBackward"}
+            "jaxcnn_max_pool_backward": "JaxcnnMaxPoolBackward",
+            "jaxcnn_batch_norm_forward": "JaxcnnBatchNormForward",      # batch_norm.cc, see lowering.batch_norm
+            "jaxcnn_batch_norm_backward": "JaxcnnBatchNormBackward"}
 DTYPES = (jnp.float32, jnp.bfloat16)
 _why_not: str | None = None
 

@@ -1,5 +1,7 @@
 """Every alternative lowering computes the reference function: forward and gradients, several shapes and dtypes."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -92,3 +94,70 @@ def test_modes():
     assert lowering.get_mode() == "auto"
     with pytest.raises(ValueError, match="unknown lowering mode 'gpu'; valid: auto, reference, fast"):
         lowering.set_mode("gpu")
+
+
+# ---------------------------------------------------------------- batch norm (training mode)
+def _bn64(x, scale, bias, eps):
+    """Training-mode batch norm in float64, the two-pass variance: the reference for both kernels."""
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axes)
+    var = jnp.mean(jnp.square(x - mean), axes)
+    return (x - mean) / jnp.sqrt(var + eps) * scale + bias, mean, var
+
+
+@pytest.mark.parametrize("shape", [
+    (5, 3),               # rank 2, serial
+    (2, 5, 7, 33),        # odd channel count, serial
+    (4, 37, 29, 64),      # parallel over the team, rows not a multiple of the 64-row blocks
+    (3, 11, 13, 2048),    # wide channels (ResNet-50's last stage)
+])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+def test_batch_norm_kernel_matches_float64_in_all_outputs_and_gradients(shape, dtype):
+    if not onednn.available():
+        pytest.skip(f"the C++ batch norm is built with the oneDNN shim: {onednn.why_unavailable()}")
+    rng = np.random.default_rng(sum(shape))
+    c = shape[-1]
+    x = jnp.asarray(rng.normal(3.0, 2.0, size=shape), dtype)       # a mean far from 0: E[x^2] - E[x]^2 cancels
+    scale, bias = (jnp.asarray(rng.normal(size=c), jnp.float32) for _ in range(2))
+    cts = (jnp.asarray(rng.normal(size=shape), jnp.float32), jnp.asarray(rng.normal(size=c), jnp.float32),
+           jnp.asarray(rng.normal(size=c), jnp.float32))       # cotangents on y, mean and variance
+    outs, vjp = jax.vjp(lambda x, s, b: lowering._batch_norm_native(x, s, b, 1e-5), x, scale, bias)
+    grads = vjp(cts)
+    with jax.enable_x64():
+        f64 = lambda a: jnp.asarray(np.asarray(a, np.float64))
+        ref_outs, ref_vjp = jax.vjp(lambda x, s, b: _bn64(x, s, b, 1e-5), f64(x), f64(scale), f64(bias))
+        ref_grads = ref_vjp(tuple(f64(t) for t in cts))
+        ref_outs, ref_grads = ([np.asarray(r) for r in rs] for rs in (ref_outs, ref_grads))
+    assert grads[0].dtype == dtype and all(o.dtype == jnp.float32 for o in outs)
+    rel = lambda a, b: float(np.max(np.abs(np.asarray(a, np.float64) - b)) / np.max(np.abs(b)))
+    for name, a, b in zip(("y", "mean", "var"), outs, ref_outs):
+        assert rel(a, b) < 2e-6, name                               # x is exact in either dtype
+    tol = 2e-6 if dtype == jnp.float32 else 1e-2                   # dx is rounded to bfloat16
+    for name, a, b in zip(("dx", "dscale", "dbias"), grads, ref_grads):
+        assert rel(a, b) < (tol if name == "dx" else 2e-5), name
+
+
+def test_batch_norm_layer_equals_flax_with_its_running_averages():
+    import flax.linen as nn
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(1.0, 3.0, size=(4, 9, 9, 16)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    ours, theirs = layers.batch_norm(True), nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
+    variables = theirs.init(jax.random.key(0), x)
+    assert jax.tree.structure(ours.init(jax.random.key(0), x)) == jax.tree.structure(variables)
+    variables = jax.tree.map(lambda v: v + jnp.asarray(rng.normal(size=v.shape), jnp.float32) * 0.1, variables)
+
+    def loss(module, params, x):
+        y, upd = module.apply({**variables, "params": params}, x, mutable=["batch_stats"])
+        return jnp.sum(y * g), upd
+
+    results = {}
+    for label, module in (("ours", ours), ("flax", theirs)):
+        with lowering.mode("fast"):
+            (_, upd), grads = jax.value_and_grad(functools.partial(loss, module), argnums=(0, 1), has_aux=True)(
+                variables["params"], x)
+            jaxpr = str(jax.make_jaxpr(functools.partial(loss, module))(variables["params"], x))
+        results[label] = (upd, grads)
+        assert ("jaxcnn_batch_norm" in jaxpr) == (label == "ours" and onednn.available())
+    for a, b in zip(jax.tree.leaves(results["ours"]), jax.tree.leaves(results["flax"])):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
