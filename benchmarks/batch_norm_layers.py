@@ -3,9 +3,11 @@ compiled by XLA against the C++ kernel of ``csrc/batch_norm.cc`` (``jaxcnn.lower
 
 Each figure is the median of ``--repeats`` calls of the gradient of ``sum(relu(bn(x)) * g)`` with
 respect to x, scale and bias, in milliseconds, the two lowerings alternating; the forward alone
-(``relu(bn(x))``) is timed the same way. No PyTorch needed.
+(``relu(bn(x))``) is timed the same way. ``--step MODEL`` also compiles MODEL's train step
+(SGD-momentum, 224 px) with each batch norm in one process and times the two alternating
+(compile seconds, median images/s). No PyTorch needed.
 
-    python benchmarks/batch_norm_layers.py --repeats 9
+    python benchmarks/batch_norm_layers.py --repeats 9 [--step resnet50 --batch 16 --dtype float32]
 """
 
 from __future__ import annotations
@@ -22,16 +24,29 @@ SHAPES = [(16, 112, 112, 64), (16, 56, 56, 256), (16, 28, 28, 512), (16, 7, 7, 2
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--step", metavar="MODEL", help="also time MODEL's train step with each batch norm")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
     args = ap.parse_args()
     host_memory.keep_freed_memory()
+    from jaxcnn import onednn
+
+    if not onednn.available():
+        raise SystemExit(f"the C++ batch norm is unavailable: {onednn.why_unavailable()}")
+    if not args.no_layers:
+        _layers(args.repeats)
+    if args.step:
+        _step(args.step, args.batch, args.dtype, args.repeats)
+
+
+def _layers(repeats: int) -> None:
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxcnn import lowering, onednn
+    from jaxcnn import lowering
 
-    if not onednn.available():
-        raise SystemExit(f"the C++ batch norm is unavailable: {onednn.why_unavailable()}")
     kernels = {"xla": lowering._batch_norm_reference, "c++": lowering._batch_norm_native}
     print("| shape | dtype | XLA fwd ms | C++ fwd ms | XLA fwd+bwd ms | C++ fwd+bwd ms |")
     print("|---|---|---|---|---|---|")
@@ -50,7 +65,7 @@ def main() -> None:
             for f in calls.values():
                 jax.block_until_ready(f(x, scale, bias))
             times = {k: [] for k in calls}
-            for _ in range(args.repeats):
+            for _ in range(repeats):
                 for k, f in calls.items():
                     t = time.perf_counter()
                     jax.block_until_ready(f(x, scale, bias))
@@ -58,6 +73,44 @@ def main() -> None:
             ms = {k: statistics.median(v) for k, v in times.items()}
             print(f"| {'x'.join(map(str, shape))} | {jnp.dtype(dtype).name} | {ms['xla', 'fwd']:.1f} | "
                   f"{ms['c++', 'fwd']:.1f} | {ms['xla', 'grad']:.1f} | {ms['c++', 'grad']:.1f} |", flush=True)
+
+
+def _step(name: str, batch: int, dtype: str, repeats: int) -> None:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    import jaxcnn
+    from jaxcnn import lowering
+    from jaxcnn.training.state import create_train_state
+    from jaxcnn.training.steps import make_train_step
+
+    extra = {"aux_logits": False} if name in ("googlenet", "inception_v3") else {}
+    model = jaxcnn.create_model(name, dtype=dtype, **extra)
+    tx = optax.sgd(0.01, momentum=0.9)
+    state = create_train_state(model, tx, (224, 224, 3), seed=0)
+    rng = np.random.default_rng(0)
+    data = {"image": jnp.asarray(rng.integers(0, 256, (batch, 224, 224, 3)), jnp.uint8),
+            "label": jnp.asarray(rng.integers(0, 1000, batch), jnp.int32)}
+    native, steps, compile_s = lowering.native_batch_norm, {}, {}
+    for label, use in (("c++", native), ("xla", lambda x: False)):
+        lowering.native_batch_norm = use          # read when the step is traced
+        t = time.perf_counter()
+        steps[label] = jax.jit(make_train_step(model, tx)).lower(state, data).compile()
+        compile_s[label] = time.perf_counter() - t
+    lowering.native_batch_norm = native
+    for f in steps.values():
+        jax.block_until_ready(f(state, data))
+    times = {k: [] for k in steps}
+    for _ in range(repeats):
+        for k, f in steps.items():
+            t = time.perf_counter()
+            jax.block_until_ready(f(state, data))
+            times[k].append(time.perf_counter() - t)
+    for k in ("xla", "c++"):
+        print(f"{name} {dtype} batch {batch} train step, {k} batch norm: compile {compile_s[k]:.1f} s, "
+              f"{batch / statistics.median(times[k]):.2f} img/s (median of {repeats})", flush=True)
 
 
 if __name__ == "__main__":
