@@ -34,24 +34,8 @@ namespace {
 // Elements below which a call runs on the calling thread alone.
 constexpr int64_t kSerialElements = 1 << 17;
 
-inline float Load(const float* p) { return *p; }
-inline float Load(const uint16_t* p) {
-  uint32_t bits = static_cast<uint32_t>(*p) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-inline void Store(float* p, float v) { *p = v; }
-inline void Store(uint16_t* p, float v) {  // round to nearest even, NaN kept quiet
-  uint32_t bits;
-  std::memcpy(&bits, &v, 4);
-  if (std::isnan(v)) {
-    *p = static_cast<uint16_t>((bits >> 16) | 0x40);
-    return;
-  }
-  bits += 0x7FFF + ((bits >> 16) & 1);
-  *p = static_cast<uint16_t>(bits >> 16);
-}
+using jaxcnn::Load;
+using jaxcnn::Store;
 
 // Per-channel sums of body(row) over the rows, split over the team: float partial sums over
 // blocks of kBlockRows rows (vector speed), added into double totals (no loss over millions

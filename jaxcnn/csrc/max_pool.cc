@@ -34,24 +34,8 @@ namespace {
 // Work (input cells read) below which a pool runs on the calling thread alone.
 constexpr int64_t kSerialCells = 1 << 18;
 
-inline float Load(const float* p) { return *p; }
-inline float Load(const uint16_t* p) {
-  uint32_t bits = static_cast<uint32_t>(*p) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-inline void Store(float* p, float v) { *p = v; }
-inline void Store(uint16_t* p, float v) {  // round to nearest even, NaN kept quiet
-  uint32_t bits;
-  std::memcpy(&bits, &v, 4);
-  if (std::isnan(v)) {
-    *p = static_cast<uint16_t>((bits >> 16) | 0x40);
-    return;
-  }
-  bits += 0x7FFF + ((bits >> 16) & 1);
-  *p = static_cast<uint16_t>(bits >> 16);
-}
+using jaxcnn::Load;
+using jaxcnn::Store;
 
 struct Geometry {
   int64_t n, h, w, c, oh, ow, kh, kw, sh, sw, pt, pl;

@@ -141,10 +141,7 @@ Entry* Build(Op op, const Geometry& g) {
   entry->weights_user = UserWeights(g);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  const char* env = std::getenv("JAXCNN_CONV_ALGO");
-  const auto algo = env && std::string(env) == "auto" ? dnnl::algorithm::convolution_auto
-                    : env && std::string(env) == "wino" ? dnnl::algorithm::convolution_winograd
-                                                        : dnnl::algorithm::convolution_direct;
+  const auto algo = dnnl::algorithm::convolution_direct;
   dnnl::convolution_forward::primitive_desc fwd(
       eng, dnnl::prop_kind::forward_training, algo, entry->src, AnyWeights(g), entry->dst, g.strides,
       g.dilation, g.pad_lo, g.pad_hi, attr);

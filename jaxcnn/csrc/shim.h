@@ -1,11 +1,14 @@
 // What the C++ shims built into one shared object by jaxcnn/onednn.py share (defined in
 // onednn_conv.cc): the oneDNN engine, one lock for every OpenMP team they start, the
-// scratch buffer they reuse under it, and a scoped OpenMP team size.
+// scratch buffer they reuse under it, a scoped OpenMP team size, and bfloat16 loads and stores.
 
 #ifndef JAXCNN_CSRC_SHIM_H_
 #define JAXCNN_CSRC_SHIM_H_
 
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <mutex>
 
 #include <omp.h>
@@ -32,6 +35,26 @@ struct OpenMPTeam {
   explicit OpenMPTeam(int n) { omp_set_num_threads(n); }
   ~OpenMPTeam() { omp_set_num_threads(saved); }
 };
+
+// float32 and bfloat16 (its bits in a uint16_t) elements, loaded and stored as float.
+inline float Load(const float* p) { return *p; }
+inline float Load(const uint16_t* p) {
+  uint32_t bits = static_cast<uint32_t>(*p) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+inline void Store(float* p, float v) { *p = v; }
+inline void Store(uint16_t* p, float v) {  // round to nearest even, NaN kept quiet
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  if (std::isnan(v)) {
+    *p = static_cast<uint16_t>((bits >> 16) | 0x40);
+    return;
+  }
+  bits += 0x7FFF + ((bits >> 16) & 1);
+  *p = static_cast<uint16_t>(bits >> 16);
+}
 
 }  // namespace jaxcnn
 
