@@ -13,10 +13,15 @@ respect to x, scale and bias, in milliseconds, the two lowerings alternating; th
 from __future__ import annotations
 
 import argparse
-import statistics
+import functools
+import os
+import sys
 import time
 
 from jaxcnn import host_memory
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from interleaved import interleaved_ms  # noqa: E402
 
 SHAPES = [(16, 112, 112, 64), (16, 56, 56, 256), (16, 28, 28, 512), (16, 7, 7, 2048)]
 
@@ -60,17 +65,10 @@ def _layers(repeats: int) -> None:
             calls = {}
             for name, bn in kernels.items():
                 loss = lambda x, s, b, bn=bn: jnp.sum(jnp.maximum(bn(x, s, b, 1e-5)[0], 0) * g)
-                calls[name, "fwd"] = jax.jit(lambda x, s, b, bn=bn: jnp.maximum(bn(x, s, b, 1e-5)[0], 0))
-                calls[name, "grad"] = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
-            for f in calls.values():
-                jax.block_until_ready(f(x, scale, bias))
-            times = {k: [] for k in calls}
-            for _ in range(repeats):
-                for k, f in calls.items():
-                    t = time.perf_counter()
-                    jax.block_until_ready(f(x, scale, bias))
-                    times[k].append((time.perf_counter() - t) * 1e3)
-            ms = {k: statistics.median(v) for k, v in times.items()}
+                fwd = jax.jit(lambda x, s, b, bn=bn: jnp.maximum(bn(x, s, b, 1e-5)[0], 0))
+                calls[name, "fwd"] = functools.partial(fwd, x, scale, bias)
+                calls[name, "grad"] = functools.partial(jax.jit(jax.grad(loss, argnums=(0, 1, 2))), x, scale, bias)
+            ms = interleaved_ms(calls, repeats)
             print(f"| {'x'.join(map(str, shape))} | {jnp.dtype(dtype).name} | {ms['xla', 'fwd']:.1f} | "
                   f"{ms['c++', 'fwd']:.1f} | {ms['xla', 'grad']:.1f} | {ms['c++', 'grad']:.1f} |", flush=True)
 
@@ -100,17 +98,10 @@ def _step(name: str, batch: int, dtype: str, repeats: int) -> None:
         steps[label] = jax.jit(make_train_step(model, tx)).lower(state, data).compile()
         compile_s[label] = time.perf_counter() - t
     lowering.native_batch_norm = native
-    for f in steps.values():
-        jax.block_until_ready(f(state, data))
-    times = {k: [] for k in steps}
-    for _ in range(repeats):
-        for k, f in steps.items():
-            t = time.perf_counter()
-            jax.block_until_ready(f(state, data))
-            times[k].append(time.perf_counter() - t)
+    ms = interleaved_ms({k: functools.partial(f, state, data) for k, f in steps.items()}, repeats)
     for k in ("xla", "c++"):
         print(f"{name} {dtype} batch {batch} train step, {k} batch norm: compile {compile_s[k]:.1f} s, "
-              f"{batch / statistics.median(times[k]):.2f} img/s (median of {repeats})", flush=True)
+              f"{batch / ms[k] * 1e3:.2f} img/s (median of {repeats})", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,14 @@ the windows read (what it did before), forward and forward + backward, the two a
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import functools
+import os
+import sys
 
 from jaxcnn import host_memory
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from interleaved import interleaved_ms  # noqa: E402
 
 SHAPES = [(56, 256, 512), (28, 512, 1024), (14, 1024, 2048)]   # (H = W, C in, C out), batch 16
 
@@ -40,18 +44,11 @@ def main() -> None:
         calls = {}
         for name, take in inputs.items():
             conv = lambda x, w, take=take: onednn._conv(take(x), w, geometry, out_hw)
-            calls[name, "fwd"] = jax.jit(conv)
-            calls[name, "grad"] = jax.jit(jax.grad(lambda x, w, conv=conv: jnp.sum(conv(x, w)), argnums=(0, 1)))
-        np.testing.assert_allclose(calls["whole", "fwd"](x, w), calls["cropped", "fwd"](x, w), rtol=1e-5)
-        for f in calls.values():
-            jax.block_until_ready(f(x, w))
-        times = {k: [] for k in calls}
-        for _ in range(args.repeats):
-            for k, f in calls.items():
-                t = time.perf_counter()
-                jax.block_until_ready(f(x, w))
-                times[k].append((time.perf_counter() - t) * 1e3)
-        ms = {k: statistics.median(v) for k, v in times.items()}
+            calls[name, "fwd"] = functools.partial(jax.jit(conv), x, w)
+            calls[name, "grad"] = functools.partial(
+                jax.jit(jax.grad(lambda x, w, conv=conv: jnp.sum(conv(x, w)), argnums=(0, 1))), x, w)
+        np.testing.assert_allclose(calls["whole", "fwd"](), calls["cropped", "fwd"](), rtol=1e-5)
+        ms = interleaved_ms(calls, args.repeats)
         print(f"| {h}x{h}x{c} -> {o} | {ms['cropped', 'fwd']:.1f} | {ms['whole', 'fwd']:.1f} | "
               f"{ms['cropped', 'grad']:.1f} | {ms['whole', 'grad']:.1f} |", flush=True)
 

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstring>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include <omp.h>
@@ -156,18 +157,26 @@ ffi::Error Shape(ffi::AnyBuffer x, int64_t* m, int64_t* c) {
   return ffi::Error::Success();
 }
 
+// Calls f with a null pointer of x's element type: float, or uint16_t for bfloat16 (Shape checked it).
+template <typename F>
+void ForElementType(ffi::AnyBuffer x, F f) {
+  if (x.element_type() == ffi::DataType::F32) {
+    f(static_cast<float*>(nullptr));
+  } else {
+    f(static_cast<uint16_t*>(nullptr));
+  }
+}
+
 ffi::Error BatchNormForward(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> bias,
                             ffi::Result<ffi::Buffer<ffi::F32>> y, ffi::Result<ffi::Buffer<ffi::F32>> mean,
                             ffi::Result<ffi::Buffer<ffi::F32>> var, float eps) {
   int64_t m, c;
   if (auto err = Shape(x, &m, &c); err.failure()) return err;
-  if (x.element_type() == ffi::DataType::F32) {
-    Forward(static_cast<const float*>(x.untyped_data()), scale.typed_data(), bias.typed_data(), eps, m, c,
+  ForElementType(x, [&](auto* element) {
+    using T = std::remove_pointer_t<decltype(element)>;
+    Forward(static_cast<const T*>(x.untyped_data()), scale.typed_data(), bias.typed_data(), eps, m, c,
             y->typed_data(), mean->typed_data(), var->typed_data());
-  } else {
-    Forward(static_cast<const uint16_t*>(x.untyped_data()), scale.typed_data(), bias.typed_data(), eps, m, c,
-            y->typed_data(), mean->typed_data(), var->typed_data());
-  }
+  });
   return ffi::Error::Success();
 }
 
@@ -178,15 +187,12 @@ ffi::Error BatchNormBackward(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> dy, ffi::Bu
                              float eps) {
   int64_t m, c;
   if (auto err = Shape(x, &m, &c); err.failure()) return err;
-  if (x.element_type() == ffi::DataType::F32) {
-    Backward(static_cast<const float*>(x.untyped_data()), dy.typed_data(), scale.typed_data(), mean.typed_data(),
+  ForElementType(x, [&](auto* element) {
+    using T = std::remove_pointer_t<decltype(element)>;
+    Backward(static_cast<const T*>(x.untyped_data()), dy.typed_data(), scale.typed_data(), mean.typed_data(),
              var.typed_data(), dmean.typed_data(), dvar.typed_data(), eps, m, c,
-             static_cast<float*>(dx->untyped_data()), dscale->typed_data(), dbias->typed_data());
-  } else {
-    Backward(static_cast<const uint16_t*>(x.untyped_data()), dy.typed_data(), scale.typed_data(),
-             mean.typed_data(), var.typed_data(), dmean.typed_data(), dvar.typed_data(), eps, m, c,
-             static_cast<uint16_t*>(dx->untyped_data()), dscale->typed_data(), dbias->typed_data());
-  }
+             static_cast<T*>(dx->untyped_data()), dscale->typed_data(), dbias->typed_data());
+  });
   return ffi::Error::Success();
 }
 
