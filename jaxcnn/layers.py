@@ -74,7 +74,7 @@ def pad2(p: int | tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
 def conv(features: int, kernel: int | tuple[int, int], *, stride: int = 1, padding: int | tuple[int, int] = 0,
          groups: int = 1, dilation: int = 1, bias: bool = True, name: str | None = None,
          dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
-         kernel_init: Callable | None = None, bias_init: Callable | None = None) -> nn.Conv:
+         kernel_init: Callable | None = None, bias_init: Callable | None = None) -> Conv:
     """A ``flax.linen.Conv`` configured like ``torch.nn.Conv2d``."""
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     kwargs = {}
@@ -82,10 +82,35 @@ def conv(features: int, kernel: int | tuple[int, int], *, stride: int = 1, paddi
         kwargs["kernel_init"] = kernel_init
     if bias_init is not None:
         kwargs["bias_init"] = bias_init
-    return nn.Conv(features, (kh, kw), strides=(stride, stride), padding=pad2(padding),
-                   kernel_dilation=(dilation, dilation), feature_group_count=groups, use_bias=bias,
-                   dtype=dtype, param_dtype=param_dtype, name=name,
-                   conv_general_dilated=lowering.conv_general_dilated, **kwargs)
+    return Conv(features, (kh, kw), strides=(stride, stride), padding=pad2(padding),
+                kernel_dilation=(dilation, dilation), feature_group_count=groups, use_bias=bias,
+                dtype=dtype, param_dtype=param_dtype, name=name,
+                conv_general_dilated=lowering.conv_general_dilated, **kwargs)
+
+
+class Conv(nn.Conv):
+    """``flax.linen.Conv`` for NHWC images whose bias goes through ``lowering.bias_add`` (its bfloat16
+    gradient is summed in float32 on the CPU). The same variables, initialised in the same order;
+    anything but a 4-D input with a bias and explicit padding is flax's own code."""
+
+    @nn.compact
+    def __call__(self, inputs):
+        explicit_pads = not isinstance(self.padding, (str, int)) and all(len(p) == 2 for p in self.padding)
+        if (not self.use_bias or self.mask is not None or inputs.ndim != 4 or not explicit_pads
+                or isinstance(self.kernel_size, int) or len(self.kernel_size) != 2):
+            return super().__call__(inputs)
+        pair = lambda v: (v, v) if isinstance(v, int) else tuple(v or (1, 1))  # noqa: E731
+        kernel = self.param("kernel", self.kernel_init,
+                            (*self.kernel_size, inputs.shape[-1] // self.feature_group_count, self.features),
+                            self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        x, kernel = self.promote_dtype(inputs, kernel, dtype=self.dtype)
+        conv = self.conv_general_dilated or lowering.conv_general_dilated
+        y = conv(x, kernel, pair(self.strides), tuple(map(tuple, self.padding)),
+                 lhs_dilation=pair(self.input_dilation), rhs_dilation=pair(self.kernel_dilation),
+                 dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.feature_group_count,
+                 precision=self.precision)
+        return lowering.bias_add(y, bias)
 
 
 def dense(features: int, *, name: str | None = None, dtype: Dtype = jnp.float32,

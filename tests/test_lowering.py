@@ -161,3 +161,40 @@ def test_batch_norm_layer_equals_flax_with_its_running_averages():
         assert ("jaxcnn_batch_norm" in jaxpr) == (label == "ours" and onednn.available())
     for a, b in zip(jax.tree.leaves(results["ours"]), jax.tree.leaves(results["flax"])):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel=3, padding=1), dict(kernel=(3, 1), stride=2, padding=(1, 0)),
+                                    dict(kernel=3, groups=2, dilation=2, padding=2), dict(kernel=1, bias=False)])
+def test_conv_layer_equals_flax_in_init_output_and_gradients(kwargs):
+    import flax.linen as nn
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, 9, 8, 4)), jnp.float32)
+    ours = layers.conv(6, **kwargs)
+    assert type(ours) is layers.Conv
+    theirs = nn.Conv(**{f: getattr(ours, f) for f in ("features", "kernel_size", "strides", "padding",
+                                                      "kernel_dilation", "feature_group_count", "use_bias")})
+    variables = theirs.init(jax.random.key(3), x)
+    for a, b in zip(jax.tree.leaves(ours.init(jax.random.key(3), x)), jax.tree.leaves(variables)):
+        np.testing.assert_array_equal(a, b)                 # the same variables, drawn in the same order
+    g = jnp.asarray(rng.normal(size=theirs.apply(variables, x).shape), jnp.float32)
+    for mode in ("fast", "reference"):
+        with lowering.mode(mode):
+            got = jax.grad(lambda v, x: jnp.sum(ours.apply(v, x) * g), argnums=(0, 1))(variables, x)
+        want = jax.grad(lambda v, x: jnp.sum(theirs.apply(v, x) * g), argnums=(0, 1))(variables, x)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(8, 32, 32, 16), (3, 7, 5, 5)])
+def test_bfloat16_bias_gradient_is_the_float32_sum(shape):
+    rng = np.random.default_rng(2)
+    g = jnp.asarray(rng.normal(1.0, 1.0, size=shape), jnp.bfloat16)   # a mean of 1: bf16 partial sums would drift
+    y = jnp.zeros(shape, jnp.bfloat16)
+    b = jnp.zeros(shape[-1:], jnp.float32)
+    want = np.asarray(g, np.float64).reshape(-1, shape[-1]).sum(0)
+    with lowering.mode("fast"):
+        got = jax.jit(jax.grad(lambda b: jnp.vdot(lowering.bias_add(y, b).astype(jnp.float32),
+                                                  g.astype(jnp.float32))))(b)
+        out = lowering.bias_add(y, b + 1.5)
+    assert got.dtype == jnp.float32 and out.dtype == jnp.bfloat16 and np.all(np.asarray(out, np.float32) == 1.5)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
