@@ -42,6 +42,12 @@ The alternatives (each with a before/after figure in ``benchmarks/RESULTS.md``):
   to (ResNet-50 train step f32: compile 38.8 -> 23.3 s, 5.80 -> 6.43 img/s,
   ``benchmarks/batch_norm_layers.py --step resnet50``).
   ``layers.BatchNorm`` calls it; under ``pmap`` (an ``axis_name``) flax's stays.
+* the bias gradient of a bfloat16 convolution (``bias_add``, called by ``layers.Conv``):
+  summed in float32. Differentiating ``y + b`` gives a bfloat16 reduction, which XLA:CPU
+  runs 20x slower and which drifts by tens of percent over a large map (VGG-16 bf16 train
+  step 4.07 -> 6.26 img/s, ``benchmarks/bias_grad.py``). The one alternative here that
+  changes the numbers: it is the float32 sum, exact to float32 rounding (tested against
+  float64), where the reference is bfloat16 arithmetic.
 * 1x1 convolutions (stride s, no padding, no groups) where oneDNN is not used: a
   strided slice and a ``dot_general`` over channels, which XLA:CPU runs as a
   GEMM near the matmul peak, instead of its convolution path.

@@ -38,13 +38,17 @@ def count_flops(model: nn.Module, resolution: int | tuple[int, int] = 224, varia
     x = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
     shapes = variables if variables is not None else jax.eval_shape(
         lambda x: model.init(jax.random.key(0), x, train=False), x)
-    macs = [0]
+    macs, active = [0], []
 
     def interceptor(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
         m = context.module
-        if context.method_name != "__call__":
-            return out
+        if context.method_name != "__call__" or any(a is m for a in active):
+            return next_fun(*args, **kwargs)    # a subclass's super().__call__ (layers.Conv) counts once
+        active.append(m)
+        try:
+            out = next_fun(*args, **kwargs)
+        finally:
+            active.pop()
         if isinstance(m, nn.ConvTranspose):
             macs[0] += math.prod(args[0].shape[:-1]) * args[0].shape[-1] * math.prod(m.kernel_size) * m.features
         elif isinstance(m, nn.Conv):
