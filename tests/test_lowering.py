@@ -179,6 +179,7 @@ def test_conv_layer_equals_flax_in_init_output_and_gradients(kwargs):
     g = jnp.asarray(rng.normal(size=theirs.apply(variables, x).shape), jnp.float32)
     for mode in ("fast", "reference"):
         with lowering.mode(mode):
+            np.testing.assert_allclose(ours.apply(variables, x), theirs.apply(variables, x), rtol=1e-5, atol=1e-5)
             got = jax.grad(lambda v, x: jnp.sum(ours.apply(v, x) * g), argnums=(0, 1))(variables, x)
         want = jax.grad(lambda v, x: jnp.sum(theirs.apply(v, x) * g), argnums=(0, 1))(variables, x)
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
