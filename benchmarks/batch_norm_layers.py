@@ -16,12 +16,11 @@ import argparse
 import functools
 import os
 import sys
-import time
 
 from jaxcnn import host_memory
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from interleaved import interleaved_ms  # noqa: E402
+from interleaved import interleaved_ms, train_steps_ab  # noqa: E402
 
 SHAPES = [(16, 112, 112, 64), (16, 56, 56, 256), (16, 28, 28, 512), (16, 7, 7, 2048)]
 
@@ -74,34 +73,13 @@ def _layers(repeats: int) -> None:
 
 
 def _step(name: str, batch: int, dtype: str, repeats: int) -> None:
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    import optax
-
-    import jaxcnn
     from jaxcnn import lowering
-    from jaxcnn.training.state import create_train_state
-    from jaxcnn.training.steps import make_train_step
 
-    extra = {"aux_logits": False} if name in ("googlenet", "inception_v3") else {}
-    model = jaxcnn.create_model(name, dtype=dtype, **extra)
-    tx = optax.sgd(0.01, momentum=0.9)
-    state = create_train_state(model, tx, (224, 224, 3), seed=0)
-    rng = np.random.default_rng(0)
-    data = {"image": jnp.asarray(rng.integers(0, 256, (batch, 224, 224, 3)), jnp.uint8),
-            "label": jnp.asarray(rng.integers(0, 1000, batch), jnp.int32)}
-    native, steps, compile_s = lowering.native_batch_norm, {}, {}
-    for label, use in (("c++", native), ("xla", lambda x: False)):
-        lowering.native_batch_norm = use          # read when the step is traced
-        t = time.perf_counter()
-        steps[label] = jax.jit(make_train_step(model, tx)).lower(state, data).compile()
-        compile_s[label] = time.perf_counter() - t
-    lowering.native_batch_norm = native
-    ms = interleaved_ms({k: functools.partial(f, state, data) for k, f in steps.items()}, repeats)
+    result = train_steps_ab(name, batch, dtype, "native_batch_norm",
+                            {"c++": lowering.native_batch_norm, "xla": lambda x: False}, repeats)
     for k in ("xla", "c++"):
-        print(f"{name} {dtype} batch {batch} train step, {k} batch norm: compile {compile_s[k]:.1f} s, "
-              f"{batch / ms[k] * 1e3:.2f} img/s (median of {repeats})", flush=True)
+        print(f"{name} {dtype} batch {batch} train step, {k} batch norm: compile {result[k][0]:.1f} s, "
+              f"{result[k][1]:.2f} img/s (median of {repeats})", flush=True)
 
 
 if __name__ == "__main__":

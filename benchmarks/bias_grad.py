@@ -19,7 +19,7 @@ import sys
 from jaxcnn import host_memory
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from interleaved import interleaved_ms  # noqa: E402
+from interleaved import interleaved_ms, train_steps_ab  # noqa: E402
 
 SHAPES = [(8, 224, 224, 64), (8, 56, 56, 256), (8, 14, 14, 512), (32, 55, 55, 64)]  # VGG-16, AlexNet conv1
 
@@ -62,35 +62,13 @@ def main() -> None:
 
 
 def _step(name: str, batch: int, repeats: int) -> None:
-    import time
-
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    import optax
-
-    import jaxcnn
     from jaxcnn import lowering
-    from jaxcnn.training.state import create_train_state
-    from jaxcnn.training.steps import make_train_step
 
-    model = jaxcnn.create_model(name, dtype="bfloat16")
-    tx = optax.sgd(0.01, momentum=0.9)
-    state = create_train_state(model, tx, (224, 224, 3), seed=0)
-    rng = np.random.default_rng(0)
-    data = {"image": jnp.asarray(rng.integers(0, 256, (batch, 224, 224, 3)), jnp.uint8),
-            "label": jnp.asarray(rng.integers(0, 1000, batch), jnp.int32)}
-    ours, steps, compile_s = lowering.bias_add, {}, {}
-    for label, add in (("f32", ours), ("plain", _plain)):
-        lowering.bias_add = add                   # read when the step is traced
-        t = time.perf_counter()
-        steps[label] = jax.jit(make_train_step(model, tx)).lower(state, data).compile()
-        compile_s[label] = time.perf_counter() - t
-    lowering.bias_add = ours
-    ms = interleaved_ms({k: functools.partial(f, state, data) for k, f in steps.items()}, repeats)
+    result = train_steps_ab(name, batch, "bfloat16", "bias_add", {"f32": lowering.bias_add, "plain": _plain},
+                            repeats)
     for k in ("plain", "f32"):
-        print(f"{name} bfloat16 batch {batch} train step, {k} bias gradient: compile {compile_s[k]:.1f} s, "
-              f"{batch / ms[k] * 1e3:.2f} img/s (median of {repeats})", flush=True)
+        print(f"{name} bfloat16 batch {batch} train step, {k} bias gradient: compile {result[k][0]:.1f} s, "
+              f"{result[k][1]:.2f} img/s (median of {repeats})", flush=True)
 
 
 if __name__ == "__main__":
