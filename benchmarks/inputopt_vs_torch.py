@@ -47,12 +47,6 @@ def _time(fn) -> float:
     return time.perf_counter() - t
 
 
-def _time(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
 def jax_worker() -> None:
     from jaxcnn import host_memory
     host_memory.keep_freed_memory()     # as the jaxcnn command does; before JAX's first computation

@@ -17,11 +17,20 @@ import jax.numpy as jnp
 
 
 def init_variables(model: nn.Module, resolution: int | tuple[int, int] = 224, seed: int = 0,
-                   batch: int = 1) -> dict[str, Any]:
-    """``model.init`` (jitted) on a dummy NHWC batch; returns the variables dict."""
+                   batch: int = 1, channels: int = 3) -> dict[str, Any]:
+    """``model.init`` (jitted) on a dummy NHWC batch; returns the variables dict.
+
+    The parameters are drawn with JAX's non-partitionable threefry (``jax.threefry_partitionable(False)``)
+    from a ``threefry2x32`` key, so they depend on ``seed`` alone. The partitionable scheme, JAX's default,
+    hashes a 2x32-bit counter built from every dimension's iota for every element; XLA:CPU takes about
+    four times as long to compile each such draw, and a model's init is one draw per parameter array:
+    GoogLeNet's init compiled in 17-18 s, 9-11 s this way (``benchmarks/init_compile.py``). Initial
+    parameters are replicated, so the partitionable scheme's sharding benefit does not apply here.
+    """
     h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
-    x = jnp.zeros((batch, h, w, 3), jnp.float32)
-    return jax.jit(lambda k: model.init(k, x, train=False))(jax.random.key(seed))
+    x = jnp.zeros((batch, h, w, channels), jnp.float32)
+    with jax.threefry_partitionable(False):
+        return jax.jit(lambda k: model.init(k, x, train=False))(jax.random.key(seed, impl="threefry2x32"))
 
 
 def count_params(variables: dict[str, Any]) -> int:

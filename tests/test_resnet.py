@@ -21,6 +21,24 @@ def resnet18():
     return model, variables, x, forward
 
 
+def test_init_depends_on_the_seed_alone_and_draws_the_specified_distributions(resnet18):
+    model, variables, _, _ = resnet18
+    with jax.default_prng_impl("rbg"), jax.threefry_partitionable(True):   # the caller's settings do not leak in
+        again = jaxcnn.init_variables(model, SIZE)
+    assert all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(np.array_equal, variables, again)))
+    other = jaxcnn.init_variables(model, SIZE, seed=1)["params"]["layer4.1"]["conv2"]["kernel"]
+    kernel = np.asarray(variables["params"]["layer4.1"]["conv2"]["kernel"])   # 3x3x512x512
+    assert not np.allclose(kernel, other)
+    # kaiming_normal_(mode="fan_out"): N(0, 2 / (3 * 3 * 512)); 4.55% of a normal lies beyond 2 stds
+    std = np.sqrt(2 / (9 * 512))
+    assert abs(kernel.std() / std - 1) < 0.01 and abs(kernel.mean()) < 0.01 * std
+    assert abs(np.mean(np.abs(kernel) > 2 * std) - 0.0455) < 0.002
+    # the fc layer: torch's default Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    fc = np.asarray(variables["params"]["fc"]["kernel"])
+    bound = 1 / np.sqrt(fc.shape[0])
+    assert np.abs(fc).max() <= bound and abs(fc.std() * np.sqrt(3) / bound - 1) < 0.05
+
+
 def test_features_and_strides(resnet18):
     _, variables, x, forward = resnet18
     logits, feats = forward(variables, x)

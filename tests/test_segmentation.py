@@ -249,7 +249,7 @@ def test_fcn_resnet_backbone_from_a_classification_checkpoint(tiny_resnet_pair, 
 # ----------------------------------------------------------------------------
 # end to end: the real training loop on the shapes data
 
-MIN_MIOU = 0.6  # observed 0.74 (background IoU ~0.97; disc, square, triangle ~0.6-0.7) after 480 steps
+MIN_MIOU = 0.6  # after 480 steps at lr 0.1, seeds 0-4: 0.64-0.83 (at lr 0.2 0.38-0.80, depending on the seed)
 
 
 def test_tiny_fcn_learns_shapes_through_the_loop_and_resumes(tmp_path, monkeypatch):
@@ -258,7 +258,7 @@ def test_tiny_fcn_learns_shapes_through_the_loop_and_resumes(tmp_path, monkeypat
     cfg = TrainConfig(model="tiny_fcn", dataset="shapes", image_size=32, batch_size=32, eval_batch_size=48,
                       epochs=30, augment_flip=True, augment_shift=0, workdir=workdir, checkpoint_every_steps=1000,
                       log_every_steps=16,
-                      optimizer=OptimizerConfig(learning_rate=0.2, momentum=0.9, weight_decay=1e-4,
+                      optimizer=OptimizerConfig(learning_rate=0.1, momentum=0.9, weight_decay=1e-4,
                                                 schedule="cosine", warmup_epochs=0.5))
     first = train(dataclasses.replace(cfg, max_steps=240), progress=False)
     assert first["step"] == 240 and 0 < first["eval"]["miou"] < 1

@@ -23,13 +23,13 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn.data.augment import make_augment
 from jaxcnn.data.loader import eval_batches, train_batches
 from jaxcnn.data.sources import TransformedSource, get_source
 from jaxcnn.data.transforms import make_eval_transform, make_train_transform
+from jaxcnn.model_stats import init_variables
 from jaxcnn.parallel.data_parallel import PMAP_AXIS, DataParallel
 from jaxcnn.registry import create_model, model_info, model_options
 from jaxcnn.training import segmentation as seg
@@ -118,8 +118,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         from jaxcnn.weights.torchvision import load_pretrained
         _, variables = load_pretrained(cfg.model, cfg.pretrained, **dict(cfg.model_options))
     if cfg.backbone_weights:
-        x = jnp.zeros((1, *image_shape), jnp.float32)
-        variables = jax.jit(lambda k: model.init(k, x, train=False))(jax.random.key(cfg.seed))
+        variables = init_variables(model, image_shape[:2], seed=cfg.seed, channels=image_shape[2])
         variables = seg.load_backbone(cfg.model, cfg.backbone_weights, variables)
     state = create_train_state(model, tx, image_shape, seed=cfg.seed, variables=variables)
 

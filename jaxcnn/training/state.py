@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from jaxcnn.model_stats import init_variables
+
 
 RNG_IMPL = "threefry2x32"  # fixed, so checkpoints do not depend on jax_default_prng_impl
 
@@ -42,11 +44,9 @@ class TrainState:
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, image_shape: tuple[int, int, int],
                        seed: int = 0, variables: dict[str, Any] | None = None) -> TrainState:
     """Initialises (or adopts ``variables``, e.g. pretrained) and builds the optimizer state."""
-    init_key = jax.random.key(seed)
     rng = jax.random.fold_in(jax.random.key(seed, impl=RNG_IMPL), 1)
     if variables is None:
-        x = jnp.zeros((1, *image_shape), jnp.float32)
-        variables = jax.jit(lambda k: model.init(k, x, train=False))(init_key)
+        variables = init_variables(model, image_shape[:2], seed=seed, channels=image_shape[2])
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
