@@ -25,10 +25,10 @@ def interleaved_ms(calls: dict[Hashable, Callable[[], object]], repeats: int) ->
 
 
 def train_steps_ab(name: str, batch: int, dtype: str, attr: str, values: dict[str, object],
-                   repeats: int) -> dict[str, tuple[float, float]]:
+                   repeats: int, module: object = None) -> dict[str, tuple[float, float]]:
     """MODEL ``name``'s train step (SGD-momentum, 224 px) compiled once per value of
-    ``jaxcnn.lowering.<attr>`` (read when the step is traced), the steps then timed alternating:
-    ``{label: (compile seconds, median images/s)}``."""
+    ``<module>.<attr>`` (``module`` defaults to ``jaxcnn.lowering``; read when the step is traced),
+    the steps then timed alternating: ``{label: (compile seconds, median images/s)}``."""
     import functools
 
     import jax
@@ -48,14 +48,15 @@ def train_steps_ab(name: str, batch: int, dtype: str, attr: str, values: dict[st
     rng = np.random.default_rng(0)
     data = {"image": jnp.asarray(rng.integers(0, 256, (batch, 224, 224, 3)), jnp.uint8),
             "label": jnp.asarray(rng.integers(0, 1000, batch), jnp.int32)}
-    original, steps, compile_s = getattr(lowering, attr), {}, {}
+    module = lowering if module is None else module
+    original, steps, compile_s = getattr(module, attr), {}, {}
     try:
         for label, value in values.items():
-            setattr(lowering, attr, value)
+            setattr(module, attr, value)
             t = time.perf_counter()
             steps[label] = jax.jit(make_train_step(model, tx)).lower(state, data).compile()
             compile_s[label] = time.perf_counter() - t
     finally:
-        setattr(lowering, attr, original)
+        setattr(module, attr, original)
     ms = interleaved_ms({k: functools.partial(f, state, data) for k, f in steps.items()}, repeats)
     return {k: (compile_s[k], batch / ms[k] * 1e3) for k in values}
