@@ -1,0 +1,85 @@
+"""Where jaxcnn's style-transfer loop (VGG-19, Adam, the workload of ``inputopt_vs_torch.py``) spends its
+oneDNN time: the loop runs warm in a child process with ``ONEDNN_VERBOSE=1``, and the primitives of
+one timed run are summed by kind (convolution forward / backward data, weight reorders, matmuls)
+and by shape.
+
+    python benchmarks/onednn_profile.py --size 128 --steps 10 [--dtype bfloat16] [--top 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import subprocess
+import sys
+import time
+
+MARK, END = "=====TIMED", "=====END"
+
+
+def child(size: int, steps: int, dtype: str) -> None:
+    from jaxcnn import host_memory
+    host_memory.keep_freed_memory()
+    import jax
+
+    import jaxcnn
+    from jaxcnn.data.image_io import center_crop, resize_shorter, sample_photos
+    from jaxcnn.inputopt.optimize import InputOptimizer
+    from jaxcnn.inputopt.style import style_objectives
+
+    photos = sample_photos()
+    content = center_crop(resize_shorter(photos["astronaut"], size), size)
+    style = center_crop(resize_shorter(photos["coffee"], size), size)
+    variables = jaxcnn.init_variables(jaxcnn.create_model("vgg19"), 32)
+    vgg = jaxcnn.create_model("vgg19", dtype=dtype)
+    content_obj, style_obj = style_objectives(vgg, variables, content, [style])
+    opt = InputOptimizer(vgg, variables, steps=steps, optimizer="adam", learning_rate=0.02, shard=False)
+    run = lambda: jax.block_until_ready(opt.run(content_obj + 1e3 * style_obj, content[None]).images)  # noqa: E731
+    run()
+    run()
+    print(MARK, flush=True)
+    t = time.perf_counter()
+    run()
+    print(f"{END} {(time.perf_counter() - t) / steps * 1e3:.1f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args.size, args.steps, args.dtype)
+    out = subprocess.run([sys.executable, __file__, "--child", "--size", str(args.size), "--steps", str(args.steps),
+                          "--dtype", args.dtype], env={**os.environ, "ONEDNN_VERBOSE": "1"},
+                         capture_output=True, text=True, check=True).stdout
+    timed, end = out.split(MARK, 1)[1].split(END, 1)
+    step_ms = float(end.split()[0])
+    kinds, shapes = collections.Counter(), collections.Counter()
+    for line in timed.splitlines():
+        # jaxcnn's oneDNN (3.2): "onednn_verbose,exec,cpu,KIND,IMPL,PROP,...,SHAPE,MS"; XLA's own,
+        # newer one adds "v1,primitive," after the prefix
+        f = line.split(",")
+        if not line.startswith("onednn_verbose") or "exec" not in f[:4]:
+            continue
+        i = f.index("exec")
+        kind = {"reorder": "weights reorder", "gemm_api": "XLA's matmuls (sgemm API)"}.get(
+            f[i + 2], f"{f[i + 2]} {f[i + 4]}")
+        kinds[kind] += float(f[-1]) / args.steps
+        shapes[(kind, f[-2])] += float(f[-1]) / args.steps
+    print(f"style transfer, VGG-19 {args.dtype}, {args.size} px: {step_ms:.1f} ms/step, "
+          f"oneDNN {sum(kinds.values()):.1f} ms/step of it\n")
+    print("| oneDNN primitive | ms/step | share of the step |\n|---|---|---|")
+    for k, ms in kinds.most_common():
+        print(f"| {k} | {ms:.1f} | {ms / step_ms:.0%} |")
+    print("\n| primitive | shape | ms/step |\n|---|---|---|")
+    for (k, shape), ms in shapes.most_common(args.top):
+        print(f"| {k} | {shape} | {ms:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
