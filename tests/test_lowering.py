@@ -199,3 +199,19 @@ def test_bfloat16_bias_gradient_is_the_float32_sum(shape):
         out = lowering.bias_add(y, b + 1.5)
     assert got.dtype == jnp.float32 and out.dtype == jnp.bfloat16 and np.all(np.asarray(out, np.float32) == 1.5)
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_cond_tree_picks_the_same_tree_in_both_lowerings():
+    a = {"w": jnp.arange(6.0).reshape(2, 3), "n": jnp.int32(3), "b": (jnp.ones(4, jnp.bfloat16),)}
+    b = jax.tree_util.tree_map(lambda x: -x - 1, a)
+    for mode in ("fast", "reference"):
+        with lowering.mode(mode):
+            pick = jax.jit(lambda p, a, b: lowering.cond_tree(p, lambda: a, lambda: b))
+            hlo = pick.lower(True, a, b).as_text()
+            assert ("stablehlo.case" in hlo or "stablehlo.if" in hlo) == (mode == "fast"), mode
+            for p, want in ((True, a), (False, b)):
+                got = pick(p, a, b)
+                assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+                for x, y in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+                    assert x.dtype == y.dtype
+                    np.testing.assert_array_equal(x, y)
