@@ -1,9 +1,10 @@
 """Test set-up: 8 simulated CPU devices (set before JAX is imported).
 
-The suite uses the ``rbg`` PRNG: initialising a zoo model compiles a random
-number generator per parameter, and rbg's compile in about half the time of
-the default threefry on CPU. Subprocess tests (multi-host, kill/resume) run
-with JAX's defaults.
+The suite's own ``jax.random.key`` calls (dropout keys, a test model's direct
+``model.init``) use the ``rbg`` PRNG, which XLA:CPU compiles faster than the
+default threefry. ``jaxcnn.init_variables`` and the train state ignore this
+setting: they use a fixed ``threefry2x32`` key. Subprocess tests (multi-host,
+kill/resume) run with JAX's defaults.
 
 pytest-xdist runs the files in ``-n auto`` worker processes (``pyproject.toml``): one per core, at
 most 4. Most of the suite's time is XLA compiling small programs, which two processes overlap on
