@@ -76,7 +76,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcnn import onednn
+from jaxcnn import onednn, winograd
 
 MODES = ("auto", "reference", "fast")
 _mode = "auto"
@@ -342,6 +342,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
         if isinstance(padding, str):
             extent = [(k - 1) * d + 1 for k, d in zip(rhs.shape[:2], rhs_dilation)]
             padding = lax.padtype_to_pads(lhs.shape[1:3], extent, window_strides, padding)
+        if winograd.eligible(lhs, rhs, window_strides, padding, rhs_dilation, feature_group_count):
+            return winograd.conv(lhs, rhs, padding)
         return onednn.conv(lhs, rhs, window_strides, padding, rhs_dilation, feature_group_count)
     if fast_paths() and nhwc and _is_pointwise(rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                                 feature_group_count):

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 _SOURCES = [pathlib.Path(__file__).parent / "csrc" / f for f in ("onednn_conv.cc", "onednn_matmul.cc",
-                                                                      "max_pool.cc", "batch_norm.cc")]
+                                                                      "max_pool.cc", "batch_norm.cc", "winograd.cc")]
 _TARGETS = {"jaxcnn_conv_forward": "JaxcnnConvForward", "jaxcnn_conv_backward_data": "JaxcnnConvBackwardData",
             "jaxcnn_conv_backward_weights": "JaxcnnConvBackwardWeights",
             "jaxcnn_matmul": "JaxcnnMatMul",                              # onednn_matmul.cc
@@ -45,7 +45,8 @@ _TARGETS = {"jaxcnn_conv_forward": "JaxcnnConvForward", "jaxcnn_conv_backward_da
             "jaxcnn_max_pool_forward_train": "JaxcnnMaxPoolForwardTrain",
             "jaxcnn_max_pool_backward": "JaxcnnMaxPoolBackward",
             "jaxcnn_batch_norm_forward": "JaxcnnBatchNormForward",      # batch_norm.cc, see lowering.batch_norm
-            "jaxcnn_batch_norm_backward": "JaxcnnBatchNormBackward"}
+            "jaxcnn_batch_norm_backward": "JaxcnnBatchNormBackward",
+            "jaxcnn_winograd_conv": "JaxcnnWinogradConv"}                 # winograd.cc, see jaxcnn.winograd
 DTYPES = (jnp.float32, jnp.bfloat16)
 _why_not: str | None = None
 
@@ -148,6 +149,14 @@ def _conv_bwd(geometry, out_hw, res, g):
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def backward_weights(x, g, w_shape, padding, strides=(1, 1), dilation=(1, 1), groups: int = 1):
+    """oneDNN's weight gradient of the convolution ``conv(x, w, strides, padding, ...)`` given the output
+    gradient ``g`` (``padding`` as the pairs actually read: no cropping here)."""
+    lo, hi = tuple(p[0] for p in padding), tuple(p[1] for p in padding)
+    return _call("backward_weights", jax.ShapeDtypeStruct(tuple(w_shape), x.dtype), x, g,
+                 (tuple(strides), tuple(dilation), lo, hi, int(groups)))
 
 
 def supports(x, w, lhs_dilation=None, feature_group_count: int = 1) -> bool:

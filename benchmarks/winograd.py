@@ -1,0 +1,106 @@
+"""jaxcnn's Winograd F(4x4, 3x3) convolutions (``jaxcnn.winograd``) against oneDNN's direct ones, float32.
+
+``--layers``: per 3x3 convolution of VGG-16, AlexNet, GoogLeNet and ResNet-50 (and the batch-1 layers
+of style transfer at 128 px), the forward and the input gradient, the two lowerings timed alternating
+(median of ``--repeats``). ``--models``: each model's inference and SGD-momentum train step (224 px)
+compiled with and without Winograd in this process, then timed alternating.
+
+    python benchmarks/winograd.py --layers --models vgg16:8 alexnet:32 googlenet:16 resnet50:16 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from jaxcnn import host_memory
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from interleaved import interleaved_ms, train_steps_ab  # noqa: E402
+
+LAYERS = [  # (name, batch, H = W, C in, C out)
+    ("VGG-16 conv1_2", 8, 224, 64, 64), ("VGG-16 conv2_2", 8, 112, 128, 128),
+    ("VGG-16 conv3_2", 8, 56, 256, 256), ("VGG-16 conv4_2", 8, 28, 512, 512),
+    ("VGG-16 conv5_2", 8, 14, 512, 512), ("AlexNet conv3", 32, 13, 192, 384),
+    ("AlexNet conv4", 32, 13, 384, 256), ("GoogLeNet 3a 3x3", 16, 28, 96, 128),
+    ("GoogLeNet 4a 3x3", 16, 14, 96, 208), ("GoogLeNet 5b 3x3", 16, 7, 192, 384),
+    ("ResNet-50 layer1 3x3", 16, 56, 64, 64), ("ResNet-50 layer3 3x3", 16, 14, 256, 256),
+    ("ResNet-50 layer4 3x3", 16, 7, 512, 512), ("style VGG-19 conv2_1", 1, 64, 128, 128),
+    ("style VGG-19 conv3_2", 1, 32, 256, 256), ("style VGG-19 conv4_2", 1, 16, 512, 512)]
+
+
+def layers(repeats: int) -> None:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxcnn import onednn, winograd
+
+    pads = ((1, 1), (1, 1))
+    print("| layer (batch) | GFLOP | forward ms direct / Winograd | input gradient ms direct / Winograd |")
+    print("|---|---|---|---|")
+    for name, n, hw, c, o in LAYERS:
+        rng = np.random.default_rng(0)
+        x = jnp.asarray(rng.standard_normal((n, hw, hw, c), np.float32))
+        w = jnp.asarray(rng.standard_normal((3, 3, c, o), np.float32) / np.sqrt(9 * c))
+        g = jnp.asarray(rng.standard_normal((n, hw, hw, o), np.float32))
+        convs = {"direct": lambda x, w: onednn.conv(x, w, (1, 1), pads),
+                 "winograd": lambda x, w: winograd.conv(x, w, pads)}
+        fwd = {k: jax.jit(f) for k, f in convs.items()}
+        bwd = {k: jax.jit(lambda x, w, f=f: jax.vjp(lambda x: f(x, w), x)[1](g)[0]) for k, f in convs.items()}
+        ms = interleaved_ms({(k, p): (lambda f=f: f(x, w)) for p, fs in (("fwd", fwd), ("bwd", bwd))
+                             for k, f in fs.items()}, repeats)
+        use = "" if winograd.eligible(x, w, (1, 1), pads, (1, 1), 1) else " (not taken)"
+        print(f"| {name}{use} ({n}) | {2 * n * hw * hw * c * o * 9 / 1e9:.2f} | "
+              f"{ms['direct', 'fwd']:.1f} / {ms['winograd', 'fwd']:.1f} | "
+              f"{ms['direct', 'bwd']:.1f} / {ms['winograd', 'bwd']:.1f} |", flush=True)
+
+
+def models(specs: list[str], repeats: int) -> None:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import jaxcnn
+    from jaxcnn import winograd
+    from jaxcnn.model_stats import init_variables
+
+    variants = {"direct": False, "winograd": True}
+    print("| model (batch) | inference img/s direct / Winograd | train img/s direct / Winograd "
+          "| train compile s direct / Winograd |")
+    print("|---|---|---|---|")
+    for spec in specs:
+        name, batch = spec.split(":")
+        batch = int(batch)
+        extra = {"aux_logits": False} if name in ("googlenet", "inception_v3") else {}
+        model = jaxcnn.create_model(name, **extra)
+        variables = init_variables(model, 224, seed=0, batch=1)
+        x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, 224, 224, 3)), jnp.float32)
+        infer = {}
+        for label, on in variants.items():
+            winograd._enabled = on
+            infer[label] = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).compile()
+        winograd._enabled = True
+        ms = interleaved_ms({k: (lambda f=f: f(variables, x)) for k, f in infer.items()}, repeats)
+        train = train_steps_ab(name, batch, "float32", "_enabled", variants, repeats, module=winograd)
+        print(f"| {name} ({batch}) | {batch / ms['direct'] * 1e3:.2f} / {batch / ms['winograd'] * 1e3:.2f} | "
+              f"{train['direct'][1]:.2f} / {train['winograd'][1]:.2f} | "
+              f"{train['direct'][0]:.1f} / {train['winograd'][0]:.1f} |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--layers", action="store_true")
+    ap.add_argument("--models", nargs="*", default=[], metavar="MODEL:BATCH")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    host_memory.keep_freed_memory()
+    if args.layers:
+        layers(args.repeats)
+    if args.models:
+        models(args.models, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

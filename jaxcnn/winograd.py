@@ -1,0 +1,113 @@
+"""float32 3x3 stride-1 convolutions by Winograd's F(4x4, 3x3), on the CPU (``csrc/winograd.cc``).
+
+A 3x3 convolution computes each 4x4 block of outputs with 36 multiplications per channel pair
+instead of 144: the input patches and the kernel are transformed, multiplied as 36 matrix
+products (oneDNN's sgemm), and transformed back (Lavin & Gray, 2016). oneDNN 3.2 has no
+float32 Winograd on this CPU (its ``convolution_winograd`` is not implemented there, and
+``convolution_auto`` picks the direct one), and a version written in XLA ops lost to the direct
+convolution (``benchmarks/RESULTS.md``), so the kernel is C++: each thread transforms a block of
+tiles, multiplies and transforms back while the block is in its caches.
+
+The result differs from the direct convolution by rounding: the transforms scale by up to 8 and
+1/24, so the float32 error is about 1e-5 of the output's magnitude instead of 1e-6
+(``tests/test_winograd.py`` states it per shape). The input gradient of a stride-1 3x3
+convolution is itself one (the kernel turned 180 degrees, its channel axes swapped), so it
+runs here too; the weight gradient stays oneDNN's direct one.
+
+``lowering.conv_general_dilated`` routes a convolution here where ``eligible`` holds (only
+where the oneDNN convolutions run, and only while ``enabled()``; ``JAXCNN_WINOGRAD=0`` or
+``with winograd.disabled():`` turns it off). Reverse mode only, like the oneDNN convolution.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcnn import onednn
+
+# Below these the direct convolution wins (``benchmarks/conv_layers.py --winograd``): with few
+# tiles the kernel transform (36 C x O floats written per call) costs more than the products
+# save, and with few channels the 36 products are too thin for the GEMM.
+MIN_TILES = 64
+MIN_CHANNELS = 32
+
+_enabled = os.environ.get("JAXCNN_WINOGRAD", "1") != "0"
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+@contextlib.contextmanager
+def disabled():
+    """Traces with the direct convolutions only (for before/after measurements and tests)."""
+    global _enabled
+    previous, _enabled = _enabled, False
+    try:
+        yield
+    finally:
+        _enabled = previous
+
+
+def _tiles(n: int, oh: int, ow: int) -> int:
+    return n * -(-oh // 4) * -(-ow // 4)
+
+
+def eligible(x, w, strides, padding, dilation, groups) -> bool:
+    """Whether ``conv`` computes this NHWC x HWIO convolution (explicit ``padding`` pairs) fast."""
+    if not (_enabled and x.dtype == jnp.float32 and w.dtype == jnp.float32 and x.ndim == 4
+            and tuple(w.shape[:2]) == (3, 3) and tuple(strides) == (1, 1) and tuple(dilation) == (1, 1)
+            and groups == 1 and all(0 <= p <= 2 for pair in padding for p in pair)):
+        return False
+    oh, ow = (x.shape[1 + a] + sum(padding[a]) - 2 for a in range(2))
+    return (oh > 0 and ow > 0 and min(w.shape[2], w.shape[3]) >= MIN_CHANNELS
+            and _tiles(x.shape[0], oh, ow) >= MIN_TILES)
+
+
+def _block(c: int, o: int) -> int:
+    """Tiles per thread block: more for thin layers (a longer GEMM), fewer for wide ones (caches)."""
+    return int(min(256, max(16, 16384 // max(c, o))))
+
+
+def _call(x, w, pad_lo, out_hw, flip=False):
+    """The C++ convolution; ``flip``: by ``w[::-1, ::-1]`` with its channel axes swapped, read in place."""
+    c, o = (w.shape[3], w.shape[2]) if flip else (w.shape[2], w.shape[3])
+    out = jax.ShapeDtypeStruct((x.shape[0], *out_hw, o), jnp.float32)
+    return jax.ffi.ffi_call("jaxcnn_winograd_conv", out, vmap_method="sequential")(
+        x, w, pad_lo=np.asarray(pad_lo, np.int64), block=np.int64(_block(c, o)), flip=flip)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv(x, w, padding):
+    (pt, pb), (pl, pr) = padding
+    return _call(x, w, (pt, pl), (x.shape[1] + pt + pb - 2, x.shape[2] + pl + pr - 2))
+
+
+def _conv_fwd(x, w, padding):
+    return _conv(x, w, padding), (x, w)
+
+
+def _conv_bwd(padding, res, g):
+    x, w = res
+    (pt, pb), (pl, pr) = padding
+    dx = _call(g, w, (2 - pt, 2 - pl), x.shape[1:3], flip=True)   # the kernel turned, I and O swapped
+    dw = onednn.backward_weights(x, g, w.shape, padding)
+    return dx, dw
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv(x, w, padding):
+    """``lax.conv_general_dilated(x, w, (1, 1), padding)`` for NHWC x HWIO float32 and a 3x3 kernel,
+    with every padding in 0..2 (``eligible``); needs ``onednn.available()``."""
+    if not onednn.available():
+        raise RuntimeError(f"the Winograd convolution needs the oneDNN shim: {onednn.why_unavailable()}")
+    padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+    return _conv(x, w, padding)
