@@ -37,6 +37,10 @@ from jaxcnn import onednn
 MIN_TILES = 64
 MIN_CHANNELS = 32
 
+# Up to this many tiles the kernel is transformed one block of 64 output channels at a time, inside
+# each thread's caches, instead of once for all (36 C x O floats through memory).
+FEW_TILES = 128
+
 _enabled = os.environ.get("JAXCNN_WINOGRAD", "1") != "0"
 
 
@@ -80,7 +84,8 @@ def _call(x, w, pad_lo, out_hw, flip=False):
     c, o = (w.shape[3], w.shape[2]) if flip else (w.shape[2], w.shape[3])
     out = jax.ShapeDtypeStruct((x.shape[0], *out_hw, o), jnp.float32)
     return jax.ffi.ffi_call("jaxcnn_winograd_conv", out, vmap_method="sequential")(
-        x, w, pad_lo=np.asarray(pad_lo, np.int64), block=np.int64(_block(c, o)), flip=flip)
+        x, w, pad_lo=np.asarray(pad_lo, np.int64), block=np.int64(_block(c, o)), few_tiles=np.int64(FEW_TILES),
+        flip=flip)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

@@ -94,53 +94,44 @@ inline void KernelTile(const float* const rows[9], int64_t n, float* out, int64_
   }
 }
 
-// U[p][ci][co] = (G g G^T)[p] for the 3x3 kernel g of input channel ci and output channel co:
-// g = w[:, :, ci, co] for a (3, 3, C, O) kernel w, or, with flip, g = w[::-1, ::-1, co, ci] for a
-// (3, 3, O, C) one (the input gradient's kernel, without materialising it).
-void TransformKernel(const float* w, int64_t C, int64_t O, bool flip, float* U) {
-  const int64_t plane = C * O;
+// U[p][ci][j] (row stride ldu, plane C * ldu) = (G g G^T)[p] for input channels ci in [c0, c1) and
+// output channels o0 + j, j < on <= kChunk, of the 3x3 kernel g: w[:, :, ci, o] of a (3, 3, C, O)
+// kernel w, or, with flip, w[::-1, ::-1, o, ci] of a (3, 3, O, C) one (the input gradient's
+// kernel, read in place). The flipped rows are contiguous in ci, so their lanes run over ci and
+// the results are staged (kPoints * kChunk * kChunk floats) to be written contiguous in j.
+void KernelBlock(const float* w, int64_t C, int64_t O, bool flip, int64_t c0, int64_t c1, int64_t o0,
+                 int64_t on, float* U, int64_t ldu, float* staging) {
+  const int64_t plane = C * O, uplane = C * ldu;
   if (!flip) {
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < C; ++c) {
-      for (int64_t o0 = 0; o0 < O; o0 += kChunk) {
-        const float* rows[9];
-        for (int64_t k = 0; k < 9; ++k) rows[k] = w + k * plane + c * O + o0;
-        KernelTile(rows, std::min(kChunk, O - o0), U + c * O + o0, plane, 1);
-      }
+    for (int64_t ci = c0; ci < c1; ++ci) {
+      const float* rows[9];
+      for (int64_t k = 0; k < 9; ++k) rows[k] = w + k * plane + ci * O + o0;
+      KernelTile(rows, on, U + ci * ldu, uplane, 1);
     }
     return;
   }
-  // w is (3, 3, O, C): the rows w[kh, kw, co, :] are contiguous in ci, so the lanes run over ci and
-  // a block of kOut output channels is gathered before it is written, contiguous in co.
-  constexpr int64_t kOut = 16;
-  const int64_t ci_blocks = (C + kChunk - 1) / kChunk, co_blocks = (O + kOut - 1) / kOut;
-#pragma omp parallel
-  {
-    std::vector<float> staged(kPoints * kOut * kChunk);
-#pragma omp for schedule(static)
-    for (int64_t blk = 0; blk < ci_blocks * co_blocks; ++blk) {
-      const int64_t ci0 = (blk / co_blocks) * kChunk, co0 = (blk % co_blocks) * kOut;
-      const int64_t n = std::min(kChunk, C - ci0), m = std::min(kOut, O - co0);
-      for (int64_t j = 0; j < m; ++j) {
-        const float* rows[9];
-        for (int64_t k = 0; k < 9; ++k) rows[k] = w + (8 - k) * plane + (co0 + j) * C + ci0;
-        KernelTile(rows, n, staged.data() + j * kChunk, kOut * kChunk, 1);
-      }
-      for (int64_t p = 0; p < kPoints; ++p)
-        for (int64_t i = 0; i < n; ++i)
-          for (int64_t j = 0; j < m; ++j)
-            U[p * plane + (ci0 + i) * O + co0 + j] = staged[(p * kOut + j) * kChunk + i];
+  for (int64_t ci0 = c0; ci0 < c1; ci0 += kChunk) {
+    const int64_t n = std::min(kChunk, c1 - ci0);
+    for (int64_t j = 0; j < on; ++j) {
+      const float* rows[9];
+      for (int64_t k = 0; k < 9; ++k) rows[k] = w + (8 - k) * plane + (o0 + j) * C + ci0;
+      KernelTile(rows, n, staging + j * kChunk, on * kChunk, 1);
     }
+    for (int64_t p = 0; p < kPoints; ++p)
+      for (int64_t i = 0; i < n; ++i) {
+        float* u = U + p * uplane + (ci0 + i) * ldu;
+        for (int64_t j = 0; j < on; ++j) u[j] = staging[(p * on + j) * kChunk + i];
+      }
   }
 }
 
 struct Shape {
-  int64_t n, h, w, c, oh, ow, o, pad_top, pad_left, tiles_h, tiles_w;
+  int64_t n, h, w, c, oh, ow, o, pad_top, pad_left, tiles_h, tiles_w, tiles;
 };
 
-// V[p][t][c] = (B^T d B)[p] for the 6x6 patch d under tile t (zero outside x).
-void TransformInput(const float* x, const Shape& s, int64_t t0, int64_t count, float* V) {
-  const int64_t plane = count * s.c;
+// V[p * plane + t * C + c] = (B^T d B)[p] for the 6x6 patch d under tile t0 + t, t < count (zero
+// outside x).
+void TransformInput(const float* x, const Shape& s, int64_t t0, int64_t count, float* V, int64_t plane) {
   for (int64_t t = 0; t < count; ++t) {
     const int64_t tile = t0 + t, per_image = s.tiles_h * s.tiles_w;
     const int64_t b = tile / per_image, ty = (tile % per_image) / s.tiles_w, tx = tile % s.tiles_w;
@@ -189,18 +180,19 @@ void TransformInput(const float* x, const Shape& s, int64_t t0, int64_t count, f
   }
 }
 
-// y[tile t] = A^T M_t A, written where it lies inside y.
-void TransformOutput(const float* M, const Shape& s, int64_t t0, int64_t count, float* y) {
-  const int64_t plane = count * s.o;
+// y[tile t0 + t][o0 + j] = (A^T M A) for M[p * plane + t * ldm + j], t < count, j < on; written
+// where it lies inside y.
+void TransformOutput(const float* M, const Shape& s, int64_t t0, int64_t count, int64_t o0, int64_t on,
+                     int64_t ldm, int64_t plane, float* y) {
   for (int64_t t = 0; t < count; ++t) {
     const int64_t tile = t0 + t, per_image = s.tiles_h * s.tiles_w;
     const int64_t b = tile / per_image, ty = (tile % per_image) / s.tiles_w, tx = tile % s.tiles_w;
     const int64_t rows = std::min(kTile, s.oh - ty * kTile), cols = std::min(kTile, s.ow - tx * kTile);
-    for (int64_t o0 = 0; o0 < s.o; o0 += kChunk) {
-      const int64_t n = std::min(kChunk, s.o - o0);
+    for (int64_t j0 = 0; j0 < on; j0 += kChunk) {
+      const int64_t n = std::min(kChunk, on - j0);
       float e[kTile][kPatch][kChunk];  // A^T M
       for (int64_t j = 0; j < kPatch; ++j) {
-        const float* m = M + j * plane + t * s.o + o0;
+        const float* m = M + j * plane + t * ldm + j0;
         for (int64_t k = 0; k < n; ++k) {
           const float m0 = m[0 * kPatch * plane + k], m1 = m[1 * kPatch * plane + k],
                       m2 = m[2 * kPatch * plane + k], m3 = m[3 * kPatch * plane + k],
@@ -221,60 +213,116 @@ void TransformOutput(const float* M, const Shape& s, int64_t t0, int64_t count, 
           out[2][k] = m1 + m2 + 4 * m3 + 4 * m4;
           out[3][k] = m1 - m2 + 8 * m3 - 8 * m4 + m5;
         }
-        float* row = y + ((b * s.oh + ty * kTile + i) * s.ow + tx * kTile) * s.o + o0;
+        float* row = y + ((b * s.oh + ty * kTile + i) * s.ow + tx * kTile) * s.o + o0 + j0;
         for (int64_t j = 0; j < cols; ++j) std::memcpy(row + j * s.o, out[j], n * sizeof(float));
       }
     }
   }
 }
 
+// The 36 products M_p = V_p U_p of `rows` tiles: V_p (rows x C, row stride ldv), U_p (C x on, row
+// stride ldu), M_p (rows x on, row stride ldm), planes p apart. Single-threaded inside the team.
+bool Products(int64_t rows, int64_t C, int64_t on, const float* V, int64_t ldv, int64_t vplane,
+              const float* U, int64_t ldu, int64_t uplane, float* M, int64_t ldm, int64_t mplane) {
+  for (int64_t p = 0; p < kPoints; ++p) {
+    if (dnnl_sgemm('N', 'N', rows, on, C, 1.0f, V + p * vplane, ldv, U + p * uplane, ldu, 0.0f,
+                   M + p * mplane, ldm) != dnnl_success)
+      return false;
+  }
+  return true;
+}
+
+// Many tiles: the kernel is transformed once; each thread then takes blocks of `per_block` tiles
+// through input transform, products and output transform, the block's data staying in its caches.
+bool ByTileBlocks(const float* x, const float* w, bool flip, const Shape& s, int64_t per_block, int team,
+                  float* y) {
+  float* U = KernelBuffer().Get(kPoints * s.c * s.o);
+  auto& buffers = ThreadBuffers();
+  const int64_t o_blocks = (s.o + kChunk - 1) / kChunk;
+  const int64_t c_step = flip ? kChunk : 16, c_blocks = (s.c + c_step - 1) / c_step;
+  const int64_t blocks = (s.tiles + per_block - 1) / per_block;
+  int failed = 0;
+#pragma omp parallel num_threads(team)
+  {
+    Buffer& own = buffers[omp_get_thread_num()];
+    float* staging = own.Get(kPoints * per_block * (s.c + s.o) + kPoints * kChunk * kChunk);
+#pragma omp for schedule(static)
+    for (int64_t blk = 0; blk < o_blocks * c_blocks; ++blk) {
+      const int64_t o0 = (blk % o_blocks) * kChunk, c0 = (blk / o_blocks) * c_step;
+      KernelBlock(w, s.c, s.o, flip, c0, std::min(s.c, c0 + c_step), o0, std::min(kChunk, s.o - o0), U + o0,
+                  s.o, staging);
+    }
+    float* V = staging + kPoints * kChunk * kChunk;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t t0 = blk * per_block, count = std::min(per_block, s.tiles - t0);
+      float* M = V + kPoints * count * s.c;
+      TransformInput(x, s, t0, count, V, count * s.c);
+      if (!Products(count, s.c, s.o, V, s.c, count * s.c, U, s.o, s.c * s.o, M, s.o, count * s.o)) {
+#pragma omp atomic write
+        failed = 1;
+      }
+      TransformOutput(M, s, t0, count, 0, s.o, s.o, count * s.o, y);
+    }
+  }
+  return !failed;
+}
+
+// Few tiles (the kernel is the bigger operand): all tiles' input is transformed once; each thread
+// then takes blocks of kChunk output channels, transforming just that slice of the kernel into its
+// caches, instead of the whole transformed kernel (36 C x O floats) going through memory.
+bool ByChannelBlocks(const float* x, const float* w, bool flip, const Shape& s, int team, float* y) {
+  float* V = KernelBuffer().Get(kPoints * s.tiles * s.c);
+  auto& buffers = ThreadBuffers();
+  const int64_t o_blocks = (s.o + kChunk - 1) / kChunk;
+  int failed = 0;
+#pragma omp parallel num_threads(team)
+  {
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < s.tiles; ++t) TransformInput(x, s, t, 1, V + t * s.c, s.tiles * s.c);
+    Buffer& own = buffers[omp_get_thread_num()];
+    float* U = own.Get(kPoints * (s.c + s.tiles + kChunk) * kChunk);
+    float* M = U + kPoints * s.c * kChunk;
+    float* staging = M + kPoints * s.tiles * kChunk;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t blk = 0; blk < o_blocks; ++blk) {
+      const int64_t o0 = blk * kChunk, on = std::min(kChunk, s.o - o0);
+      KernelBlock(w, s.c, s.o, flip, 0, s.c, o0, on, U, on, staging);
+      if (!Products(s.tiles, s.c, on, V, s.c, s.tiles * s.c, U, on, s.c * on, M, on, s.tiles * on)) {
+#pragma omp atomic write
+        failed = 1;
+      }
+      TransformOutput(M, s, 0, s.tiles, o0, on, on, s.tiles * on, y);
+    }
+  }
+  return !failed;
+}
+
 ffi::Error Conv(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Result<ffi::Buffer<ffi::F32>> y,
-                ffi::Span<const int64_t> pad_lo, int64_t block, bool flip) {
+                ffi::Span<const int64_t> pad_lo, int64_t block, int64_t few_tiles, bool flip) {
   auto xd = x.dimensions(), wd = w.dimensions(), yd = y->dimensions();
   if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4 || pad_lo.size() != 2)
     return ffi::Error::InvalidArgument("winograd conv: expects NHWC activations and an HWIO kernel");
   const int64_t w_in = flip ? wd[3] : wd[2], w_out = flip ? wd[2] : wd[3];
   if (wd[0] != 3 || wd[1] != 3 || w_in != xd[3] || w_out != yd[3] || yd[0] != xd[0])
     return ffi::Error::InvalidArgument("winograd conv: needs a 3x3 kernel and consistent shapes");
-  Shape s{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], yd[3], pad_lo[0], pad_lo[1], 0, 0};
+  Shape s{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], yd[3], pad_lo[0], pad_lo[1], 0, 0, 0};
   s.tiles_h = (s.oh + kTile - 1) / kTile;
   s.tiles_w = (s.ow + kTile - 1) / kTile;
-  const int64_t tiles = s.n * s.tiles_h * s.tiles_w;
-  if (tiles == 0 || s.c == 0 || s.o == 0) return ffi::Error::Success();
+  s.tiles = s.n * s.tiles_h * s.tiles_w;
+  if (s.tiles == 0 || s.c == 0 || s.o == 0) return ffi::Error::Success();
 
   std::lock_guard<std::mutex> guard(jaxcnn::OpenMPLock());
   static const int team = omp_get_max_threads();
   jaxcnn::OpenMPTeam scoped_team(team);
-  float* U = KernelBuffer().Get(kPoints * s.c * s.o);
-  TransformKernel(w.typed_data(), s.c, s.o, flip, U);
-
-  const int64_t per_block = std::max<int64_t>(1, std::min(block, (tiles + team - 1) / team));
-  const int64_t blocks = (tiles + per_block - 1) / per_block;
   auto& buffers = ThreadBuffers();
   if (static_cast<int>(buffers.size()) < team) buffers.resize(team);
-  const float* xs = x.typed_data();
-  float* ys = y->typed_data();
-  int failed = 0;
-#pragma omp parallel num_threads(team)
-  {
-    Buffer& own = buffers[omp_get_thread_num()];
-    float* V = own.Get(kPoints * per_block * (s.c + s.o));
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t blk = 0; blk < blocks; ++blk) {
-      const int64_t t0 = blk * per_block, count = std::min(per_block, tiles - t0);
-      float* M = V + kPoints * count * s.c;
-      TransformInput(xs, s, t0, count, V);
-      for (int64_t p = 0; p < kPoints; ++p) {
-        if (dnnl_sgemm('N', 'N', count, s.o, s.c, 1.0f, V + p * count * s.c, s.c, U + p * s.c * s.o, s.o,
-                       0.0f, M + p * count * s.o, s.o) != dnnl_success) {
-#pragma omp atomic write
-          failed = 1;
-        }
-      }
-      TransformOutput(M, s, t0, count, ys);
-    }
-  }
-  if (failed) return ffi::Error::Internal("winograd conv: oneDNN sgemm failed");
+  const bool ok = s.tiles <= few_tiles
+                      ? ByChannelBlocks(x.typed_data(), w.typed_data(), flip, s, team, y->typed_data())
+                      : ByTileBlocks(x.typed_data(), w.typed_data(), flip, s,
+                                     std::max<int64_t>(1, std::min(block, (s.tiles + team - 1) / team)), team,
+                                     y->typed_data());
+  if (!ok) return ffi::Error::Internal("winograd conv: oneDNN sgemm failed");
   return ffi::Error::Success();
 }
 
@@ -287,4 +335,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnWinogradConv, Conv,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<ffi::Span<const int64_t>>("pad_lo")
                                   .Attr<int64_t>("block")
+                                  .Attr<int64_t>("few_tiles")
                                   .Attr<bool>("flip"));

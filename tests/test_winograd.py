@@ -1,0 +1,107 @@
+"""The Winograd F(4x4, 3x3) convolution computes the 3x3 convolution: forward and both gradients.
+
+The reference is ``lax.conv_general_dilated`` in float64 on the same float32 operands; errors are
+relative to the largest output. The bound is the algorithm's, not the direct convolution's: the
+transforms scale by up to 8 and 1/24, so float32 rounding leaves about 1e-5 (the direct oneDNN
+convolution: 2e-6, ``test_onednn.py``). The cases cover both schedules (few tiles: the kernel
+transformed per block of output channels; many: per block of tiles), channel counts off the
+64-lane blocks, odd sizes with partial tiles, and every padding 0..2 on each side.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxcnn import lowering, onednn, winograd
+
+pytestmark = pytest.mark.skipif(not onednn.available(), reason=f"oneDNN unavailable: {onednn.why_unavailable()}")
+
+TOL = 3e-5          # float32, relative to the largest output (measured: 3e-6 to 1e-5)
+
+CASES = [  # (x shape NHWC, out channels, padding)
+    ((2, 9, 11, 32), 48, ((1, 1), (1, 1))),         # few tiles (2 x 3 x 3)
+    ((1, 13, 13, 40), 32, ((0, 2), (2, 0))),        # one-sided padding
+    ((3, 8, 8, 32), 32, ((0, 0), (0, 0))),          # "valid"
+    ((1, 17, 6, 33), 35, ((2, 2), (1, 0))),         # padding 2, odd channel counts
+    ((4, 30, 30, 32), 40, ((1, 1), (1, 1))),        # many tiles (4 x 8 x 8 = 256)
+    ((2, 33, 31, 70), 130, ((2, 0), (0, 1))),       # many tiles, channels past one 64-lane block
+]
+
+
+def _conv64(x, w, padding):
+    return lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    precision="highest")
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_forward_and_gradients_match_float64(case):
+    shape, o, padding = case
+    rng = np.random.default_rng(abs(hash(case)) % 2**32)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, shape[3], o)) / np.sqrt(9 * shape[3]), jnp.float32)
+    y, vjp = jax.vjp(lambda x, w: winograd.conv(x, w, padding), x, w)
+    ct = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    dx, dw = vjp(ct)
+    with jax.enable_x64():
+        f64 = lambda a: jnp.asarray(np.asarray(a), jnp.float64)  # noqa: E731
+        y_ref, vjp_ref = jax.vjp(lambda x, w: _conv64(x, w, padding), f64(x), f64(w))
+        dx_ref, dw_ref = vjp_ref(f64(ct))
+    assert y.shape == y_ref.shape
+    assert _rel(y, y_ref) < TOL
+    assert _rel(dx, dx_ref) < TOL
+    assert _rel(dw, dw_ref) < 2e-6     # the weight gradient is oneDNN's direct one
+
+
+def test_both_schedules_agree_with_each_other(monkeypatch):
+    """The same convolution through the per-tile-block and the per-channel-block schedules."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(2, 18, 18, 48)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 48, 80)) / 20, jnp.float32)
+    pads = ((1, 1), (1, 1))                               # 2 x 5 x 5 = 50 tiles
+    few = jax.jit(lambda x, w: winograd.conv(x, w, pads))(x, w)
+    monkeypatch.setattr(winograd, "FEW_TILES", 0)
+    many = jax.jit(lambda x, w: winograd.conv(x, w, pads))(x, w)
+    assert _rel(many, few) < 1e-6
+
+
+def _takes(x_shape, w_shape, strides=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=1,
+           dtype=jnp.float32):
+    return winograd.eligible(jnp.zeros(x_shape, dtype), jnp.zeros(w_shape, dtype), strides, padding,
+                             dilation, groups)
+
+
+def test_eligible_only_where_it_is_faster_and_defined():
+    vgg = ((8, 56, 56, 256), (3, 3, 256, 256))
+    assert _takes(*vgg)
+    assert not _takes(*vgg, strides=(2, 2))
+    assert not _takes(*vgg, dilation=(2, 2))
+    assert not _takes(*vgg, dtype=jnp.bfloat16)
+    assert not _takes(*vgg, padding=((3, 3), (1, 1)))
+    assert not _takes((8, 56, 56, 256), (3, 3, 128, 256), groups=2)
+    assert not _takes((8, 56, 56, 256), (5, 5, 256, 256), padding=((2, 2), (2, 2)))
+    assert not _takes((8, 56, 56, 16), (3, 3, 16, 64))                     # thin: direct wins
+    assert not _takes((1, 8, 8, 512), (3, 3, 512, 512))                    # 4 tiles: direct wins
+    with winograd.disabled():
+        assert not _takes(*vgg)
+    assert _takes(*vgg)
+
+
+def test_lowering_routes_eligible_convolutions_here():
+    x, w = jnp.zeros((2, 28, 28, 32), jnp.float32), jnp.zeros((3, 3, 32, 32), jnp.float32)
+
+    def lowered():   # a new function each time: jax's trace cache does not know the switch
+        return jax.jit(lambda x, w: lowering.conv_general_dilated(
+            x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))).lower(x, w).as_text()
+
+    with lowering.mode("fast"):
+        assert "jaxcnn_winograd_conv" in lowered()
+        with winograd.disabled():
+            text = lowered()
+    assert "jaxcnn_winograd_conv" not in text and "jaxcnn_conv_forward" in text
