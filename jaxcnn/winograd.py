@@ -31,9 +31,10 @@ import numpy as np
 
 from jaxcnn import onednn
 
-# Below these the direct convolution wins (``benchmarks/conv_layers.py --winograd``): with few
-# tiles the kernel transform (36 C x O floats written per call) costs more than the products
-# save, and with few channels the 36 products are too thin for the GEMM.
+# Below these the direct convolution wins (``python benchmarks/winograd.py --layers``): with few
+# tiles the transformed kernel (36 C x O floats, 4x the kernel) costs more to make and stream than
+# the products save, the more so the wider the layer (MIN_TILES per 256 channels); with few
+# channels the 36 products are too thin for the GEMM.
 MIN_TILES = 64
 MIN_CHANNELS = 32
 
@@ -70,8 +71,9 @@ def eligible(x, w, strides, padding, dilation, groups) -> bool:
             and groups == 1 and all(0 <= p <= 2 for pair in padding for p in pair)):
         return False
     oh, ow = (x.shape[1 + a] + sum(padding[a]) - 2 for a in range(2))
-    return (oh > 0 and ow > 0 and min(w.shape[2], w.shape[3]) >= MIN_CHANNELS
-            and _tiles(x.shape[0], oh, ow) >= MIN_TILES)
+    c, o = w.shape[2], w.shape[3]
+    return (oh > 0 and ow > 0 and min(c, o) >= MIN_CHANNELS
+            and _tiles(x.shape[0], oh, ow) >= MIN_TILES * max(1.0, max(c, o) / 256))
 
 
 def _block(c: int, o: int) -> int:

@@ -88,6 +88,9 @@ def test_eligible_only_where_it_is_faster_and_defined():
     assert not _takes((8, 56, 56, 256), (5, 5, 256, 256), padding=((2, 2), (2, 2)))
     assert not _takes((8, 56, 56, 16), (3, 3, 16, 64))                     # thin: direct wins
     assert not _takes((1, 8, 8, 512), (3, 3, 512, 512))                    # 4 tiles: direct wins
+    assert not _takes((16, 7, 7, 512), (3, 3, 512, 512))                   # 64 tiles of 512 channels: a tie
+    assert _takes((8, 14, 14, 512), (3, 3, 512, 512))                      # 128 tiles: Winograd wins
+    assert _takes((16, 7, 7, 256), (3, 3, 256, 256))
     with winograd.disabled():
         assert not _takes(*vgg)
     assert _takes(*vgg)
