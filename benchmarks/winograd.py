@@ -28,7 +28,7 @@ LAYERS = [  # (name, batch, H = W, C in, C out)
     ("GoogLeNet 4a 3x3", 16, 14, 96, 208), ("GoogLeNet 5b 3x3", 16, 7, 192, 384),
     ("ResNet-50 layer1 3x3", 16, 56, 64, 64), ("ResNet-50 layer3 3x3", 16, 14, 256, 256),
     ("ResNet-50 layer4 3x3", 16, 7, 512, 512), ("style VGG-19 conv2_1", 1, 64, 128, 128),
-    ("style VGG-19 conv3_2", 1, 32, 256, 256), ("style VGG-19 conv4_2", 1, 16, 512, 512),
+    ("style VGG-19 conv1_2", 1, 128, 64, 64), ("style VGG-19 conv3_2", 1, 32, 256, 256), ("style VGG-19 conv4_2", 1, 16, 512, 512),
     ("style VGG-19 conv5_1", 1, 8, 512, 512), ("PGD ResNet-18 layer1", 8, 32, 64, 64),
     ("PGD ResNet-18 layer2", 8, 16, 128, 128), ("PGD ResNet-18 layer3", 8, 8, 256, 256),
     ("PGD ResNet-18 layer4", 8, 4, 512, 512), ("DeepDream GoogLeNet 3a 3x3", 1, 16, 96, 128),
