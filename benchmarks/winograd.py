@@ -4,9 +4,10 @@
 of style transfer at 128 px), the forward and the input gradient, the two lowerings timed alternating
 (median of ``--repeats``; "not taken" marks the layers that ``winograd.eligible`` leaves to the direct
 convolution, timed here all the same). ``--models``: each model's inference and SGD-momentum train step (224 px)
-compiled with and without Winograd in this process, then timed alternating.
+compiled with and without Winograd in this process, then timed alternating. ``--style``: the same for
+the float32 style-transfer loop of ``inputopt_vs_torch.py``.
 
-    python benchmarks/winograd.py --layers --models vgg16:8 alexnet:32 googlenet:16 resnet50:16 --repeats 5
+    python benchmarks/winograd.py --layers --models vgg16:8 alexnet:32 googlenet:16 resnet50:16 --style --repeats 5
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ LAYERS = [  # (name, batch, H = W, C in, C out)
     ("GoogLeNet 4a 3x3", 16, 14, 96, 208), ("GoogLeNet 5b 3x3", 16, 7, 192, 384),
     ("ResNet-50 layer1 3x3", 16, 56, 64, 64), ("ResNet-50 layer3 3x3", 16, 14, 256, 256),
     ("ResNet-50 layer4 3x3", 16, 7, 512, 512), ("style VGG-19 conv2_1", 1, 64, 128, 128),
-    ("style VGG-19 conv1_2", 1, 128, 64, 64), ("style VGG-19 conv3_2", 1, 32, 256, 256), ("style VGG-19 conv4_2", 1, 16, 512, 512),
+    ("style VGG-19 conv1_2", 1, 128, 64, 64), ("style VGG-19 conv3_2", 1, 32, 256, 256),
+    ("style VGG-19 conv4_2", 1, 16, 512, 512),
     ("style VGG-19 conv5_1", 1, 8, 512, 512), ("PGD ResNet-18 layer1", 8, 32, 64, 64),
     ("PGD ResNet-18 layer2", 8, 16, 128, 128), ("PGD ResNet-18 layer3", 8, 8, 256, 256),
     ("PGD ResNet-18 layer4", 8, 4, 512, 512), ("DeepDream GoogLeNet 3a 3x3", 1, 16, 96, 128),
@@ -94,10 +96,40 @@ def models(specs: list[str], repeats: int) -> None:
               f"{train['direct'][0]:.1f} / {train['winograd'][0]:.1f} |", flush=True)
 
 
+def style(repeats: int, size: int = 128, steps: int = 10) -> None:
+    """The float32 style-transfer loop of ``inputopt_vs_torch.py`` (VGG-19, Adam), with and without."""
+    import jax
+
+    import jaxcnn
+    from jaxcnn import winograd
+    from jaxcnn.data.image_io import center_crop, resize_shorter, sample_photos
+    from jaxcnn.inputopt.optimize import InputOptimizer
+    from jaxcnn.inputopt.style import style_objectives
+
+    photos = sample_photos()
+    content = center_crop(resize_shorter(photos["astronaut"], size), size)
+    style_img = center_crop(resize_shorter(photos["coffee"], size), size)
+    vgg = jaxcnn.create_model("vgg19")
+    variables = jaxcnn.init_variables(vgg, 32)
+    runs = {}
+    for label, on in (("direct", False), ("winograd", True)):
+        winograd._enabled = on      # read when the loop's step is traced, i.e. on the first run
+        content_obj, style_obj = style_objectives(vgg, variables, content, [style_img])
+        opt = InputOptimizer(vgg, variables, steps=steps, optimizer="adam", learning_rate=0.02, shard=False)
+        objective = content_obj + 1e3 * style_obj
+        runs[label] = lambda opt=opt, o=objective: opt.run(o, content[None]).images
+        jax.block_until_ready(runs[label]())
+    winograd._enabled = True
+    ms = interleaved_ms(runs, repeats)
+    print(f"style transfer, VGG-19, {size} px, s/step direct / Winograd: "
+          f"{ms['direct'] / steps / 1e3:.3f} / {ms['winograd'] / steps / 1e3:.3f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--layers", action="store_true")
     ap.add_argument("--models", nargs="*", default=[], metavar="MODEL:BATCH")
+    ap.add_argument("--style", action="store_true", help="the float32 style-transfer loop at 128 px")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     host_memory.keep_freed_memory()
@@ -105,6 +137,8 @@ def main() -> None:
         layers(args.repeats)
     if args.models:
         models(args.models, args.repeats)
+    if args.style:
+        style(args.repeats)
 
 
 if __name__ == "__main__":

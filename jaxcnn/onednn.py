@@ -6,8 +6,8 @@ while its GEMMs reach 340, and it computes bfloat16 convolutions in float32. one
 gradient, weight gradient) at 400-470 GFLOP/s in float32 and, on CPUs with AMX,
 1.8-3.8 TFLOP/s in bfloat16 (``benchmarks/RESULTS.md``). ``matmul`` does the same for
 dense layers. This module builds the small C++ shims in ``csrc/`` (``onednn_conv.cc``,
-``onednn_matmul.cc``, ``max_pool.cc`` and ``batch_norm.cc``; the last two are the C++ max
-pool and training-mode batch norm ``lowering`` uses)
+``onednn_matmul.cc``, ``max_pool.cc``, ``batch_norm.cc`` and ``winograd.cc``; the last three are
+the C++ max pool, training-mode batch norm and Winograd convolutions ``lowering`` uses)
 into one shared object on first use (``g++``, the oneDNN headers
 and library of the ``onednn-devel-cpu-gomp`` / ``onednn-cpu-gomp`` wheels, and
 jaxlib's FFI headers), caches the shared object under ``~/.cache/jaxcnn``

@@ -50,23 +50,6 @@ struct Entry {
 
 }  // namespace
 
-namespace {
-
-// A buffer reused across calls (they are serialised by OpenMPLock()).
-struct Arena {
-  std::unique_ptr<char, decltype(&std::free)> data{nullptr, &std::free};
-  size_t size = 0;
-  void* Get(size_t bytes) {
-    if (bytes > size) {
-      size = (bytes + 4095) / 4096 * 4096;
-      data.reset(static_cast<char*>(std::aligned_alloc(4096, size)));
-    }
-    return data.get();
-  }
-};
-
-}  // namespace
-
 namespace jaxcnn {
 std::mutex& OpenMPLock() {
   static std::mutex lock;
@@ -79,7 +62,7 @@ dnnl::engine& Engine() {
 }
 
 void* Scratch(size_t bytes) {
-  static Arena arena;
+  static jaxcnn::Arena arena;
   return arena.Get(bytes);
 }
 }  // namespace jaxcnn
@@ -87,8 +70,8 @@ void* Scratch(size_t bytes) {
 namespace {
 using jaxcnn::Engine;
 
-Arena& WeightsArena() {
-  static Arena arena;
+jaxcnn::Arena& WeightsArena() {
+  static jaxcnn::Arena arena;
   return arena;
 }
 

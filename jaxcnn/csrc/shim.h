@@ -1,6 +1,6 @@
 // What the C++ shims built into one shared object by jaxcnn/onednn.py share (defined in
 // onednn_conv.cc): the oneDNN engine, one lock for every OpenMP team they start, the
-// scratch buffer they reuse under it, a scoped OpenMP team size, and bfloat16 loads and stores.
+// scratch buffer they reuse under it, reusable buffers, a scoped OpenMP team size, and bfloat16 loads and stores.
 
 #ifndef JAXCNN_CSRC_SHIM_H_
 #define JAXCNN_CSRC_SHIM_H_
@@ -8,7 +8,9 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 
 #include <omp.h>
@@ -26,6 +28,20 @@ std::mutex& OpenMPLock();
 // Scratch space reused by every call made under OpenMPLock(): allocating it per call costs
 // fresh pages, i.e. page faults, on every call.
 void* Scratch(size_t bytes);
+
+// A page-aligned buffer reused across calls (they are serialised by OpenMPLock()), grown on demand.
+struct Arena {
+  std::unique_ptr<char, decltype(&std::free)> data{nullptr, &std::free};
+  size_t size = 0;
+  void* Get(size_t bytes) {
+    if (bytes > size) {
+      size = (bytes + 4095) / 4096 * 4096;
+      data.reset(static_cast<char*>(std::aligned_alloc(4096, size)));
+    }
+    return data.get();
+  }
+  float* Floats(size_t n) { return static_cast<float*>(Get(n * sizeof(float))); }
+};
 
 // The calling thread's OpenMP team size for one call, put back afterwards: XLA may run the
 // call on the Python thread, and the process's other OpenMP users (PyTorch links the same

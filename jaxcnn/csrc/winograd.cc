@@ -41,32 +41,22 @@ constexpr int64_t kPatch = 6;    // inputs per tile side: kTile + 3 - 1
 constexpr int64_t kPoints = 36;  // kPatch * kPatch
 constexpr int64_t kChunk = 64;   // channels transformed at a time (the vectorised inner loop)
 
-struct Buffer {
-  std::unique_ptr<float, decltype(&std::free)> data{nullptr, &std::free};
-  size_t size = 0;
-  float* Get(size_t floats) {
-    if (floats > size) {
-      size = (floats + 1023) / 1024 * 1024;
-      data.reset(static_cast<float*>(std::aligned_alloc(64, size * sizeof(float))));
-    }
-    return data.get();
-  }
-};
+using jaxcnn::Arena;
 
 // One per OpenMP thread (the calls are serialised by OpenMPLock(), so reuse is safe).
-std::vector<Buffer>& ThreadBuffers() {
-  static std::vector<Buffer> buffers;
+std::vector<Arena>& ThreadBuffers() {
+  static std::vector<Arena> buffers;
   return buffers;
 }
 
-Buffer& KernelBuffer() {
-  static Buffer buffer;
+Arena& SharedBuffer() {  // the transformed kernel (many tiles) or input (few tiles)
+  static Arena buffer;
   return buffer;
 }
 
 // The kernel transform of one 3x3 kernel per lane k < n: rows[kh * 3 + kw][k] holds g[kh][kw],
-// out[p][k * stride] receives (G g G^T)[p].
-inline void KernelTile(const float* const rows[9], int64_t n, float* out, int64_t plane, int64_t stride) {
+// out[p * plane + k] receives (G g G^T)[p].
+inline void KernelTile(const float* const rows[9], int64_t n, float* out, int64_t plane) {
   float t[kPatch][3][kChunk];  // G g: 6 x 3
   for (int64_t kw = 0; kw < 3; ++kw) {
     const float *g0 = rows[kw], *g1 = rows[3 + kw], *g2 = rows[6 + kw];
@@ -84,12 +74,12 @@ inline void KernelTile(const float* const rows[9], int64_t n, float* out, int64_
     float* u = out + (i * kPatch) * plane;
     for (int64_t k = 0; k < n; ++k) {
       const float a = t[i][0][k], b = t[i][1][k], d = t[i][2][k];
-      u[0 * plane + k * stride] = a * 0.25f;
-      u[1 * plane + k * stride] = -(a + b + d) * (1.0f / 6);
-      u[2 * plane + k * stride] = -(a - b + d) * (1.0f / 6);
-      u[3 * plane + k * stride] = a * (1.0f / 24) + b * (1.0f / 12) + d * (1.0f / 6);
-      u[4 * plane + k * stride] = a * (1.0f / 24) - b * (1.0f / 12) + d * (1.0f / 6);
-      u[5 * plane + k * stride] = d;
+      u[0 * plane + k] = a * 0.25f;
+      u[1 * plane + k] = -(a + b + d) * (1.0f / 6);
+      u[2 * plane + k] = -(a - b + d) * (1.0f / 6);
+      u[3 * plane + k] = a * (1.0f / 24) + b * (1.0f / 12) + d * (1.0f / 6);
+      u[4 * plane + k] = a * (1.0f / 24) - b * (1.0f / 12) + d * (1.0f / 6);
+      u[5 * plane + k] = d;
     }
   }
 }
@@ -106,7 +96,7 @@ void KernelBlock(const float* w, int64_t C, int64_t O, bool flip, int64_t c0, in
     for (int64_t ci = c0; ci < c1; ++ci) {
       const float* rows[9];
       for (int64_t k = 0; k < 9; ++k) rows[k] = w + k * plane + ci * O + o0;
-      KernelTile(rows, on, U + ci * ldu, uplane, 1);
+      KernelTile(rows, on, U + ci * ldu, uplane);
     }
     return;
   }
@@ -115,7 +105,7 @@ void KernelBlock(const float* w, int64_t C, int64_t O, bool flip, int64_t c0, in
     for (int64_t j = 0; j < on; ++j) {
       const float* rows[9];
       for (int64_t k = 0; k < 9; ++k) rows[k] = w + (8 - k) * plane + (o0 + j) * C + ci0;
-      KernelTile(rows, n, staging + j * kChunk, on * kChunk, 1);
+      KernelTile(rows, n, staging + j * kChunk, on * kChunk);
     }
     for (int64_t p = 0; p < kPoints; ++p)
       for (int64_t i = 0; i < n; ++i) {
@@ -236,7 +226,7 @@ bool Products(int64_t rows, int64_t C, int64_t on, const float* V, int64_t ldv, 
 // through input transform, products and output transform, the block's data staying in its caches.
 bool ByTileBlocks(const float* x, const float* w, bool flip, const Shape& s, int64_t per_block, int team,
                   float* y) {
-  float* U = KernelBuffer().Get(kPoints * s.c * s.o);
+  float* U = SharedBuffer().Floats(kPoints * s.c * s.o);
   auto& buffers = ThreadBuffers();
   const int64_t o_blocks = (s.o + kChunk - 1) / kChunk;
   const int64_t c_step = flip ? kChunk : 16, c_blocks = (s.c + c_step - 1) / c_step;
@@ -244,8 +234,8 @@ bool ByTileBlocks(const float* x, const float* w, bool flip, const Shape& s, int
   int failed = 0;
 #pragma omp parallel num_threads(team)
   {
-    Buffer& own = buffers[omp_get_thread_num()];
-    float* staging = own.Get(kPoints * per_block * (s.c + s.o) + kPoints * kChunk * kChunk);
+    Arena& own = buffers[omp_get_thread_num()];
+    float* staging = own.Floats(kPoints * per_block * (s.c + s.o) + kPoints * kChunk * kChunk);
 #pragma omp for schedule(static)
     for (int64_t blk = 0; blk < o_blocks * c_blocks; ++blk) {
       const int64_t o0 = (blk % o_blocks) * kChunk, c0 = (blk / o_blocks) * c_step;
@@ -272,7 +262,7 @@ bool ByTileBlocks(const float* x, const float* w, bool flip, const Shape& s, int
 // then takes blocks of kChunk output channels, transforming just that slice of the kernel into its
 // caches, instead of the whole transformed kernel (36 C x O floats) going through memory.
 bool ByChannelBlocks(const float* x, const float* w, bool flip, const Shape& s, int team, float* y) {
-  float* V = KernelBuffer().Get(kPoints * s.tiles * s.c);
+  float* V = SharedBuffer().Floats(kPoints * s.tiles * s.c);
   auto& buffers = ThreadBuffers();
   const int64_t o_blocks = (s.o + kChunk - 1) / kChunk;
   int failed = 0;
@@ -280,8 +270,8 @@ bool ByChannelBlocks(const float* x, const float* w, bool flip, const Shape& s, 
   {
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < s.tiles; ++t) TransformInput(x, s, t, 1, V + t * s.c, s.tiles * s.c);
-    Buffer& own = buffers[omp_get_thread_num()];
-    float* U = own.Get(kPoints * (s.c + s.tiles + kChunk) * kChunk);
+    Arena& own = buffers[omp_get_thread_num()];
+    float* U = own.Floats(kPoints * (s.c + s.tiles + kChunk) * kChunk);
     float* M = U + kPoints * s.c * kChunk;
     float* staging = M + kPoints * s.tiles * kChunk;
 #pragma omp for schedule(dynamic, 1)
