@@ -10,7 +10,7 @@ tiles, multiplies and transforms back while the block is in its caches.
 
 The result differs from the direct convolution by rounding: the transforms scale by up to 8 and
 1/24, so the float32 error is about 1e-5 of the output's magnitude instead of 1e-6
-(``tests/test_winograd.py`` states it per shape). The input gradient of a stride-1 3x3
+(``tests/test_winograd.py`` holds it to 3e-5 against float64). The input gradient of a stride-1 3x3
 convolution is itself one (the kernel turned 180 degrees, its channel axes swapped), so it
 runs here too; the weight gradient stays oneDNN's direct one.
 
@@ -117,4 +117,10 @@ def conv(x, w, padding):
     if not onednn.available():
         raise RuntimeError(f"the Winograd convolution needs the oneDNN shim: {onednn.why_unavailable()}")
     padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+    if (x.ndim != 4 or w.ndim != 4 or tuple(w.shape[:2]) != (3, 3) or w.shape[2] != x.shape[3]
+            or x.dtype != jnp.float32 or w.dtype != jnp.float32):
+        raise ValueError(f"the Winograd convolution takes float32 NHWC x (3, 3, C, O), got {x.dtype}{x.shape} "
+                         f"x {w.dtype}{w.shape}")
+    if len(padding) != 2 or not all(len(pair) == 2 and 0 <= p <= 2 for pair in padding for p in pair):
+        raise ValueError(f"the Winograd convolution takes padding 0..2 per side, got {padding}")
     return _conv(x, w, padding)

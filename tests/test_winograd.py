@@ -71,6 +71,16 @@ def test_both_schedules_agree_with_each_other(monkeypatch):
     assert _rel(many, few) < 1e-6
 
 
+def test_bad_operands_get_one_line_errors():
+    x, w = jnp.zeros((1, 8, 8, 32), jnp.float32), jnp.zeros((3, 3, 32, 32), jnp.float32)
+    with pytest.raises(ValueError, match="padding 0..2"):
+        winograd.conv(x, w, ((3, 3), (1, 1)))
+    with pytest.raises(ValueError, match=r"\(3, 3, C, O\)"):
+        winograd.conv(x, jnp.zeros((5, 5, 32, 32), jnp.float32), ((1, 1), (1, 1)))
+    with pytest.raises(ValueError, match="float32"):
+        winograd.conv(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), ((1, 1), (1, 1)))
+
+
 def _takes(x_shape, w_shape, strides=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=1,
            dtype=jnp.float32):
     return winograd.eligible(jnp.zeros(x_shape, dtype), jnp.zeros(w_shape, dtype), strides, padding,
