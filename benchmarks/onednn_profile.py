@@ -15,27 +15,16 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 MARK, END = "=====TIMED", "=====END"
 
 
 def child(size: int, steps: int, dtype: str) -> None:
     from jaxcnn import host_memory
     host_memory.keep_freed_memory()
-    import jax
+    from style_loop import style_run
 
-    import jaxcnn
-    from jaxcnn.data.image_io import center_crop, resize_shorter, sample_photos
-    from jaxcnn.inputopt.optimize import InputOptimizer
-    from jaxcnn.inputopt.style import style_objectives
-
-    photos = sample_photos()
-    content = center_crop(resize_shorter(photos["astronaut"], size), size)
-    style = center_crop(resize_shorter(photos["coffee"], size), size)
-    variables = jaxcnn.init_variables(jaxcnn.create_model("vgg19"), 32)
-    vgg = jaxcnn.create_model("vgg19", dtype=dtype)
-    content_obj, style_obj = style_objectives(vgg, variables, content, [style])
-    opt = InputOptimizer(vgg, variables, steps=steps, optimizer="adam", learning_rate=0.02, shard=False)
-    run = lambda: jax.block_until_ready(opt.run(content_obj + 1e3 * style_obj, content[None]).images)  # noqa: E731
+    run = style_run(size, steps, dtype)
     run()
     run()
     print(MARK, flush=True)

@@ -98,27 +98,15 @@ def models(specs: list[str], repeats: int) -> None:
 
 def style(repeats: int, size: int = 128, steps: int = 10) -> None:
     """The float32 style-transfer loop of ``inputopt_vs_torch.py`` (VGG-19, Adam), with and without."""
-    import jax
+    from style_loop import style_run
 
-    import jaxcnn
     from jaxcnn import winograd
-    from jaxcnn.data.image_io import center_crop, resize_shorter, sample_photos
-    from jaxcnn.inputopt.optimize import InputOptimizer
-    from jaxcnn.inputopt.style import style_objectives
 
-    photos = sample_photos()
-    content = center_crop(resize_shorter(photos["astronaut"], size), size)
-    style_img = center_crop(resize_shorter(photos["coffee"], size), size)
-    vgg = jaxcnn.create_model("vgg19")
-    variables = jaxcnn.init_variables(vgg, 32)
     runs = {}
     for label, on in (("direct", False), ("winograd", True)):
         winograd._enabled = on      # read when the loop's step is traced, i.e. on the first run
-        content_obj, style_obj = style_objectives(vgg, variables, content, [style_img])
-        opt = InputOptimizer(vgg, variables, steps=steps, optimizer="adam", learning_rate=0.02, shard=False)
-        objective = content_obj + 1e3 * style_obj
-        runs[label] = lambda opt=opt, o=objective: opt.run(o, content[None]).images
-        jax.block_until_ready(runs[label]())
+        runs[label] = style_run(size, steps)
+        runs[label]()
     winograd._enabled = True
     ms = interleaved_ms(runs, repeats)
     print(f"style transfer, VGG-19, {size} px, s/step direct / Winograd: "

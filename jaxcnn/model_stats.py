@@ -8,6 +8,7 @@ normalization and activations are not counted (torchvision's convention).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -28,9 +29,20 @@ def init_variables(model: nn.Module, resolution: int | tuple[int, int] = 224, se
     parameters are replicated, so the partitionable scheme's sharding benefit does not apply here.
     """
     h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
-    x = jnp.zeros((batch, h, w, channels), jnp.float32)
+    shape = (batch, h, w, channels)
     with jax.threefry_partitionable(False):
-        return jax.jit(lambda k: model.init(k, x, train=False))(jax.random.key(seed, impl="threefry2x32"))
+        key = jax.random.key(seed, impl="threefry2x32")
+        try:
+            hash(model)
+        except TypeError:   # a module with unhashable fields: traced afresh
+            return jax.jit(lambda k: model.init(k, jnp.zeros(shape, jnp.float32), train=False))(key)
+        return _init(model, shape, key)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init(model: nn.Module, shape: tuple[int, ...], key: jax.Array) -> dict[str, Any]:
+    """One compiled init per (module, input shape), whatever the seed: another seed reuses it."""
+    return model.init(key, jnp.zeros(shape, jnp.float32), train=False)
 
 
 def count_params(variables: dict[str, Any]) -> int:
