@@ -1,10 +1,13 @@
-"""jaxcnn's Winograd F(4x4, 3x3) convolutions (``jaxcnn.winograd``) against oneDNN's direct ones, float32.
+"""jaxcnn's Winograd F(4x4, 3x3) and F(2x2, 5x5) convolutions (``jaxcnn.winograd``) against oneDNN's
+direct ones, float32.
 
-``--layers``: per 3x3 convolution of VGG-16, AlexNet, GoogLeNet and ResNet-50 (and the batch-1 layers
-of style transfer at 128 px), the forward and the input gradient, the two lowerings timed alternating
+``--layers``: per 3x3 or 5x5 convolution of VGG-16, AlexNet, GoogLeNet, ResNet-50 and Inception-v3 (and the
+batch-1 layers of style transfer at 128 px; ``--only TEXT`` keeps the layers whose name contains TEXT),
+the forward and the input gradient, the two lowerings timed alternating
 (median of ``--repeats``; "not taken" marks the layers that ``winograd.eligible`` leaves to the direct
 convolution, timed here all the same). ``--models``: each model's inference and SGD-momentum train step (224 px)
-compiled with and without Winograd in this process, then timed alternating. ``--style``: the same for
+compiled three ways in this process (direct; Winograd for 3x3 kernels only; for 3x3 and 5x5), then
+timed alternating. ``--style``: the same for
 the float32 style-transfer loop of ``inputopt_vs_torch.py``.
 
     python benchmarks/winograd.py --layers --models vgg16:8 alexnet:32 googlenet:16 resnet50:16 --style --repeats 5
@@ -21,7 +24,7 @@ from jaxcnn import host_memory
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from interleaved import interleaved_ms, train_steps_ab  # noqa: E402
 
-LAYERS = [  # (name, batch, H = W, C in, C out)
+LAYERS = [  # (name, batch, H = W, C in, C out[, kernel size, 3 if not given])
     ("VGG-16 conv1_2", 8, 224, 64, 64), ("VGG-16 conv2_2", 8, 112, 128, 128),
     ("VGG-16 conv3_2", 8, 56, 256, 256), ("VGG-16 conv4_2", 8, 28, 512, 512),
     ("VGG-16 conv5_2", 8, 14, 512, 512), ("AlexNet conv3", 32, 13, 192, 384),
@@ -34,23 +37,29 @@ LAYERS = [  # (name, batch, H = W, C in, C out)
     ("style VGG-19 conv5_1", 1, 8, 512, 512), ("PGD ResNet-18 layer1", 8, 32, 64, 64),
     ("PGD ResNet-18 layer2", 8, 16, 128, 128), ("PGD ResNet-18 layer3", 8, 8, 256, 256),
     ("PGD ResNet-18 layer4", 8, 4, 512, 512), ("DeepDream GoogLeNet 3a 3x3", 1, 16, 96, 128),
-    ("DeepDream GoogLeNet 4a 3x3", 1, 8, 96, 208)]
+    ("DeepDream GoogLeNet 4a 3x3", 1, 8, 96, 208), ("AlexNet conv2 5x5", 32, 27, 64, 192, 5),
+    ("AlexNet conv2 5x5", 8, 27, 64, 192, 5), ("AlexNet conv2 5x5", 1, 27, 64, 192, 5),
+    ("Inception-v3 Mixed_5b 5x5", 16, 35, 48, 64, 5), ("Inception-v3 Mixed_5b 5x5", 1, 35, 48, 64, 5),
+    ("5x5 512 channels", 8, 14, 512, 512, 5), ("5x5 512 channels", 1, 14, 512, 512, 5)]
 
 
-def layers(repeats: int) -> None:
+def layers(repeats: int, only: str = "") -> None:
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from jaxcnn import onednn, winograd
 
-    pads = ((1, 1), (1, 1))
     print("| layer (batch) | GFLOP | forward ms direct / Winograd | input gradient ms direct / Winograd |")
     print("|---|---|---|---|")
-    for name, n, hw, c, o in LAYERS:
+    for name, n, hw, c, o, *k in LAYERS:
+        if only not in name:
+            continue
+        r = k[0] if k else 3
+        pads = ((r // 2, r // 2),) * 2
         rng = np.random.default_rng(0)
         x = jnp.asarray(rng.standard_normal((n, hw, hw, c), np.float32))
-        w = jnp.asarray(rng.standard_normal((3, 3, c, o), np.float32) / np.sqrt(9 * c))
+        w = jnp.asarray(rng.standard_normal((r, r, c, o), np.float32) / np.sqrt(r * r * c))
         g = jnp.asarray(rng.standard_normal((n, hw, hw, o), np.float32))
         convs = {"direct": lambda x, w: onednn.conv(x, w, (1, 1), pads),
                  "winograd": lambda x, w: winograd.conv(x, w, pads)}
@@ -59,7 +68,7 @@ def layers(repeats: int) -> None:
         ms = interleaved_ms({(k, p): (lambda f=f: f(x, w)) for p, fs in (("fwd", fwd), ("bwd", bwd))
                              for k, f in fs.items()}, repeats)
         use = "" if winograd.eligible(x, w, (1, 1), pads, (1, 1), 1) else " (not taken)"
-        print(f"| {name}{use} ({n}) | {2 * n * hw * hw * c * o * 9 / 1e9:.2f} | "
+        print(f"| {name}{use} ({n}) | {2 * n * hw * hw * c * o * r * r / 1e9:.2f} | "
               f"{ms['direct', 'fwd']:.1f} / {ms['winograd', 'fwd']:.1f} | "
               f"{ms['direct', 'bwd']:.1f} / {ms['winograd', 'bwd']:.1f} |", flush=True)
 
@@ -73,9 +82,11 @@ def models(specs: list[str], repeats: int) -> None:
     from jaxcnn import winograd
     from jaxcnn.model_stats import init_variables
 
-    variants = {"direct": False, "winograd": True}
-    print("| model (batch) | inference img/s direct / Winograd | train img/s direct / Winograd "
-          "| train compile s direct / Winograd |")
+    never = float("inf")     # a kernel size whose MIN_TILES is never reached stays direct
+    rule = dict(winograd.MIN_TILES)
+    variants = {"direct": {3: never, 5: never}, "3x3": {**rule, 5: never}, "3x3+5x5": rule}
+    cols = " / ".join(variants)
+    print(f"| model (batch) | inference img/s {cols} | train img/s {cols} | train compile s {cols} |")
     print("|---|---|---|---|")
     for spec in specs:
         name, batch = spec.split(":")
@@ -85,15 +96,17 @@ def models(specs: list[str], repeats: int) -> None:
         variables = init_variables(model, 224, seed=0, batch=1)
         x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, 224, 224, 3)), jnp.float32)
         infer = {}
-        for label, on in variants.items():
-            winograd._enabled = on
-            infer[label] = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).compile()
-        winograd._enabled = True
+        try:
+            for label, tiles in variants.items():
+                winograd.MIN_TILES = tiles
+                infer[label] = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).compile()
+        finally:
+            winograd.MIN_TILES = rule
         ms = interleaved_ms({k: (lambda f=f: f(variables, x)) for k, f in infer.items()}, repeats)
-        train = train_steps_ab(name, batch, "float32", "_enabled", variants, repeats, module=winograd)
-        print(f"| {name} ({batch}) | {batch / ms['direct'] * 1e3:.2f} / {batch / ms['winograd'] * 1e3:.2f} | "
-              f"{train['direct'][1]:.2f} / {train['winograd'][1]:.2f} | "
-              f"{train['direct'][0]:.1f} / {train['winograd'][0]:.1f} |", flush=True)
+        train = train_steps_ab(name, batch, "float32", "MIN_TILES", variants, repeats, module=winograd)
+        row = [" / ".join(f"{batch / ms[k] * 1e3:.2f}" for k in variants),
+               " / ".join(f"{train[k][1]:.2f}" for k in variants), " / ".join(f"{train[k][0]:.1f}" for k in variants)]
+        print(f"| {name} ({batch}) | " + " | ".join(row) + " |", flush=True)
 
 
 def style(repeats: int, size: int = 128, steps: int = 10) -> None:
@@ -118,11 +131,12 @@ def main() -> None:
     ap.add_argument("--layers", action="store_true")
     ap.add_argument("--models", nargs="*", default=[], metavar="MODEL:BATCH")
     ap.add_argument("--style", action="store_true", help="the float32 style-transfer loop at 128 px")
+    ap.add_argument("--only", default="", metavar="TEXT", help="--layers: those whose name contains TEXT")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     host_memory.keep_freed_memory()
     if args.layers:
-        layers(args.repeats)
+        layers(args.repeats, args.only)
     if args.models:
         models(args.models, args.repeats)
     if args.style:

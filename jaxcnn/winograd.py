@@ -32,11 +32,13 @@ import numpy as np
 from jaxcnn import onednn
 
 # Below these the direct convolution wins (``python benchmarks/winograd.py --layers``): with few
-# tiles the transformed kernel (36 C x O floats, 4x the kernel) costs more to make and stream than
-# the products save, the more so the wider the layer (MIN_TILES per 256 channels); with few
-# channels the 36 products are too thin for the GEMM.
-MIN_TILES = 64
-MIN_CHANNELS = 32
+# tiles the transformed kernel (36 C x O floats, 4x a 3x3 kernel) costs more to make and stream than
+# the products save, for 3x3 kernels the more so the wider the layer (MIN_TILES per 256 channels of
+# the wider side); with few channels the 36 products are too thin for the GEMM. Per kernel size: a
+# 3x3 kernel's tiles hold 4x4 outputs, a 5x5 one's 2x2, whose input transform costs four times as
+# much per output, hence the higher bounds.
+MIN_TILES = {3: 64, 5: 256}
+MIN_CHANNELS = {3: 32, 5: 64}
 
 # Up to this many tiles the kernel is transformed one block of 64 output channels at a time, inside
 # each thread's caches, instead of once for all (36 C x O floats through memory).
@@ -60,20 +62,28 @@ def disabled():
         _enabled = previous
 
 
-def _tiles(n: int, oh: int, ow: int) -> int:
-    return n * -(-oh // 4) * -(-ow // 4)
+def _tile(r: int) -> int:
+    """Outputs per tile side: 4 for a 3x3 kernel (F(4x4, 3x3)), 2 for a 5x5 one (F(2x2, 5x5))."""
+    return 7 - r
+
+
+def _tiles(n: int, oh: int, ow: int, r: int = 3) -> int:
+    t = _tile(r)
+    return n * -(-oh // t) * -(-ow // t)
 
 
 def eligible(x, w, strides, padding, dilation, groups) -> bool:
     """Whether ``conv`` computes this NHWC x HWIO convolution (explicit ``padding`` pairs) fast."""
+    r = w.shape[0] if w.ndim == 4 and w.shape[0] == w.shape[1] else 0
     if not (_enabled and x.dtype == jnp.float32 and w.dtype == jnp.float32 and x.ndim == 4
-            and tuple(w.shape[:2]) == (3, 3) and tuple(strides) == (1, 1) and tuple(dilation) == (1, 1)
-            and groups == 1 and all(0 <= p <= 2 for pair in padding for p in pair)):
+            and r in MIN_TILES and tuple(strides) == (1, 1) and tuple(dilation) == (1, 1)
+            and groups == 1 and all(0 <= p < r for pair in padding for p in pair)):
         return False
-    oh, ow = (x.shape[1 + a] + sum(padding[a]) - 2 for a in range(2))
+    oh, ow = (x.shape[1 + a] + sum(padding[a]) - (r - 1) for a in range(2))
     c, o = w.shape[2], w.shape[3]
-    return (oh > 0 and ow > 0 and min(c, o) >= MIN_CHANNELS
-            and _tiles(x.shape[0], oh, ow) >= MIN_TILES * max(1.0, max(c, o) / 256))
+    widths = max(1.0, max(c, o) / 256) if r == 3 else 1.0
+    return (oh > 0 and ow > 0 and min(c, o) >= MIN_CHANNELS[r]
+            and _tiles(x.shape[0], oh, ow, r) >= MIN_TILES[r] * widths)
 
 
 def _block(c: int, o: int) -> int:
@@ -93,7 +103,8 @@ def _call(x, w, pad_lo, out_hw, flip=False):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv(x, w, padding):
     (pt, pb), (pl, pr) = padding
-    return _call(x, w, (pt, pl), (x.shape[1] + pt + pb - 2, x.shape[2] + pl + pr - 2))
+    k = w.shape[0] - 1
+    return _call(x, w, (pt, pl), (x.shape[1] + pt + pb - k, x.shape[2] + pl + pr - k))
 
 
 def _conv_fwd(x, w, padding):
@@ -102,8 +113,9 @@ def _conv_fwd(x, w, padding):
 
 def _conv_bwd(padding, res, g):
     x, w = res
-    (pt, pb), (pl, pr) = padding
-    dx = _call(g, w, (2 - pt, 2 - pl), x.shape[1:3], flip=True)   # the kernel turned, I and O swapped
+    (pt, _), (pl, _) = padding
+    k = w.shape[0] - 1
+    dx = _call(g, w, (k - pt, k - pl), x.shape[1:3], flip=True)   # the kernel turned, I and O swapped
     dw = onednn.backward_weights(x, g, w.shape, padding)
     return dx, dw
 
@@ -112,15 +124,17 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
 def conv(x, w, padding):
-    """``lax.conv_general_dilated(x, w, (1, 1), padding)`` for NHWC x HWIO float32 and a 3x3 kernel,
-    with every padding in 0..2 (``eligible``); needs ``onednn.available()``."""
+    """``lax.conv_general_dilated(x, w, (1, 1), padding)`` for NHWC x HWIO float32 and an r x r kernel,
+    r = 3 or 5, with every padding in 0..r-1 (``eligible``); needs ``onednn.available()``."""
     if not onednn.available():
         raise RuntimeError(f"the Winograd convolution needs the oneDNN shim: {onednn.why_unavailable()}")
     padding = tuple(tuple(int(p) for p in pair) for pair in padding)
-    if (x.ndim != 4 or w.ndim != 4 or tuple(w.shape[:2]) != (3, 3) or w.shape[2] != x.shape[3]
-            or x.dtype != jnp.float32 or w.dtype != jnp.float32):
-        raise ValueError(f"the Winograd convolution takes float32 NHWC x (3, 3, C, O), got {x.dtype}{x.shape} "
-                         f"x {w.dtype}{w.shape}")
-    if len(padding) != 2 or not all(len(pair) == 2 and 0 <= p <= 2 for pair in padding for p in pair):
-        raise ValueError(f"the Winograd convolution takes padding 0..2 per side, got {padding}")
+    if (x.ndim != 4 or w.ndim != 4 or w.shape[0] not in MIN_TILES or w.shape[1] != w.shape[0]
+            or w.shape[2] != x.shape[3] or x.dtype != jnp.float32 or w.dtype != jnp.float32):
+        raise ValueError(f"the Winograd convolution takes float32 NHWC x (r, r, C, O), r = 3 or 5, got "
+                         f"{x.dtype}{x.shape} x {w.dtype}{w.shape}")
+    r = w.shape[0]
+    if len(padding) != 2 or not all(len(pair) == 2 and 0 <= p < r for pair in padding for p in pair):
+        raise ValueError(f"the Winograd convolution of a {r}x{r} kernel takes padding 0..{r - 1} per side, "
+                         f"got {padding}")
     return _conv(x, w, padding)

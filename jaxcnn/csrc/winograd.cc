@@ -1,14 +1,18 @@
-// An XLA FFI handler for float32 3x3 stride-1 convolutions by Winograd's minimal filtering,
-// F(4x4, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016).
+// An XLA FFI handler for float32 3x3 and 5x5 stride-1 convolutions by Winograd's minimal
+// filtering, F(4x4, 3x3) and F(2x2, 5x5) (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+// Networks", 2016).
 //
-// Each 4x4 block of outputs ("tile") is computed from the 6x6 input patch under it:
+// Each block of outputs ("tile": 4x4 for a 3x3 kernel, 2x2 for a 5x5 one) is computed from the
+// 6x6 input patch under it:
 //   Y = A^T [ (G g G^T) (.) (B^T d B) ] A
-// per input/output channel pair, where (.) is the elementwise product of 6x6 matrices. Summed
-// over input channels, the 36 elementwise products become 36 matrix products
+// per input/output channel pair, where (.) is the elementwise product of 6x6 matrices. Both use
+// the same six interpolation points (0, 1, -1, 2, -2, infinity), so they share the input
+// transform B^T; G (6 x r) and A^T (tile x 6) differ. Summed over input channels, the 36
+// elementwise products become 36 matrix products
 //   M_p = V_p U_p,   V_p: tiles x C (transformed input), U_p: C x O (transformed kernel),
-// 36 * C * O multiply-adds per tile instead of the direct convolution's 144 * C * O.
+// 36 * C * O multiply-adds per tile instead of the direct convolution's 144 (3x3) or 100 (5x5).
 //
-// Layouts: x NHWC, kernel HWIO (3, 3, C, O), y NHWC; any zero padding (pad_lo given, the high
+// Layouts: x NHWC, kernel HWIO (r, r, C, O), y NHWC; any zero padding (pad_lo given, the high
 // padding implied by the output size). The tiles are split into blocks; each OpenMP thread
 // transforms a block's input into a buffer of its own, runs the 36 products through oneDNN's
 // sgemm (single-threaded inside the team), and transforms the products back into y, so that a
@@ -36,8 +40,7 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int64_t kTile = 4;     // outputs per tile side
-constexpr int64_t kPatch = 6;    // inputs per tile side: kTile + 3 - 1
+constexpr int64_t kPatch = 6;    // inputs per tile side: the tile's outputs + the kernel's taps - 1
 constexpr int64_t kPoints = 36;  // kPatch * kPatch
 constexpr int64_t kChunk = 64;   // channels transformed at a time (the vectorised inner loop)
 
@@ -54,58 +57,82 @@ Arena& SharedBuffer() {  // the transformed kernel (many tiles) or input (few ti
   return buffer;
 }
 
-// The kernel transform of one 3x3 kernel per lane k < n: rows[kh * 3 + kw][k] holds g[kh][kw],
+// G's rows applied to r kernel taps g[0..r) (F(4x4, 3x3): r = 3, F(2x2, 5x5): r = 5): the taps'
+// polynomial evaluated at 0, 1, -1, 2, -2 (scaled by 1/4, -1/6, -1/6, 1/24, 1/24) and its leading
+// coefficient (the point at infinity). Both tile sizes share these points, hence B^T.
+template <int R>
+inline void ApplyG(const float* g, float* out);
+
+template <>
+inline void ApplyG<3>(const float* g, float* t) {
+  const float a = g[0], b = g[1], d = g[2];
+  t[0] = a * 0.25f;
+  t[1] = -(a + b + d) * (1.0f / 6);
+  t[2] = -(a - b + d) * (1.0f / 6);
+  t[3] = a * (1.0f / 24) + b * (1.0f / 12) + d * (1.0f / 6);
+  t[4] = a * (1.0f / 24) - b * (1.0f / 12) + d * (1.0f / 6);
+  t[5] = d;
+}
+
+template <>
+inline void ApplyG<5>(const float* g, float* t) {
+  const float even = g[0] + g[2] + g[4], odd = g[1] + g[3];
+  const float even2 = g[0] + 4 * g[2] + 16 * g[4], odd2 = 2 * g[1] + 8 * g[3];
+  t[0] = g[0] * 0.25f;
+  t[1] = -(even + odd) * (1.0f / 6);
+  t[2] = -(even - odd) * (1.0f / 6);
+  t[3] = (even2 + odd2) * (1.0f / 24);
+  t[4] = (even2 - odd2) * (1.0f / 24);
+  t[5] = g[4];
+}
+
+// The kernel transform of one R x R kernel per lane k < n: rows[kh * R + kw][k] holds g[kh][kw],
 // out[p * plane + k] receives (G g G^T)[p].
-inline void KernelTile(const float* const rows[9], int64_t n, float* out, int64_t plane) {
-  float t[kPatch][3][kChunk];  // G g: 6 x 3
-  for (int64_t kw = 0; kw < 3; ++kw) {
-    const float *g0 = rows[kw], *g1 = rows[3 + kw], *g2 = rows[6 + kw];
+template <int R>
+inline void KernelTile(const float* const rows[R * R], int64_t n, float* out, int64_t plane) {
+  float t[kPatch][R][kChunk];  // G g: 6 x R
+  for (int64_t kw = 0; kw < R; ++kw) {
     for (int64_t k = 0; k < n; ++k) {
-      const float a = g0[k], b = g1[k], d = g2[k];
-      t[0][kw][k] = a * 0.25f;
-      t[1][kw][k] = -(a + b + d) * (1.0f / 6);
-      t[2][kw][k] = -(a - b + d) * (1.0f / 6);
-      t[3][kw][k] = a * (1.0f / 24) + b * (1.0f / 12) + d * (1.0f / 6);
-      t[4][kw][k] = a * (1.0f / 24) - b * (1.0f / 12) + d * (1.0f / 6);
-      t[5][kw][k] = d;
+      float g[R], e[kPatch];
+      for (int kh = 0; kh < R; ++kh) g[kh] = rows[kh * R + kw][k];
+      ApplyG<R>(g, e);
+      for (int i = 0; i < kPatch; ++i) t[i][kw][k] = e[i];
     }
   }
   for (int64_t i = 0; i < kPatch; ++i) {
     float* u = out + (i * kPatch) * plane;
     for (int64_t k = 0; k < n; ++k) {
-      const float a = t[i][0][k], b = t[i][1][k], d = t[i][2][k];
-      u[0 * plane + k] = a * 0.25f;
-      u[1 * plane + k] = -(a + b + d) * (1.0f / 6);
-      u[2 * plane + k] = -(a - b + d) * (1.0f / 6);
-      u[3 * plane + k] = a * (1.0f / 24) + b * (1.0f / 12) + d * (1.0f / 6);
-      u[4 * plane + k] = a * (1.0f / 24) - b * (1.0f / 12) + d * (1.0f / 6);
-      u[5 * plane + k] = d;
+      float g[R], e[kPatch];
+      for (int kw = 0; kw < R; ++kw) g[kw] = t[i][kw][k];
+      ApplyG<R>(g, e);
+      for (int j = 0; j < kPatch; ++j) u[j * plane + k] = e[j];
     }
   }
 }
 
 // U[p][ci][j] (row stride ldu, plane C * ldu) = (G g G^T)[p] for input channels ci in [c0, c1) and
-// output channels o0 + j, j < on <= kChunk, of the 3x3 kernel g: w[:, :, ci, o] of a (3, 3, C, O)
-// kernel w, or, with flip, w[::-1, ::-1, o, ci] of a (3, 3, O, C) one (the input gradient's
+// output channels o0 + j, j < on <= kChunk, of the R x R kernel g: w[:, :, ci, o] of an (R, R, C, O)
+// kernel w, or, with flip, w[::-1, ::-1, o, ci] of an (R, R, O, C) one (the input gradient's
 // kernel, read in place). The flipped rows are contiguous in ci, so their lanes run over ci and
 // the results are staged (kPoints * kChunk * kChunk floats) to be written contiguous in j.
+template <int R>
 void KernelBlock(const float* w, int64_t C, int64_t O, bool flip, int64_t c0, int64_t c1, int64_t o0,
                  int64_t on, float* U, int64_t ldu, float* staging) {
   const int64_t plane = C * O, uplane = C * ldu;
   if (!flip) {
     for (int64_t ci = c0; ci < c1; ++ci) {
-      const float* rows[9];
-      for (int64_t k = 0; k < 9; ++k) rows[k] = w + k * plane + ci * O + o0;
-      KernelTile(rows, on, U + ci * ldu, uplane);
+      const float* rows[R * R];
+      for (int64_t k = 0; k < R * R; ++k) rows[k] = w + k * plane + ci * O + o0;
+      KernelTile<R>(rows, on, U + ci * ldu, uplane);
     }
     return;
   }
   for (int64_t ci0 = c0; ci0 < c1; ci0 += kChunk) {
     const int64_t n = std::min(kChunk, c1 - ci0);
     for (int64_t j = 0; j < on; ++j) {
-      const float* rows[9];
-      for (int64_t k = 0; k < 9; ++k) rows[k] = w + (8 - k) * plane + (o0 + j) * C + ci0;
-      KernelTile(rows, n, staging + j * kChunk, on * kChunk);
+      const float* rows[R * R];
+      for (int64_t k = 0; k < R * R; ++k) rows[k] = w + (R * R - 1 - k) * plane + (o0 + j) * C + ci0;
+      KernelTile<R>(rows, n, staging + j * kChunk, on * kChunk);
     }
     for (int64_t p = 0; p < kPoints; ++p)
       for (int64_t i = 0; i < n; ++i) {
@@ -116,8 +143,13 @@ void KernelBlock(const float* w, int64_t C, int64_t O, bool flip, int64_t c0, in
 }
 
 struct Shape {
-  int64_t n, h, w, c, oh, ow, o, pad_top, pad_left, tiles_h, tiles_w, tiles;
+  int64_t n, h, w, c, oh, ow, o, pad_top, pad_left, r, tile, tiles_h, tiles_w, tiles;  // tile = 7 - r
 };
+
+void KernelSlice(const float* w, const Shape& s, bool flip, int64_t c0, int64_t c1, int64_t o0, int64_t on,
+                 float* U, int64_t ldu, float* staging) {
+  (s.r == 3 ? KernelBlock<3> : KernelBlock<5>)(w, s.c, s.o, flip, c0, c1, o0, on, U, ldu, staging);
+}
 
 // V[p * plane + t * C + c] = (B^T d B)[p] for the 6x6 patch d under tile t0 + t, t < count (zero
 // outside x).
@@ -125,7 +157,7 @@ void TransformInput(const float* x, const Shape& s, int64_t t0, int64_t count, f
   for (int64_t t = 0; t < count; ++t) {
     const int64_t tile = t0 + t, per_image = s.tiles_h * s.tiles_w;
     const int64_t b = tile / per_image, ty = (tile % per_image) / s.tiles_w, tx = tile % s.tiles_w;
-    const int64_t r0 = ty * kTile - s.pad_top, q0 = tx * kTile - s.pad_left;
+    const int64_t r0 = ty * s.tile - s.pad_top, q0 = tx * s.tile - s.pad_left;
     for (int64_t c0 = 0; c0 < s.c; c0 += kChunk) {
       const int64_t n = std::min(kChunk, s.c - c0);
       float d[kPatch][kPatch][kChunk];
@@ -170,44 +202,63 @@ void TransformInput(const float* x, const Shape& s, int64_t t0, int64_t count, f
   }
 }
 
+// A^T's rows applied to the 6 products m[0..6): the tile's outputs, from the same points as G.
+template <int T>
+inline void ApplyAT(const float* m, float* y);
+
+template <>
+inline void ApplyAT<4>(const float* m, float* y) {
+  y[0] = m[0] + m[1] + m[2] + m[3] + m[4];
+  y[1] = m[1] - m[2] + 2 * m[3] - 2 * m[4];
+  y[2] = m[1] + m[2] + 4 * m[3] + 4 * m[4];
+  y[3] = m[1] - m[2] + 8 * m[3] - 8 * m[4] + m[5];
+}
+
+template <>
+inline void ApplyAT<2>(const float* m, float* y) {
+  y[0] = m[0] + m[1] + m[2] + m[3] + m[4];
+  y[1] = m[1] - m[2] + 2 * m[3] - 2 * m[4] + m[5];
+}
+
 // y[tile t0 + t][o0 + j] = (A^T M A) for M[p * plane + t * ldm + j], t < count, j < on; written
 // where it lies inside y.
-void TransformOutput(const float* M, const Shape& s, int64_t t0, int64_t count, int64_t o0, int64_t on,
-                     int64_t ldm, int64_t plane, float* y) {
+template <int T>
+void TransformOutputT(const float* M, const Shape& s, int64_t t0, int64_t count, int64_t o0, int64_t on,
+                      int64_t ldm, int64_t plane, float* y) {
   for (int64_t t = 0; t < count; ++t) {
     const int64_t tile = t0 + t, per_image = s.tiles_h * s.tiles_w;
     const int64_t b = tile / per_image, ty = (tile % per_image) / s.tiles_w, tx = tile % s.tiles_w;
-    const int64_t rows = std::min(kTile, s.oh - ty * kTile), cols = std::min(kTile, s.ow - tx * kTile);
+    const int64_t rows = std::min<int64_t>(T, s.oh - ty * T), cols = std::min<int64_t>(T, s.ow - tx * T);
     for (int64_t j0 = 0; j0 < on; j0 += kChunk) {
       const int64_t n = std::min(kChunk, on - j0);
-      float e[kTile][kPatch][kChunk];  // A^T M
+      float e[T][kPatch][kChunk];  // A^T M
       for (int64_t j = 0; j < kPatch; ++j) {
         const float* m = M + j * plane + t * ldm + j0;
         for (int64_t k = 0; k < n; ++k) {
-          const float m0 = m[0 * kPatch * plane + k], m1 = m[1 * kPatch * plane + k],
-                      m2 = m[2 * kPatch * plane + k], m3 = m[3 * kPatch * plane + k],
-                      m4 = m[4 * kPatch * plane + k], m5 = m[5 * kPatch * plane + k];
-          e[0][j][k] = m0 + m1 + m2 + m3 + m4;
-          e[1][j][k] = m1 - m2 + 2 * m3 - 2 * m4;
-          e[2][j][k] = m1 + m2 + 4 * m3 + 4 * m4;
-          e[3][j][k] = m1 - m2 + 8 * m3 - 8 * m4 + m5;
+          float col[kPatch], out[T];
+          for (int i = 0; i < kPatch; ++i) col[i] = m[i * kPatch * plane + k];
+          ApplyAT<T>(col, out);
+          for (int i = 0; i < T; ++i) e[i][j][k] = out[i];
         }
       }
       for (int64_t i = 0; i < rows; ++i) {
-        float out[kTile][kChunk];
+        float out[T][kChunk];
         for (int64_t k = 0; k < n; ++k) {
-          const float m0 = e[i][0][k], m1 = e[i][1][k], m2 = e[i][2][k], m3 = e[i][3][k],
-                      m4 = e[i][4][k], m5 = e[i][5][k];
-          out[0][k] = m0 + m1 + m2 + m3 + m4;
-          out[1][k] = m1 - m2 + 2 * m3 - 2 * m4;
-          out[2][k] = m1 + m2 + 4 * m3 + 4 * m4;
-          out[3][k] = m1 - m2 + 8 * m3 - 8 * m4 + m5;
+          float row[kPatch], res[T];
+          for (int j = 0; j < kPatch; ++j) row[j] = e[i][j][k];
+          ApplyAT<T>(row, res);
+          for (int j = 0; j < T; ++j) out[j][k] = res[j];
         }
-        float* row = y + ((b * s.oh + ty * kTile + i) * s.ow + tx * kTile) * s.o + o0 + j0;
-        for (int64_t j = 0; j < cols; ++j) std::memcpy(row + j * s.o, out[j], n * sizeof(float));
+        float* dst = y + ((b * s.oh + ty * T + i) * s.ow + tx * T) * s.o + o0 + j0;
+        for (int64_t j = 0; j < cols; ++j) std::memcpy(dst + j * s.o, out[j], n * sizeof(float));
       }
     }
   }
+}
+
+void TransformOutput(const float* M, const Shape& s, int64_t t0, int64_t count, int64_t o0, int64_t on,
+                     int64_t ldm, int64_t plane, float* y) {
+  (s.tile == 4 ? TransformOutputT<4> : TransformOutputT<2>)(M, s, t0, count, o0, on, ldm, plane, y);
 }
 
 // The 36 products M_p = V_p U_p of `rows` tiles: V_p (rows x C, row stride ldv), U_p (C x on, row
@@ -239,8 +290,8 @@ bool ByTileBlocks(const float* x, const float* w, bool flip, const Shape& s, int
 #pragma omp for schedule(static)
     for (int64_t blk = 0; blk < o_blocks * c_blocks; ++blk) {
       const int64_t o0 = (blk % o_blocks) * kChunk, c0 = (blk / o_blocks) * c_step;
-      KernelBlock(w, s.c, s.o, flip, c0, std::min(s.c, c0 + c_step), o0, std::min(kChunk, s.o - o0), U + o0,
-                  s.o, staging);
+      KernelSlice(w, s, flip, c0, std::min(s.c, c0 + c_step), o0, std::min(kChunk, s.o - o0), U + o0, s.o,
+                  staging);
     }
     float* V = staging + kPoints * kChunk * kChunk;
 #pragma omp for schedule(dynamic, 1)
@@ -277,7 +328,7 @@ bool ByChannelBlocks(const float* x, const float* w, bool flip, const Shape& s, 
 #pragma omp for schedule(dynamic, 1)
     for (int64_t blk = 0; blk < o_blocks; ++blk) {
       const int64_t o0 = blk * kChunk, on = std::min(kChunk, s.o - o0);
-      KernelBlock(w, s.c, s.o, flip, 0, s.c, o0, on, U, on, staging);
+      KernelSlice(w, s, flip, 0, s.c, o0, on, U, on, staging);
       if (!Products(s.tiles, s.c, on, V, s.c, s.tiles * s.c, U, on, s.c * on, M, on, s.tiles * on)) {
 #pragma omp atomic write
         failed = 1;
@@ -294,11 +345,12 @@ ffi::Error Conv(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Result<ff
   if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4 || pad_lo.size() != 2)
     return ffi::Error::InvalidArgument("winograd conv: expects NHWC activations and an HWIO kernel");
   const int64_t w_in = flip ? wd[3] : wd[2], w_out = flip ? wd[2] : wd[3];
-  if (wd[0] != 3 || wd[1] != 3 || w_in != xd[3] || w_out != yd[3] || yd[0] != xd[0])
-    return ffi::Error::InvalidArgument("winograd conv: needs a 3x3 kernel and consistent shapes");
-  Shape s{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], yd[3], pad_lo[0], pad_lo[1], 0, 0, 0};
-  s.tiles_h = (s.oh + kTile - 1) / kTile;
-  s.tiles_w = (s.ow + kTile - 1) / kTile;
+  if ((wd[0] != 3 && wd[0] != 5) || wd[1] != wd[0] || w_in != xd[3] || w_out != yd[3] || yd[0] != xd[0])
+    return ffi::Error::InvalidArgument("winograd conv: needs a 3x3 or 5x5 kernel and consistent shapes");
+  const int64_t r = wd[0], tile = kPatch + 1 - r;
+  Shape s{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], yd[3], pad_lo[0], pad_lo[1], r, tile, 0, 0, 0};
+  s.tiles_h = (s.oh + tile - 1) / tile;
+  s.tiles_w = (s.ow + tile - 1) / tile;
   s.tiles = s.n * s.tiles_h * s.tiles_w;
   if (s.tiles == 0 || s.c == 0 || s.o == 0) return ffi::Error::Success();
 
