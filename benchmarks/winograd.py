@@ -111,7 +111,7 @@ def models(specs: list[str], repeats: int) -> None:
 
 def style(repeats: int, size: int = 128, steps: int = 10) -> None:
     """The float32 style-transfer loop of ``inputopt_vs_torch.py`` (VGG-19, Adam), with and without."""
-    from style_loop import style_run
+    from inputopt_loops import style_run
 
     from jaxcnn import winograd
 

@@ -30,11 +30,11 @@ The alternatives (each with a before/after figure in ``benchmarks/RESULTS.md``):
   float32 and uses AMX for bfloat16 (ResNet-50 train step alone 3.7 -> 7.5 img/s
   f32, 8.7 with ``host_memory``'s kept heap, 13.1 bf16). Only where the process
   sees one device (see ``_onednn_convs``). Reverse mode only, like the max pool.
-* float32 3x3 stride-1 convolutions with at least 32 channels and enough 4x4 output tiles
-  (``winograd.eligible``): Winograd's F(4x4, 3x3) in C++ (``jaxcnn.winograd``,
-  ``csrc/winograd.cc``), 36 instead of 144 multiplications per tile and channel pair, for the
-  forward and the input gradient (the weight gradient stays oneDNN's). VGG-16 inference 5.86 ->
-  11.10 img/s, train step 1.71 -> 2.30 (``benchmarks/winograd.py --models``). The result differs
+* float32 3x3 and 5x5 stride-1 convolutions with enough channels and output tiles
+  (``winograd.eligible``): Winograd's F(4x4, 3x3) and F(2x2, 5x5) in C++ (``jaxcnn.winograd``,
+  ``csrc/winograd.cc``), 36 instead of 144 (3x3) or 100 (5x5) multiplications per tile and channel
+  pair, for the forward and the input gradient (the weight gradient stays oneDNN's). VGG-16
+  inference 5.86 -> 11.10 img/s, train step 1.71 -> 2.30 (``benchmarks/winograd.py --models``). The result differs
   from the direct convolution by rounding only: about 1e-5 of the output's magnitude in float32
   (the direct one: 1e-6), stated and tested against float64 in ``tests/test_winograd.py``.
   ``JAXCNN_WINOGRAD=0`` or ``winograd.disabled()`` keeps the direct convolutions.

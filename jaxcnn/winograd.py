@@ -1,18 +1,19 @@
-"""float32 3x3 stride-1 convolutions by Winograd's F(4x4, 3x3), on the CPU (``csrc/winograd.cc``).
+"""float32 3x3 and 5x5 stride-1 convolutions by Winograd's minimal filtering, on the CPU (``csrc/winograd.cc``).
 
 A 3x3 convolution computes each 4x4 block of outputs with 36 multiplications per channel pair
-instead of 144: the input patches and the kernel are transformed, multiplied as 36 matrix
-products (oneDNN's sgemm), and transformed back (Lavin & Gray, 2016). oneDNN 3.2 has no
-float32 Winograd on this CPU (its ``convolution_winograd`` is not implemented there, and
-``convolution_auto`` picks the direct one), and a version written in XLA ops lost to the direct
-convolution (``benchmarks/RESULTS.md``), so the kernel is C++: each thread transforms a block of
-tiles, multiplies and transforms back while the block is in its caches.
+instead of 144 (F(4x4, 3x3)), a 5x5 one each 2x2 block with 36 instead of 100 (F(2x2, 5x5)): the
+input patches (6x6 for both) and the kernel are transformed, multiplied as 36 matrix products
+(oneDNN's sgemm), and transformed back (Lavin & Gray, 2016). oneDNN 3.2 has no float32 Winograd on
+this CPU (its ``convolution_winograd`` is not implemented there, and ``convolution_auto`` picks the
+direct one), and a version written in XLA ops lost to the direct convolution
+(``benchmarks/RESULTS.md``), so the kernel is C++: each thread transforms a block of tiles,
+multiplies and transforms back while the block is in its caches.
 
-The result differs from the direct convolution by rounding: the transforms scale by up to 8 and
-1/24, so the float32 error is about 1e-5 of the output's magnitude instead of 1e-6
-(``tests/test_winograd.py`` holds it to 3e-5 against float64). The input gradient of a stride-1 3x3
-convolution is itself one (the kernel turned 180 degrees, its channel axes swapped), so it
-runs here too; the weight gradient stays oneDNN's direct one.
+The result differs from the direct convolution by rounding: the transforms scale by up to 16 and
+1/24, so the float32 error is about 3e-6 to 1e-5 of the output's magnitude instead of 1e-6
+(``tests/test_winograd.py`` holds it to 3e-5 against float64). The input gradient of a stride-1
+convolution is itself one (the kernel turned 180 degrees, its channel axes swapped), so it runs
+here too; the weight gradient stays oneDNN's direct one.
 
 ``lowering.conv_general_dilated`` routes a convolution here where ``eligible`` holds (only
 where the oneDNN convolutions run, and only while ``enabled()``; ``JAXCNN_WINOGRAD=0`` or

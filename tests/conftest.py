@@ -10,9 +10,17 @@ pytest-xdist runs the files in ``-n auto`` worker processes (``pyproject.toml``)
 most 4. Most of the suite's time is XLA compiling small programs, which two processes overlap on
 two cores (1020 -> 550 s); a third worker on two cores was slower (660 s), and each worker holds
 its own 8 simulated devices and compiled functions.
+
+JAX's persistent compilation cache (``jaxcnn.compile_cache``) points at a directory made for this
+session and removed after it, shared by the workers and the subprocess tests (``JAXCNN_COMPILE_CACHE``
+is inherited): a program compiled twice (a resumed run, the same tiny model in two files) is read
+back the second time, and nothing is read from or written to the user's ``~/.cache/jaxcnn``.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -20,6 +28,14 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 
 jax.config.update("jax_default_prng_impl", "rbg")
+
+if "JAXCNN_COMPILE_CACHE" not in os.environ:     # the first process (controller); workers inherit it
+    os.environ["JAXCNN_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="jaxcnn-test-xla-")
+    atexit.register(shutil.rmtree, os.environ["JAXCNN_COMPILE_CACHE"], True)
+
+from jaxcnn import compile_cache  # noqa: E402
+
+compile_cache.enable()
 
 
 def pytest_xdist_auto_num_workers(config):

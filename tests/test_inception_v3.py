@@ -32,15 +32,11 @@ def _train_apply(model):
 
 
 @pytest.fixture(scope="module")
-def initial_variables():
-    # initialised below 299 px: AuxLogits' parameters come from its placeholder input
-    return jaxcnn.init_variables(jaxcnn.create_model("inception_v3", num_classes=CLASSES), SIZE)
-
-
-@pytest.fixture(scope="module")
-def inception(initial_variables):
+def inception():
     model = jaxcnn.create_model("inception_v3", num_classes=CLASSES)
-    shapes = {k: v.shape for k, v in to_torch_state_dict(initial_variables).items()}
+    # shapes traced below 299 px: AuxLogits' parameters come from its placeholder input
+    zeros = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), variable_shapes(model, SIZE))
+    shapes = {k: v.shape for k, v in to_torch_state_dict(zeros).items()}
     variables = convert_state_dict(synthetic_state_dict(shapes, "inception_v3"), model, family="inception_v3",
                                    resolution=SIZE)
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, SIZE, SIZE, 3)), jnp.float32)
@@ -75,6 +71,7 @@ def test_bfloat16_close_to_float32(inception):
     assert float(jnp.max(jnp.abs(logits16 - logits32))) < 5e-2 * scale
 
 
+@pytest.mark.slow   # 25 s of compiling on 2 cores; GoogLeNet's and ResNet's run by default
 def test_input_gradient_is_finite_and_nonzero(inception):
     model, variables, x, _ = inception
     g = jax.jit(jax.grad(lambda x: model.apply(variables, x)[0][:, 3].sum()))(x)
@@ -142,10 +139,12 @@ def test_min_size(inception):
             forward(variables, jnp.ones(shape, jnp.float32))
 
 
-def test_init_matches_torchvision(initial_variables):
+@pytest.mark.slow   # the whole model's init compiles in 12-20 s on 2 cores; GoogLeNet's runs by default
+def test_init_matches_torchvision():
     # trunc_normal_(a=-2, b=2) with std 0.1, 0.01 for AuxLogits.conv1 and 0.001 for AuxLogits.fc;
     # BN weight 1 / bias 0; torch's default linear bias U(+-1/sqrt(fan_in))
-    params = initial_variables["params"]
+    # (initialised below 299 px: AuxLogits' parameters come from its placeholder input)
+    params = jaxcnn.init_variables(jaxcnn.create_model("inception_v3", num_classes=CLASSES), SIZE)["params"]
     for kernel, std in ((params["Mixed_7c"]["branch3x3dbl_2"]["conv"]["kernel"], 0.1),
                         (params["fc"]["kernel"], 0.1),
                         (params["AuxLogits"]["conv1"]["conv"]["kernel"], 0.01),
