@@ -25,7 +25,7 @@ import optax
 
 from jaxcnn import lowering
 from jaxcnn.imagenet import preprocess
-from jaxcnn.inputopt.optimize import batch_sharding, check_images01
+from jaxcnn.inputopt.optimize import batch_sharding, check_images01, feature_shapes
 
 
 @dataclasses.dataclass
@@ -136,8 +136,7 @@ def _validate(model, variables, x, labels, target, eps=None):
         raise ValueError(f"{x.shape[0]} images but {labels.shape[0]} labels")
     if eps is not None and (not math.isfinite(float(eps)) or float(eps) < 0):
         raise ValueError(f"epsilon must be a finite number >= 0, got {eps}")
-    logits = jax.eval_shape(lambda v, x: model.apply(v, x, train=False)[0], variables, x)
-    n = logits.shape[-1]
+    n = feature_shapes(model, variables, (1, *x.shape[1:]))[0].shape[-1]
     for name, arr in (("label", labels), ("target class", target)):
         if arr is None:
             continue

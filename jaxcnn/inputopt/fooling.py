@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxcnn.imagenet import preprocess
 from jaxcnn.inputopt import objectives as O
-from jaxcnn.inputopt.optimize import InputOptimizer, check_images01
+from jaxcnn.inputopt.optimize import InputOptimizer, check_images01, feature_shapes
 from jaxcnn.inputopt.param import Pixels
 
 
@@ -45,8 +45,7 @@ def _probs(model, variables, x):
 
 def _check_classes(model, variables, labels, size) -> jax.Array:
     labels = jnp.asarray(labels, jnp.int32).reshape(-1)
-    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-    n = jax.eval_shape(lambda v, x: model.apply(v, x, train=False)[0], variables, x).shape[-1]
+    n = feature_shapes(model, variables, (1, size, size, 3))[0].shape[-1]
     if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= n):
         raise ValueError(f"target class out of range: got {int(labels.min())}..{int(labels.max())}, "
                          f"the model has {n} classes")

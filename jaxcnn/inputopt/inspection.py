@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxcnn.imagenet import preprocess
 from jaxcnn.inputopt import objectives as O
-from jaxcnn.inputopt.optimize import check_images01
+from jaxcnn.inputopt.optimize import check_images01, feature_shapes
 
 
 @dataclasses.dataclass
@@ -43,8 +43,7 @@ def channel_maps(model, variables, images, layer: str, channel: int, *, batch: i
                  progress: bool = False) -> np.ndarray:
     """(N, h, w) activation maps of one channel over images (N, H, W, 3) in [0, 1]."""
     check_images01(images)
-    _, feats = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
-                              jax.ShapeDtypeStruct((1, *np.shape(images)[1:]), jnp.float32))
+    _, feats = feature_shapes(model, variables, (1, *np.shape(images)[1:]))
     if layer not in feats:
         raise ValueError(f"the model has no layer {layer!r}; valid: {', '.join(feats)}")
     if feats[layer].ndim != 4 or not 0 <= channel < feats[layer].shape[-1]:

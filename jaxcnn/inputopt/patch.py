@@ -19,7 +19,7 @@ import optax
 from jax.scipy.ndimage import map_coordinates
 
 from jaxcnn.imagenet import preprocess
-from jaxcnn.inputopt.optimize import check_images01
+from jaxcnn.inputopt.optimize import check_images01, feature_shapes
 
 
 def _place_one(image, patch, key, scale, max_degrees):
@@ -90,8 +90,7 @@ def train_patch(model, variables, images, target: int, *, patch_size: int | None
 
 
 def _num_classes(model, variables, images) -> int:
-    x = jax.ShapeDtypeStruct((1, *np.shape(images)[1:]), jnp.float32)
-    return jax.eval_shape(lambda v, x: model.apply(v, x, train=False)[0], variables, x).shape[-1]
+    return feature_shapes(model, variables, (1, *np.shape(images)[1:]))[0].shape[-1]
 
 
 def patch_success(model, variables, images, labels, patch, target: int, *, key: int = 0, scale=(0.3, 0.5),
