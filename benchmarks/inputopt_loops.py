@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Callable
 
 
-def _photo(name: str, size: int):
+def _photos(size: int, *names: str) -> list:
     from jaxcnn.data.image_io import center_crop, resize_shorter, sample_photos
 
-    return center_crop(resize_shorter(sample_photos()[name], size), size)
+    photos = sample_photos()
+    return [center_crop(resize_shorter(photos[name], size), size) for name in names]
 
 
 def style_run(size: int = 128, steps: int = 10, dtype: str = "float32") -> Callable[[], object]:
@@ -22,7 +23,7 @@ def style_run(size: int = 128, steps: int = 10, dtype: str = "float32") -> Calla
     from jaxcnn.inputopt.optimize import InputOptimizer
     from jaxcnn.inputopt.style import style_objectives
 
-    content, style = _photo("astronaut", size), _photo("coffee", size)
+    content, style = _photos(size, "astronaut", "coffee")
     variables = jaxcnn.init_variables(jaxcnn.create_model("vgg19"), 32)
     vgg = jaxcnn.create_model("vgg19", dtype=dtype)
     content_obj, style_obj = style_objectives(vgg, variables, content, [style])
@@ -40,7 +41,7 @@ def dream_run(size: int = 128, steps: int = 10, dtype: str = "float32") -> Calla
     from jaxcnn.inputopt.optimize import InputOptimizer
     from jaxcnn.inputopt.transforms import Jitter
 
-    content = _photo("astronaut", size)
+    (content,) = _photos(size, "astronaut")
     variables = jaxcnn.init_variables(jaxcnn.create_model("googlenet", aux_logits=False), 64)
     net = jaxcnn.create_model("googlenet", aux_logits=False, dtype=dtype)
     opt = InputOptimizer(net, variables, steps=steps, optimizer="normalized_sgd", learning_rate=0.01,

@@ -19,7 +19,13 @@ MODELS = jaxcnn.list_models()
 # DenseNet-121's deeper siblings only repeat its blocks, and each takes 5-10 s to trace on 2 cores:
 # their shape tests run with -m slow (their bad-input checks, which stop before tracing, by default)
 DEEP_REPEATS = {"densenet161", "densenet169", "densenet201"}
-TRACED = [pytest.param(n, marks=pytest.mark.slow) if n in DEEP_REPEATS else n for n in MODELS]
+
+
+def _traced(names):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in DEEP_REPEATS else n for n in names]
+
+
+TRACED = _traced(MODELS)
 
 
 @functools.lru_cache(maxsize=None)
@@ -78,7 +84,7 @@ def test_bad_input_is_one_line_error(name, shape, dtype, message):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("name", [n for n in TRACED if jaxcnn.model_info(getattr(n, "values", [n])[0]).torchvision])
+@pytest.mark.parametrize("name", _traced([n for n in MODELS if jaxcnn.model_info(n).torchvision]))
 def test_state_dict_round_trip_covers_every_variable(name):
     # every Flax variable has exactly one torch key and back: no orphans on either side
     model, shapes = _model_and_shapes(name)
