@@ -69,7 +69,9 @@ def test_feature_inversion_lowers_the_feature_distance(classifier, layer):
     assert np.all(after < before / 20), (before, after)   # observed: ~0.85 -> ~0.01
 
 
-@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+# L-BFGS (Gatys et al.'s optimiser) compiles its line search around the VGG: 25 s on 2 cores, so it runs with
+# -m slow; the loop's L-BFGS is tested by default in test_inputopt.py, and style transfer with Adam here.
+@pytest.mark.parametrize("optimizer", [pytest.param("lbfgs", marks=pytest.mark.slow), "adam"])
 def test_style_transfer_lowers_content_and_style_losses(vgg, optimizer):
     model, variables = vgg
     content = _photo("astronaut", 48)
