@@ -1,9 +1,13 @@
-"""Where jaxcnn's style-transfer or DeepDream loop (the workloads of ``inputopt_vs_torch.py``) spends its
-oneDNN time: the loop runs warm in a child process with ``ONEDNN_VERBOSE=1``, and the primitives of
-one timed run are summed by kind (convolution forward / backward data, weight reorders, matmuls)
-and by shape; what is left of the step is XLA's own code and the calls between.
+"""Where jaxcnn's style-transfer or DeepDream loop (the workloads of ``inputopt_vs_torch.py``), or a model's
+train step or inference, spends its oneDNN time: the workload runs warm in a child process with
+``ONEDNN_VERBOSE=1``, and the primitives of one timed run are summed by kind (convolution forward /
+backward data / weights, weight reorders, matmuls, the Winograd products as sgemm) and by shape;
+what is left of the step is XLA's own code and the calls between. ``--model`` with
+``--framework torch`` times torchvision's model the same way (channels-last, SGD-momentum, bf16 as
+autocast; needs PyTorch), so that the same primitives compare shape by shape.
 
     python benchmarks/onednn_profile.py [--loop dream] --size 128 --steps 10 [--dtype bfloat16] [--top 12]
+    python benchmarks/onednn_profile.py --model googlenet --step train --batch 16 [--framework torch]
 """
 
 from __future__ import annotations
@@ -33,6 +37,66 @@ def child(loop: str, size: int, steps: int, dtype: str) -> None:
     print(f"{END} {(time.perf_counter() - t) / steps * 1e3:.1f}", flush=True)
 
 
+def model_child(name: str, step: str, batch: int, dtype: str, framework: str) -> None:
+    """Runs one warm model step (``step``: train or infer, 224 px) between the markers."""
+    if framework == "torch":
+        import torch
+        import torchvision
+        torch.set_num_threads(os.cpu_count() or 1)
+        extra = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
+        net = getattr(torchvision.models, name)(**extra).to(memory_format=torch.channels_last)
+        x = torch.randn(batch, 3, 224, 224).to(memory_format=torch.channels_last)
+        y = torch.randint(0, 1000, (batch,))
+        bf16 = dtype == "bfloat16"
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        net.train(step == "train")
+
+        def run():
+            if step == "infer":
+                with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                    net(x)
+                return
+            opt.zero_grad()
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                loss = torch.nn.functional.cross_entropy(net(x).float(), y)
+            loss.backward()
+            opt.step()
+    else:
+        from jaxcnn import host_memory
+        host_memory.keep_freed_memory()
+        import jax
+        import jax.numpy as jnp
+        import numpy as np
+        import optax
+
+        import jaxcnn
+        from jaxcnn.training.state import create_train_state
+        from jaxcnn.training.steps import make_train_step
+        rng = np.random.default_rng(0)
+        data = {"image": jnp.asarray(rng.integers(0, 256, (batch, 224, 224, 3)), jnp.uint8),
+                "label": jnp.asarray(rng.integers(0, 1000, batch), jnp.int32)}
+        model = jaxcnn.create_model(name, dtype=dtype, **({"aux_logits": False} if name == "googlenet" else {}))
+        tx = optax.sgd(0.01, momentum=0.9)
+        box = [create_train_state(model, tx, (224, 224, 3), seed=0)]
+        if step == "train":
+            train = jax.jit(make_train_step(model, tx), donate_argnums=0)
+
+            def run():
+                box[0], metrics = train(box[0], data)
+                jax.block_until_ready(metrics)
+        else:
+            infer = jax.jit(lambda v, x: model.apply(v, x.astype(jnp.float32) / 255.0, train=False)[0])
+
+            def run():
+                jax.block_until_ready(infer(box[0].variables, data["image"]))
+    for _ in range(3):
+        run()
+    print(MARK, flush=True)
+    t = time.perf_counter()
+    run()
+    print(f"{END} {(time.perf_counter() - t) * 1e3:.1f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--loop", default="style", choices=["style", "dream"])
@@ -40,12 +104,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--model", help="a model's step instead of a loop (torchvision's name, e.g. googlenet)")
+    ap.add_argument("--step", default="train", choices=["train", "infer"])
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--framework", default="jax", choices=["jax", "torch"])
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child and args.model:
+        return model_child(args.model, args.step, args.batch, args.dtype, args.framework)
     if args.child:
         return child(args.loop, args.size, args.steps, args.dtype)
-    out = subprocess.run([sys.executable, __file__, "--child", "--loop", args.loop, "--size", str(args.size),
-                          "--steps", str(args.steps), "--dtype", args.dtype], env={**os.environ, "ONEDNN_VERBOSE": "1"},
+    if args.model:
+        args.steps = 1     # the timed run is one step
+    out = subprocess.run([sys.executable, __file__, "--child", *sys.argv[1:]], env={**os.environ, "ONEDNN_VERBOSE": "1"},
                          capture_output=True, text=True, check=True).stdout
     timed, end = out.split(MARK, 1)[1].split(END, 1)
     step_ms = float(end.split()[0])
@@ -57,12 +128,15 @@ def main() -> None:
         if not line.startswith("onednn_verbose") or "exec" not in f[:4]:
             continue
         i = f.index("exec")
-        kind = {"reorder": "weights reorder", "gemm_api": "XLA's matmuls (sgemm API)"}.get(
+        kind = {"reorder": "weights reorder", "gemm_api": "sgemm (the Winograd products)"}.get(
             f[i + 2], f"{f[i + 2]} {f[i + 4]}")
         kinds[kind] += float(f[-1]) / args.steps
         shapes[(kind, f[-2])] += float(f[-1]) / args.steps
-    name = {"style": "style transfer, VGG-19", "dream": "DeepDream, GoogLeNet"}[args.loop]
-    print(f"{name} {args.dtype}, {args.size} px: {step_ms:.1f} ms/step, "
+    if args.model:
+        name, size = f"{args.framework} {args.model} {args.step} step, batch {args.batch},", 224
+    else:
+        name, size = {"style": "style transfer, VGG-19", "dream": "DeepDream, GoogLeNet"}[args.loop], args.size
+    print(f"{name} {args.dtype}, {size} px: {step_ms:.1f} ms/step, "
           f"oneDNN {sum(kinds.values()):.1f} ms/step of it\n")
     print("| oneDNN primitive | ms/step | share of the step |\n|---|---|---|")
     for k, ms in kinds.most_common():
