@@ -72,9 +72,10 @@ def _rss_gb() -> float:
 
 
 # ------------------------------------------------------------------------------- jaxcnn worker
-def jax_worker() -> None:
-    from jaxcnn import host_memory
-    host_memory.keep_freed_memory()     # before JAX's first computation starts XLA's threads
+def jax_case(name: str, batch: int, size: int, dtype: str = "float32", mode: str = "auto"):
+    """jaxcnn's compiled inference and train step (SGD-momentum, donated state) of ``name`` on uint8 images:
+    ``(run_infer, run_train, train-step compile seconds, state)``. Call ``host_memory.keep_freed_memory()``
+    before JAX starts, as the ``jaxcnn`` command does."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -83,6 +84,38 @@ def jax_worker() -> None:
     from jaxcnn import lowering
     from jaxcnn.training.state import create_train_state
     from jaxcnn.training.steps import make_train_step
+
+    rng = np.random.default_rng(0)
+    data = {"image": jnp.asarray(rng.integers(0, 256, (batch, size, size, 3)), jnp.uint8),
+            "label": jnp.asarray(rng.integers(0, 1000, batch), jnp.int32)}
+    model = jaxcnn.create_model(name, dtype=dtype, **({"aux_logits": False} if name == "googlenet" else {}))
+    tx = optax.sgd(0.01, momentum=0.9)
+    with lowering.mode(mode):     # the lowering is chosen at trace time: compile inside the mode
+        state = create_train_state(model, tx, (size, size, 3), seed=0)
+        infer = jax.jit(lambda v, x: model.apply(v, x.astype(jnp.float32) / 255.0, train=False)[0])
+        infer_c = infer.lower(state.variables, data["image"]).compile()
+        t = time.perf_counter()
+        step_c = jax.jit(make_train_step(model, tx), donate_argnums=0).lower(state, data).compile()
+        compile_s = time.perf_counter() - t
+    box = {"state": state}
+
+    def run_infer():
+        jax.block_until_ready(infer_c(box["state"].variables, data["image"]))
+
+    def run_train():
+        box["state"], m = step_c(box["state"], data)
+        jax.block_until_ready(m)
+
+    return run_infer, run_train, compile_s, state
+
+
+def jax_worker() -> None:
+    from jaxcnn import host_memory
+    host_memory.keep_freed_memory()     # before JAX's first computation starts XLA's threads
+    import jax
+    import jax.numpy as jnp
+
+    import jaxcnn
     from jaxcnn.weights.torchvision import to_torch_state_dict
 
     def peak() -> dict:
@@ -93,31 +126,9 @@ def jax_worker() -> None:
                 "keep_heap": host_memory.applied}
 
     def setup(name: str, batch: int, size: int, weights: str) -> dict:
-        rng = np.random.default_rng(0)
-        images = jnp.asarray(rng.integers(0, 256, (batch, size, size, 3)), jnp.uint8)
-        labels = jnp.asarray(rng.integers(0, 1000, batch), jnp.int32)
         compile_s = {}
         for label, mode, dtype in JAX_VARIANTS:
-            model = jaxcnn.create_model(name, dtype=dtype, **({"aux_logits": False} if name == "googlenet" else {}))
-            tx = optax.sgd(0.01, momentum=0.9)
-            with lowering.mode(mode):     # the lowering is chosen at trace time: compile inside the mode
-                state = create_train_state(model, tx, (size, size, 3), seed=0)
-                infer = jax.jit(lambda v, x, model=model: model.apply(v, x.astype(jnp.float32) / 255.0,
-                                                                        train=False)[0])
-                infer_c = infer.lower(state.variables, images).compile()
-                t = time.perf_counter()
-                step_c = jax.jit(make_train_step(model, tx), donate_argnums=0).lower(
-                    state, {"image": images, "label": labels}).compile()
-                compile_s[label] = time.perf_counter() - t
-            box = {"state": state}
-
-            def run_infer(infer_c=infer_c, box=box):
-                jax.block_until_ready(infer_c(box["state"].variables, images))
-
-            def run_train(step_c=step_c, box=box):
-                box["state"], m = step_c(box["state"], {"image": images, "label": labels})
-                jax.block_until_ready(m)
-
+            run_infer, run_train, compile_s[label], state = jax_case(name, batch, size, dtype, mode)
             _cases[label] = (run_infer, run_train)
         np.savez(weights, **to_torch_state_dict(jax.device_get(state.variables)))
         return {"compile_s": compile_s, "gflop": jaxcnn.count_flops(jaxcnn.create_model(name), size) / 1e9}
@@ -126,6 +137,43 @@ def jax_worker() -> None:
 
 
 # ------------------------------------------------------------------------------- PyTorch worker
+def torch_case(name: str, batch: int, size: int, *, channels_last: bool = True, bf16: bool = False,
+               compiled: bool = False, state_dict=None, device: str = "cpu"):
+    """torchvision's ``name`` (``state_dict`` loaded if given, else its own init): ``(run_infer, run_train)``,
+    the train step SGD-momentum, bf16 as autocast, ``compiled`` through ``torch.compile``."""
+    import torch
+    import torchvision
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    kwargs = {"aux_logits": False, "init_weights": state_dict is None} if name == "googlenet" else {}
+    net = getattr(torchvision.models, name)(weights=None, **kwargs)
+    if state_dict is not None:
+        net.load_state_dict(state_dict, strict=False)
+    net = net.to(device=device, memory_format=fmt)
+    xin = torch.rand(batch, 3, size, size, device=device).to(memory_format=fmt)
+    y = torch.randint(0, 1000, (batch,), device=device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    fwd = torch.compile(net) if compiled else net
+
+    def run_infer():
+        net.eval()
+        with torch.no_grad(), torch.autocast(device, torch.bfloat16, enabled=bf16):
+            fwd(xin)
+        sync()
+
+    def run_train():
+        net.train()
+        opt.zero_grad()
+        with torch.autocast(device, torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(fwd(xin), y)
+        loss.backward()
+        opt.step()
+        sync()
+
+    return run_infer, run_train
+
+
 def torch_worker() -> None:
     import torch
     import torchvision
@@ -140,39 +188,15 @@ def torch_worker() -> None:
                 "torch": torch.__version__, "torchvision": torchvision.__version__}
 
     def setup(name: str, batch: int, size: int, weights: str, compile: bool) -> dict:
-        kwargs = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
         state = {k: torch.from_numpy(v) for k, v in np.load(weights).items()}
-        x = torch.rand(batch, 3, size, size, device=device)
-        y = torch.randint(0, 1000, (batch,), device=device)
-        variants = [("torch eager", torch.contiguous_format, False, False),
-                    ("torch channels-last", torch.channels_last, False, False),
-                    ("torch channels-last bf16", torch.channels_last, True, False)]
+        variants = [("torch eager", False, False, False), ("torch channels-last", True, False, False),
+                    ("torch channels-last bf16", True, True, False)]
         if compile:
-            variants.append(("torch.compile", torch.channels_last, False, True))
+            variants.append(("torch.compile", True, False, True))
         compile_s = {}
-        for label, fmt, bf16, compiled in variants:
-            net = getattr(torchvision.models, name)(weights=None, **kwargs)
-            net.load_state_dict(state, strict=False)
-            net = net.to(device=device, memory_format=fmt)
-            xin = x.to(memory_format=fmt)
-            opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-            fwd = torch.compile(net) if compiled else net
-
-            def run_infer(net=net, fwd=fwd, xin=xin, bf16=bf16):
-                net.eval()
-                with torch.no_grad(), torch.autocast(device, torch.bfloat16, enabled=bf16):
-                    fwd(xin)
-                sync()
-
-            def run_train(net=net, fwd=fwd, xin=xin, opt=opt, bf16=bf16):
-                net.train()
-                opt.zero_grad()
-                with torch.autocast(device, torch.bfloat16, enabled=bf16):
-                    loss = torch.nn.functional.cross_entropy(fwd(xin), y)
-                loss.backward()
-                opt.step()
-                sync()
-
+        for label, channels_last, bf16, compiled in variants:
+            run_infer, run_train = torch_case(name, batch, size, channels_last=channels_last, bf16=bf16,
+                                              compiled=compiled, state_dict=state, device=device)
             if compiled:   # compile time: the first train call (its own graph) minus a warm one
                 run_infer()
                 t = time.perf_counter()

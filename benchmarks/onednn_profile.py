@@ -38,57 +38,19 @@ def child(loop: str, size: int, steps: int, dtype: str) -> None:
 
 
 def model_child(name: str, step: str, batch: int, dtype: str, framework: str) -> None:
-    """Runs one warm model step (``step``: train or infer, 224 px) between the markers."""
+    """Runs one warm model step (``step``: train or infer, 224 px) between the markers, built as
+    ``models_vs_torch.py`` builds it (PyTorch: channels-last, its own init)."""
     if framework == "torch":
         import torch
-        import torchvision
         torch.set_num_threads(os.cpu_count() or 1)
-        extra = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
-        net = getattr(torchvision.models, name)(**extra).to(memory_format=torch.channels_last)
-        x = torch.randn(batch, 3, 224, 224).to(memory_format=torch.channels_last)
-        y = torch.randint(0, 1000, (batch,))
-        bf16 = dtype == "bfloat16"
-        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-        net.train(step == "train")
-
-        def run():
-            if step == "infer":
-                with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                    net(x)
-                return
-            opt.zero_grad()
-            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                loss = torch.nn.functional.cross_entropy(net(x).float(), y)
-            loss.backward()
-            opt.step()
+        from models_vs_torch import torch_case
+        run_infer, run_train = torch_case(name, batch, 224, bf16=dtype == "bfloat16")
     else:
         from jaxcnn import host_memory
         host_memory.keep_freed_memory()
-        import jax
-        import jax.numpy as jnp
-        import numpy as np
-        import optax
-
-        import jaxcnn
-        from jaxcnn.training.state import create_train_state
-        from jaxcnn.training.steps import make_train_step
-        rng = np.random.default_rng(0)
-        data = {"image": jnp.asarray(rng.integers(0, 256, (batch, 224, 224, 3)), jnp.uint8),
-                "label": jnp.asarray(rng.integers(0, 1000, batch), jnp.int32)}
-        model = jaxcnn.create_model(name, dtype=dtype, **({"aux_logits": False} if name == "googlenet" else {}))
-        tx = optax.sgd(0.01, momentum=0.9)
-        box = [create_train_state(model, tx, (224, 224, 3), seed=0)]
-        if step == "train":
-            train = jax.jit(make_train_step(model, tx), donate_argnums=0)
-
-            def run():
-                box[0], metrics = train(box[0], data)
-                jax.block_until_ready(metrics)
-        else:
-            infer = jax.jit(lambda v, x: model.apply(v, x.astype(jnp.float32) / 255.0, train=False)[0])
-
-            def run():
-                jax.block_until_ready(infer(box[0].variables, data["image"]))
+        from models_vs_torch import jax_case
+        run_infer, run_train, _, _ = jax_case(name, batch, 224, dtype)
+    run = run_train if step == "train" else run_infer
     for _ in range(3):
         run()
     print(MARK, flush=True)
