@@ -3,9 +3,10 @@ direct ones, float32.
 
 ``--layers``: per 3x3 or 5x5 convolution of VGG-16, AlexNet, GoogLeNet, ResNet-50 and Inception-v3 (and the
 batch-1 layers of style transfer at 128 px; ``--only TEXT`` keeps the layers whose name contains TEXT),
-the forward and the input gradient, the two lowerings timed alternating
-(median of ``--repeats``; "not taken" marks the layers that ``winograd.eligible`` leaves to the direct
-convolution, timed here all the same). ``--models``: each model's inference and SGD-momentum train step (224 px)
+the forward and the input gradient, the lowerings timed alternating (median of ``--repeats``):
+direct, Winograd, and Winograd from the kernel's transforms made beforehand ("transformed", as
+``winograd.with_transforms`` gives them to fixed weights); "not taken" marks the layers that
+``winograd.eligible`` (``eligible_transformed``) leaves to the direct convolution, timed here all the same. ``--models``: each model's inference and SGD-momentum train step (224 px)
 compiled three ways in this process (direct; Winograd for 3x3 kernels only; for 3x3 and 5x5), then
 timed alternating. ``--style``: the same for
 the float32 style-transfer loop of ``inputopt_vs_torch.py``.
@@ -37,7 +38,8 @@ LAYERS = [  # (name, batch, H = W, C in, C out[, kernel size, 3 if not given])
     ("style VGG-19 conv5_1", 1, 8, 512, 512), ("PGD ResNet-18 layer1", 8, 32, 64, 64),
     ("PGD ResNet-18 layer2", 8, 16, 128, 128), ("PGD ResNet-18 layer3", 8, 8, 256, 256),
     ("PGD ResNet-18 layer4", 8, 4, 512, 512), ("DeepDream GoogLeNet 3a 3x3", 1, 16, 96, 128),
-    ("DeepDream GoogLeNet 4a 3x3", 1, 8, 96, 208), ("AlexNet conv2 5x5", 32, 27, 64, 192, 5),
+    ("DeepDream GoogLeNet 4a 3x3", 1, 8, 96, 208), ("DeepDream GoogLeNet 4a 3x3 '5x5'", 1, 8, 16, 48),
+    ("DeepDream GoogLeNet 5b 3x3", 1, 4, 192, 384), ("style VGG-19 conv5_1", 1, 4, 512, 512), ("AlexNet conv2 5x5", 32, 27, 64, 192, 5),
     ("AlexNet conv2 5x5", 8, 27, 64, 192, 5), ("AlexNet conv2 5x5", 1, 27, 64, 192, 5),
     ("Inception-v3 Mixed_5b 5x5", 16, 35, 48, 64, 5), ("Inception-v3 Mixed_5b 5x5", 1, 35, 48, 64, 5),
     ("5x5 512 channels", 8, 14, 512, 512, 5), ("5x5 512 channels", 1, 14, 512, 512, 5)]
@@ -50,7 +52,8 @@ def layers(repeats: int, only: str = "") -> None:
 
     from jaxcnn import onednn, winograd
 
-    print("| layer (batch) | GFLOP | forward ms direct / Winograd | input gradient ms direct / Winograd |")
+    print("| layer (batch) | GFLOP | forward ms direct / Winograd / transformed | "
+          "input gradient ms direct / Winograd / transformed |")
     print("|---|---|---|---|")
     for name, n, hw, c, o, *k in LAYERS:
         if only not in name:
@@ -61,16 +64,19 @@ def layers(repeats: int, only: str = "") -> None:
         x = jnp.asarray(rng.standard_normal((n, hw, hw, c), np.float32))
         w = jnp.asarray(rng.standard_normal((r, r, c, o), np.float32) / np.sqrt(r * r * c))
         g = jnp.asarray(rng.standard_normal((n, hw, hw, o), np.float32))
+        u, ut = winograd.transform(w), winograd.transform(w, flip=True)
         convs = {"direct": lambda x, w: onednn.conv(x, w, (1, 1), pads),
-                 "winograd": lambda x, w: winograd.conv(x, w, pads)}
+                 "winograd": lambda x, w: winograd.conv(x, w, pads),
+                 "transformed": lambda x, w: winograd.conv_transformed(x, w, u, ut, pads)}
         fwd = {k: jax.jit(f) for k, f in convs.items()}
         bwd = {k: jax.jit(lambda x, w, f=f: jax.vjp(lambda x: f(x, w), x)[1](g)[0]) for k, f in convs.items()}
         ms = interleaved_ms({(k, p): (lambda f=f: f(x, w)) for p, fs in (("fwd", fwd), ("bwd", bwd))
                              for k, f in fs.items()}, repeats)
         use = "" if winograd.eligible(x, w, (1, 1), pads, (1, 1), 1) else " (not taken)"
+        if not winograd.eligible_transformed(x, w, (1, 1), pads, (1, 1), 1):
+            use += " (transformed: not taken)"
         print(f"| {name}{use} ({n}) | {2 * n * hw * hw * c * o * r * r / 1e9:.2f} | "
-              f"{ms['direct', 'fwd']:.1f} / {ms['winograd', 'fwd']:.1f} | "
-              f"{ms['direct', 'bwd']:.1f} / {ms['winograd', 'bwd']:.1f} |", flush=True)
+              + " | ".join(" / ".join(f"{ms[k, p]:.1f}" for k in convs) for p in ("fwd", "bwd")) + " |", flush=True)
 
 
 def models(specs: list[str], repeats: int) -> None:

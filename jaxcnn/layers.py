@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcnn import lowering
+from jaxcnn import lowering, winograd
 
 Dtype = Any
 
@@ -90,27 +90,32 @@ def conv(features: int, kernel: int | tuple[int, int], *, stride: int = 1, paddi
 
 class Conv(nn.Conv):
     """``flax.linen.Conv`` for NHWC images whose bias goes through ``lowering.bias_add`` (its bfloat16
-    gradient is summed in float32 on the CPU). The same variables, initialised in the same order;
-    anything but a 4-D input with a bias and explicit padding is flax's own code."""
+    gradient is summed in float32 on the CPU) and which convolves with the kernel's Winograd transforms
+    where the variables hold them (``winograd.with_transforms``). The same variables, initialised in
+    the same order; anything but a 4-D input with explicit padding is flax's own code."""
 
     @nn.compact
     def __call__(self, inputs):
         explicit_pads = not isinstance(self.padding, (str, int)) and all(len(p) == 2 for p in self.padding)
-        if (not self.use_bias or self.mask is not None or inputs.ndim != 4 or not explicit_pads
+        if (self.mask is not None or inputs.ndim != 4 or not explicit_pads
                 or isinstance(self.kernel_size, int) or len(self.kernel_size) != 2):
             return super().__call__(inputs)
         pair = lambda v: (v, v) if isinstance(v, int) else tuple(v or (1, 1))  # noqa: E731
         kernel = self.param("kernel", self.kernel_init,
                             (*self.kernel_size, inputs.shape[-1] // self.feature_group_count, self.features),
                             self.param_dtype)
-        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         x, kernel = self.promote_dtype(inputs, kernel, dtype=self.dtype)
         conv = self.conv_general_dilated or lowering.conv_general_dilated
+        extra = {}
+        if conv is lowering.conv_general_dilated and self.has_variable(winograd.COLLECTION, "forward"):
+            extra["transforms"] = (self.get_variable(winograd.COLLECTION, "forward"),
+                                   self.get_variable(winograd.COLLECTION, "backward"))
         y = conv(x, kernel, pair(self.strides), tuple(map(tuple, self.padding)),
                  lhs_dilation=pair(self.input_dilation), rhs_dilation=pair(self.kernel_dilation),
                  dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.feature_group_count,
-                 precision=self.precision)
-        return lowering.bias_add(y, bias)
+                 precision=self.precision, **extra)
+        return y if bias is None else lowering.bias_add(y, bias)
 
 
 def dense(features: int, *, name: str | None = None, dtype: Dtype = jnp.float32,

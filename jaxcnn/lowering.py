@@ -29,7 +29,7 @@ The alternatives (each with a before/after figure in ``benchmarks/RESULTS.md``):
   GFLOP/s and bfloat16 convolutions in float32; oneDNN reaches 400-470 GFLOP/s in
   float32 and uses AMX for bfloat16 (ResNet-50 train step alone 3.7 -> 7.5 img/s
   f32, 8.7 with ``host_memory``'s kept heap, 13.1 bf16). Only where the process
-  sees one device (see ``_onednn_convs``). Reverse mode only, like the max pool.
+  sees one device (see ``onednn_convs``). Reverse mode only, like the max pool.
 * float32 3x3 and 5x5 stride-1 convolutions with enough channels and output tiles
   (``winograd.eligible``): Winograd's F(4x4, 3x3) and F(2x2, 5x5) in C++ (``jaxcnn.winograd``,
   ``csrc/winograd.cc``), 36 instead of 144 (3x3) or 100 (5x5) multiplications per tile and channel
@@ -216,7 +216,7 @@ _max_pool_native.defvjp(_max_pool_native_fwd, _max_pool_native_bwd)
 
 def _native_pool(x, window) -> bool:
     """The C++ pool (``csrc/max_pool.cc``, built with the oneDNN shim): where the oneDNN convolutions run."""
-    return (_onednn_convs() and x.ndim == 4 and x.dtype in (jnp.float32, jnp.bfloat16)
+    return (onednn_convs() and x.ndim == 4 and x.dtype in (jnp.float32, jnp.bfloat16)
             and window[1] * window[2] <= 255 and onednn.available())
 
 
@@ -271,7 +271,7 @@ _batch_norm_native.defvjp(_batch_norm_native_fwd, _batch_norm_native_bwd)
 
 def native_batch_norm(x) -> bool:
     """Whether ``batch_norm`` runs the C++ kernel for ``x`` (where the oneDNN convolutions run)."""
-    return (_onednn_convs() and x.ndim >= 2 and x.dtype in (jnp.float32, jnp.bfloat16) and x.size > 0
+    return (onednn_convs() and x.ndim >= 2 and x.dtype in (jnp.float32, jnp.bfloat16) and x.size > 0
             and onednn.available())
 
 
@@ -328,7 +328,7 @@ def _is_pointwise(kernel, strides, padding, lhs_dilation, rhs_dilation, feature_
             and all(d == 1 for d in (lhs_dilation or (1, 1))) and all(d == 1 for d in (rhs_dilation or (1, 1))))
 
 
-def _onednn_convs() -> bool:
+def onednn_convs() -> bool:
     """oneDNN convolutions: on the CPU fast path when the process sees one device.
 
     XLA's SPMD partitioner cannot split a custom call it knows nothing about, so in a
@@ -340,16 +340,21 @@ def _onednn_convs() -> bool:
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                         dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
-    """``lax.conv_general_dilated`` for NHWC/HWIO: oneDNN on the CPU fast path (``_onednn_convs``), else
-    1x1 convolutions as a GEMM on the fast path, else XLA's convolution."""
+                         dimension_numbers=None, feature_group_count=1, precision=None, *, transforms=None,
+                         **kwargs):
+    """``lax.conv_general_dilated`` for NHWC/HWIO: oneDNN on the CPU fast path (``onednn_convs``), else
+    1x1 convolutions as a GEMM on the fast path, else XLA's convolution. ``transforms``: the kernel's
+    Winograd transforms made beforehand (forward, backward), if any (``winograd.with_transforms``)."""
     nhwc = dimension_numbers in (_NHWC, ("NHWC", "HWIO", "NHWC"))
-    if (_onednn_convs() and nhwc and kwargs.get("preferred_element_type") in (None, lhs.dtype)
+    if (onednn_convs() and nhwc and kwargs.get("preferred_element_type") in (None, lhs.dtype)
             and onednn.supports(lhs, rhs, lhs_dilation, feature_group_count) and onednn.available()):
         rhs_dilation = tuple(rhs_dilation or (1, 1))
         if isinstance(padding, str):
             extent = [(k - 1) * d + 1 for k, d in zip(rhs.shape[:2], rhs_dilation)]
             padding = lax.padtype_to_pads(lhs.shape[1:3], extent, window_strides, padding)
+        if transforms is not None and winograd.eligible_transformed(lhs, rhs, window_strides, padding, rhs_dilation,
+                                                                    feature_group_count):
+            return winograd.conv_transformed(lhs, rhs, *transforms, padding)
         if winograd.eligible(lhs, rhs, window_strides, padding, rhs_dilation, feature_group_count):
             return winograd.conv(lhs, rhs, padding)
         return onednn.conv(lhs, rhs, window_strides, padding, rhs_dilation, feature_group_count)
@@ -368,7 +373,7 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
     """``lax.dot_general`` for dense layers: ``x @ W`` contracting x's last axis with W's first goes
     through oneDNN (``onednn.matmul``) where the oneDNN convolutions do; anything else is XLA's dot."""
     (lc, rc), (lb, rb) = dimension_numbers
-    if (_onednn_convs() and tuple(lc) == (lhs.ndim - 1,) and tuple(rc) == (0,) and not lb and not rb
+    if (onednn_convs() and tuple(lc) == (lhs.ndim - 1,) and tuple(rc) == (0,) and not lb and not rb
             and rhs.ndim == 2 and lhs.ndim >= 2 and lhs.dtype == rhs.dtype
             and lhs.dtype in (jnp.float32, jnp.bfloat16) and preferred_element_type in (None, lhs.dtype)
             and min(lhs.shape) > 0 and min(rhs.shape) > 0 and onednn.available()):

@@ -46,7 +46,9 @@ _TARGETS = {"jaxcnn_conv_forward": "JaxcnnConvForward", "jaxcnn_conv_backward_da
             "jaxcnn_max_pool_backward": "JaxcnnMaxPoolBackward",
             "jaxcnn_batch_norm_forward": "JaxcnnBatchNormForward",      # batch_norm.cc, see lowering.batch_norm
             "jaxcnn_batch_norm_backward": "JaxcnnBatchNormBackward",
-            "jaxcnn_winograd_conv": "JaxcnnWinogradConv"}                 # winograd.cc, see jaxcnn.winograd
+            "jaxcnn_winograd_conv": "JaxcnnWinogradConv",                 # winograd.cc, see jaxcnn.winograd
+            "jaxcnn_winograd_conv_transformed": "JaxcnnWinogradConvTransformed",
+            "jaxcnn_winograd_kernel": "JaxcnnWinogradKernel"}
 DTYPES = (jnp.float32, jnp.bfloat16)
 _why_not: str | None = None
 

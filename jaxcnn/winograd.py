@@ -22,13 +22,17 @@ where the oneDNN convolutions run, and only while ``enabled()``; ``JAXCNN_WINOGR
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import os
+import weakref
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from jaxcnn import onednn
 
@@ -124,11 +128,148 @@ def _conv_bwd(padding, res, g):
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
+# ---------------------------------------------------------------- fixed weights
+# Where the weights stay the same over many calls (the input-optimisation loops: attacks, DeepDream,
+# style transfer), their transforms can be made once, outside the compiled step, and passed in
+# with the variables (``with_transforms``): each call then reads a kernel's transform instead of
+# making it, forward and backward, which is most of a batch-1 or small-image layer's time, and the
+# Winograd convolution beats the direct one also with few tiles, as long as the layer is wide
+# (``MIN_WORK_TRANSFORMED``: tiles x C x O; ``python benchmarks/winograd.py --layers``: VGG-19's 512
+# channels at 4x4, one tile, 3.8 -> 2.4 ms; GoogLeNet's 192 -> 384 at 4x4 1.1 -> 1.2 ms, a loss).
+COLLECTION = "winograd"
+MIN_WORK_TRANSFORMED = 1 << 18
+_POINTS = 36   # the transforms' 6 x 6 points
+
+
+def _needs_shim() -> None:
+    if not onednn.available():
+        raise RuntimeError(f"the Winograd convolution needs the oneDNN shim: {onednn.why_unavailable()}")
+
+
+def transform(w, flip: bool = False):
+    """The kernel transform (36, C, O) of an (r, r, C, O) float32 kernel, r = 3 or 5; with ``flip``, that of
+    the input gradient's kernel (``w`` turned 180 degrees, its channel axes swapped: (36, O, C))."""
+    _needs_shim()
+    if w.ndim != 4 or w.shape[0] not in MIN_TILES or w.shape[1] != w.shape[0] or w.dtype != jnp.float32:
+        raise ValueError(f"the Winograd kernel transform takes a float32 (r, r, C, O) kernel, r = 3 or 5, got "
+                         f"{w.dtype}{w.shape}")
+    _, _, c, o = w.shape
+    out = jax.ShapeDtypeStruct((_POINTS, o, c) if flip else (_POINTS, c, o), jnp.float32)
+    return jax.ffi.ffi_call("jaxcnn_winograd_kernel", out, vmap_method="sequential")(w, flip=flip)
+
+
+def _transformable(path, w) -> bool:
+    return (bool(path) and path[-1] == "kernel" and getattr(w, "ndim", 0) == 4 and w.dtype == jnp.float32
+            and w.shape[0] == w.shape[1] and w.shape[0] in MIN_TILES and min(w.shape[2:]) >= MIN_CHANNELS[w.shape[0]])
+
+
+@jax.jit
+def _transforms(params):
+    return traverse_util.unflatten_dict(
+        {path[:-1] + (name,): transform(w, flip=name == "backward")
+         for path, w in traverse_util.flatten_dict(params).items() if _transformable(path, w)
+         for name in ("forward", "backward")})
+
+
+# The transforms last made, by the identity of the parameters they were made of (jax arrays cannot
+# change), held weakly: an entry goes when any of its parameters does. Making them again costs
+# about 0.2 s for ResNet-18 (350 MB), which a ten-step PGD call would otherwise pay on every call.
+_remembered: collections.OrderedDict = collections.OrderedDict()
+REMEMBER = 2
+
+
+def _remembered_transforms(params):
+    leaves = jax.tree_util.tree_leaves(params)
+    key = tuple(map(id, leaves))
+    hit = _remembered.get(key)
+    if hit is not None and all(ref() is leaf for ref, leaf in zip(hit[0], leaves)):
+        _remembered.move_to_end(key)
+        return hit[1]
+    transforms = _transforms(params)
+    if leaves and all(isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer) for a in leaves):
+        forget = lambda _, key=key: _remembered.pop(key, None)  # noqa: E731
+        _remembered[key] = ([weakref.ref(a, forget) for a in leaves], transforms)
+        while len(_remembered) > REMEMBER:
+            _remembered.popitem(last=False)
+    return transforms
+
+
+def with_transforms(variables):
+    """``variables`` with the transforms of their float32 3x3 and 5x5 kernels added as the collection
+    ``"winograd"`` (at each kernel's module: ``forward`` and ``backward``, the input gradient's), which
+    ``layers.Conv`` then convolves with: for weights that stay fixed over many calls (the attacks and
+    ``InputOptimizer`` call it); it holds 8x the kernels' memory, and the last ``REMEMBER`` results are
+    kept for the same parameter arrays. ``variables`` comes back as it is where the Winograd
+    convolution does not run (off the CPU fast path, ``enabled()`` false) or the collection is there."""
+    from jaxcnn import lowering   # lowering imports this module
+    if (not isinstance(variables, Mapping) or COLLECTION in variables or "params" not in variables
+            or not (_enabled and lowering.onednn_convs() and onednn.available())):
+        return variables
+    transforms = _remembered_transforms(dict(variables["params"]))
+    return {**variables, COLLECTION: transforms} if transforms else variables
+
+
+def eligible_transformed(x, w, strides, padding, dilation, groups) -> bool:
+    """Whether ``conv_transformed`` computes this NHWC x HWIO convolution (explicit ``padding`` pairs)
+    fast, given the kernel's transforms."""
+    r = w.shape[0]
+    if not (_enabled and x.dtype == jnp.float32 and w.dtype == jnp.float32 and x.ndim == 4 and w.ndim == 4
+            and r in MIN_TILES and w.shape[1] == r and w.shape[2] == x.shape[3]
+            and tuple(strides) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1
+            and all(0 <= p < r for pair in padding for p in pair)):
+        return False
+    oh, ow = (x.shape[1 + a] + sum(padding[a]) - (r - 1) for a in range(2))
+    return oh > 0 and ow > 0 and (_tiles(x.shape[0], oh, ow, r) * w.shape[2] * w.shape[3] >= MIN_WORK_TRANSFORMED
+                                  or eligible(x, w, strides, padding, dilation, groups))
+
+
+def _call_transformed(x, u, r, pad_lo, out_hw):
+    c, o = u.shape[1:]
+    out = jax.ShapeDtypeStruct((x.shape[0], *out_hw, o), jnp.float32)
+    return jax.ffi.ffi_call("jaxcnn_winograd_conv_transformed", out, vmap_method="sequential")(
+        x, u, pad_lo=np.asarray(pad_lo, np.int64), block=np.int64(_block(c, o)), few_tiles=np.int64(FEW_TILES),
+        r=np.int64(r))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _conv_transformed(x, w, u, ut, padding):
+    (pt, pb), (pl, pr) = padding
+    k = w.shape[0] - 1
+    return _call_transformed(x, u, w.shape[0], (pt, pl), (x.shape[1] + pt + pb - k, x.shape[2] + pl + pr - k))
+
+
+def _conv_transformed_fwd(x, w, u, ut, padding):
+    return _conv_transformed(x, w, u, ut, padding), (x, w, ut)
+
+
+def _conv_transformed_bwd(padding, res, g):
+    x, w, ut = res
+    (pt, _), (pl, _) = padding
+    k = w.shape[0] - 1
+    dx = _call_transformed(g, ut, w.shape[0], (k - pt, k - pl), x.shape[1:3])
+    dw = onednn.backward_weights(x, g, w.shape, padding)
+    return dx, dw, None, None   # the transforms are taken as constants of w
+
+
+_conv_transformed.defvjp(_conv_transformed_fwd, _conv_transformed_bwd)
+
+
+def conv_transformed(x, w, forward, backward, padding):
+    """``conv(x, w, padding)`` by ``w``'s transforms made beforehand: ``forward = transform(w)``,
+    ``backward = transform(w, flip=True)`` (see ``with_transforms``)."""
+    _needs_shim()
+    padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+    r, _, c, o = w.shape
+    if forward.shape != (_POINTS, c, o) or backward.shape != (_POINTS, o, c):
+        raise ValueError(f"the transforms of a {w.shape} kernel are (36, {c}, {o}) and (36, {o}, {c}), got "
+                         f"{forward.shape} and {backward.shape}")
+    return _conv_transformed(x, w, forward, backward, padding)
+
+
 def conv(x, w, padding):
     """``lax.conv_general_dilated(x, w, (1, 1), padding)`` for NHWC x HWIO float32 and an r x r kernel,
     r = 3 or 5, with every padding in 0..r-1 (``eligible``); needs ``onednn.available()``."""
-    if not onednn.available():
-        raise RuntimeError(f"the Winograd convolution needs the oneDNN shim: {onednn.why_unavailable()}")
+    _needs_shim()
     padding = tuple(tuple(int(p) for p in pair) for pair in padding)
     if (x.ndim != 4 or w.ndim != 4 or w.shape[0] not in MIN_TILES or w.shape[1] != w.shape[0]
             or w.shape[2] != x.shape[3] or x.dtype != jnp.float32 or w.dtype != jnp.float32):

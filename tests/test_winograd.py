@@ -5,16 +5,21 @@ relative to the largest output. The bound is the algorithm's, not the direct con
 transforms scale by up to 8 and 1/24, so float32 rounding leaves about 1e-5 (the direct oneDNN
 convolution: 2e-6, ``test_onednn.py``). The cases cover both schedules (few tiles: the kernel
 transformed per block of output channels; many: per block of tiles), channel counts off the
-64-lane blocks, odd sizes with partial tiles, and every padding 0..r-1 on each side.
+64-lane blocks, odd sizes with partial tiles, and every padding 0..r-1 on each side. The kernels'
+transforms made beforehand (``winograd.with_transforms``, for fixed weights) compute the same, in
+the model too, and are made only where they run and once per set of parameter arrays.
 """
 
+import gc
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
 
-from jaxcnn import lowering, onednn, winograd
+from jaxcnn import layers, lowering, onednn, winograd
 
 pytestmark = pytest.mark.skipif(not onednn.available(), reason=f"oneDNN unavailable: {onednn.why_unavailable()}")
 
@@ -134,3 +139,119 @@ def test_lowering_routes_eligible_convolutions_here():
         with winograd.disabled():
             text = lowered()
     assert "jaxcnn_winograd_conv" not in text and "jaxcnn_conv_forward" in text
+
+
+# ---------------------------------------------------------------- fixed weights: transforms made beforehand
+@pytest.mark.parametrize("case", CASES[::2] + CASES[5:6], ids=[f"case{i}" for i in (0, 2, 4, 6, 8, 5)])
+def test_transformed_kernels_match_float64(case):
+    """``conv_transformed`` by ``transform(w)`` and ``transform(w, flip=True)``: forward and both gradients."""
+    shape, o, padding, r = case
+    rng = np.random.default_rng(abs(hash(case)) % 2**32 + 1)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(r, r, shape[3], o)) / np.sqrt(r * r * shape[3]), jnp.float32)
+    u, ut = winograd.transform(w), winograd.transform(w, flip=True)
+    assert u.shape == (36, shape[3], o) and ut.shape == (36, o, shape[3])
+    y, vjp = jax.vjp(lambda x, w: winograd.conv_transformed(x, w, u, ut, padding), x, w)
+    ct = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    dx, dw = vjp(ct)
+    with jax.enable_x64():
+        f64 = lambda a: jnp.asarray(np.asarray(a), jnp.float64)  # noqa: E731
+        y_ref, vjp_ref = jax.vjp(lambda x, w: _conv64(x, w, padding), f64(x), f64(w))
+        dx_ref, dw_ref = vjp_ref(f64(ct))
+    assert _rel(y, y_ref) < TOL
+    assert _rel(dx, dx_ref) < TOL
+    assert _rel(dw, dw_ref) < 2e-6
+    with pytest.raises(ValueError, match=r"are \(36, \d+, \d+\) and"):
+        winograd.conv_transformed(x, w, ut, u, padding) if shape[3] != o else winograd.conv_transformed(
+            x, w, u[:1], ut, padding)
+
+
+class _Net(nn.Module):
+    """Wide enough (32+ channels) for the kernels to have transforms; with and without bias, 3x3 and 5x5,
+    one stride-2 layer (never Winograd) and one thin layer (no transforms)."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = layers.conv(32, 3, padding=1, name="thin_in")(x)                 # 3 -> 32: too thin
+        x = jax.nn.relu(layers.conv(64, 3, padding=1, bias=False, name="a")(x))
+        x = jax.nn.relu(layers.conv(80, 5, padding=2, name="b")(x))
+        x = jax.nn.relu(layers.conv(64, 3, stride=2, padding=1, name="down")(x))
+        x = jax.nn.relu(layers.conv(128, 3, padding=1, name="c")(x))   # 2 x 4 x 4 tiles: taken as wide
+        return jnp.mean(x, axis=(1, 2)), {"c": x}
+
+
+def test_with_transforms_computes_the_same_model_through_them():
+    net = _Net()
+    x = jnp.asarray(np.random.default_rng(7).uniform(size=(2, 32, 32, 3)), jnp.float32)
+    variables = net.init(jax.random.key(0), x)
+    with lowering.mode("fast"):
+        fixed = winograd.with_transforms(variables)
+        assert sorted(fixed[winograd.COLLECTION]) == ["a", "b", "c", "down"]   # every wide 3x3 / 5x5 kernel
+        assert fixed[winograd.COLLECTION]["b"]["forward"].shape == (36, 64, 80)
+        assert fixed[winograd.COLLECTION]["b"]["backward"].shape == (36, 80, 64)
+
+        def score(v, x):
+            return jnp.sum(net.apply(v, x)[0] ** 2)
+
+        text = jax.jit(jax.grad(score, argnums=1)).lower(fixed, x).as_text()
+        assert text.count("jaxcnn_winograd_conv_transformed") == 6   # a, b, c: forward and input gradient
+        got = jax.jit(jax.value_and_grad(score, argnums=(0, 1)))(fixed, x)
+        ref = jax.jit(jax.value_and_grad(score, argnums=(0, 1)))(variables, x)
+    assert _rel(got[0], ref[0]) < TOL
+    assert _rel(got[1][1], ref[1][1]) < TOL                                 # the input gradient
+    for name in ("a", "b", "c"):                                            # the weight gradients: oneDNN's
+        assert _rel(got[1][0]["params"][name]["kernel"], ref[1][0]["params"][name]["kernel"]) < 1e-4
+
+
+def test_with_transforms_only_where_they_run_and_remembered_per_arrays():
+    net = _Net()
+    variables = net.init(jax.random.key(0), jnp.zeros((1, 12, 12, 3)))
+    assert winograd.with_transforms(variables) is variables                # 8 devices: XLA's convolutions
+    with lowering.mode("fast"):
+        with winograd.disabled():
+            assert winograd.with_transforms(variables) is variables
+        bf16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), variables)
+        assert winograd.with_transforms(bf16) is bf16                       # float32 kernels only
+        first = winograd.with_transforms(variables)
+        assert winograd.with_transforms(first) is first                     # already there
+        again = winograd.with_transforms({"params": variables["params"]})
+        assert again[winograd.COLLECTION] is first[winograd.COLLECTION]     # the same arrays: made once
+        params = jax.tree.map(lambda a: a + 0, variables["params"])        # new arrays, same shapes
+        fresh = winograd.with_transforms({"params": params})
+        assert fresh[winograd.COLLECTION] is not first[winograd.COLLECTION]
+        entries = len(winograd._remembered)
+        del params, fresh
+        gc.collect()
+        assert len(winograd._remembered) == entries - 1                      # gone with its parameters
+        as_numpy = jax.tree.map(np.asarray, variables)                      # mutable arrays: never remembered
+        winograd.with_transforms(as_numpy)
+        assert len(winograd._remembered) == entries - 1
+
+
+def test_eligible_transformed_takes_wide_layers_with_few_tiles():
+    def takes(x_shape, w_shape, strides=(1, 1), groups=1):
+        return winograd.eligible_transformed(jnp.zeros(x_shape), jnp.zeros(w_shape), strides, ((1, 1), (1, 1)),
+                                             (1, 1), groups)
+    assert takes((1, 4, 4, 512), (3, 3, 512, 512))       # one tile of 512 channels: 3.8 -> 2.4 ms
+    assert takes((1, 16, 16, 512), (3, 3, 512, 512))     # style transfer's conv4: 16 tiles
+    assert not _takes((1, 16, 16, 512), (3, 3, 512, 512))  # (without transforms: the direct one)
+    assert not takes((1, 4, 4, 192), (3, 3, 192, 384))   # one tile of GoogLeNet's 5b: the direct one wins
+    assert takes((8, 56, 56, 64), (3, 3, 64, 64))        # where the plain Winograd runs, this does too
+    assert not takes((1, 16, 16, 512), (3, 3, 512, 512), strides=(2, 2))
+    assert not takes((1, 16, 16, 512), (3, 3, 256, 512), groups=2)
+
+
+def test_input_optimisation_and_attacks_convolve_with_transforms(monkeypatch):
+    from jaxcnn.inputopt import attacks, objectives            # noqa: PLC0415 (only this test needs them)
+    from jaxcnn.inputopt.optimize import InputOptimizer
+    net = _Net()
+    variables = net.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    used = []
+    real = winograd.conv_transformed
+    monkeypatch.setattr(winograd, "conv_transformed", lambda *a: used.append(a[1].shape) or real(*a))
+    x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+    with lowering.mode("fast"):
+        InputOptimizer(net, variables, steps=2, shard=False).run(objectives.channel("c", 3), x)
+        assert len(used) == 3
+        adv = attacks.pgd(net, variables, x, [0, 1], eps=0.05, steps=2)
+        assert len(used) > 3 and adv.images.shape == x.shape   # every unrolled step, the summary

@@ -275,9 +275,9 @@ bool Products(int64_t rows, int64_t C, int64_t on, const float* V, int64_t ldv, 
 
 // Many tiles: the kernel is transformed once; each thread then takes blocks of `per_block` tiles
 // through input transform, products and output transform, the block's data staying in its caches.
-bool ByTileBlocks(const float* x, const float* w, bool flip, const Shape& s, int64_t per_block, int team,
-                  float* y) {
-  float* U = SharedBuffer().Floats(kPoints * s.c * s.o);
+bool ByTileBlocks(const float* x, const float* w, const float* pre, bool flip, const Shape& s, int64_t per_block,
+                  int team, float* y) {
+  float* U = pre ? const_cast<float*>(pre) : SharedBuffer().Floats(kPoints * s.c * s.o);
   auto& buffers = ThreadBuffers();
   const int64_t o_blocks = (s.o + kChunk - 1) / kChunk;
   const int64_t c_step = flip ? kChunk : 16, c_blocks = (s.c + c_step - 1) / c_step;
@@ -288,7 +288,7 @@ bool ByTileBlocks(const float* x, const float* w, bool flip, const Shape& s, int
     Arena& own = buffers[omp_get_thread_num()];
     float* staging = own.Floats(kPoints * per_block * (s.c + s.o) + kPoints * kChunk * kChunk);
 #pragma omp for schedule(static)
-    for (int64_t blk = 0; blk < o_blocks * c_blocks; ++blk) {
+    for (int64_t blk = 0; blk < (pre ? 0 : o_blocks * c_blocks); ++blk) {
       const int64_t o0 = (blk % o_blocks) * kChunk, c0 = (blk / o_blocks) * c_step;
       KernelSlice(w, s, flip, c0, std::min(s.c, c0 + c_step), o0, std::min(kChunk, s.o - o0), U + o0, s.o,
                   staging);
@@ -312,7 +312,8 @@ bool ByTileBlocks(const float* x, const float* w, bool flip, const Shape& s, int
 // Few tiles (the kernel is the bigger operand): all tiles' input is transformed once; each thread
 // then takes blocks of kChunk output channels, transforming just that slice of the kernel into its
 // caches, instead of the whole transformed kernel (36 C x O floats) going through memory.
-bool ByChannelBlocks(const float* x, const float* w, bool flip, const Shape& s, int team, float* y) {
+bool ByChannelBlocks(const float* x, const float* w, const float* pre, bool flip, const Shape& s, int team,
+                     float* y) {
   float* V = SharedBuffer().Floats(kPoints * s.tiles * s.c);
   auto& buffers = ThreadBuffers();
   const int64_t o_blocks = (s.o + kChunk - 1) / kChunk;
@@ -328,8 +329,11 @@ bool ByChannelBlocks(const float* x, const float* w, bool flip, const Shape& s, 
 #pragma omp for schedule(dynamic, 1)
     for (int64_t blk = 0; blk < o_blocks; ++blk) {
       const int64_t o0 = blk * kChunk, on = std::min(kChunk, s.o - o0);
-      KernelSlice(w, s, flip, 0, s.c, o0, on, U, on, staging);
-      if (!Products(s.tiles, s.c, on, V, s.c, s.tiles * s.c, U, on, s.c * on, M, on, s.tiles * on)) {
+      if (!pre) KernelSlice(w, s, flip, 0, s.c, o0, on, U, on, staging);
+      const bool done = pre ? Products(s.tiles, s.c, on, V, s.c, s.tiles * s.c, pre + o0, s.o, s.c * s.o, M, on,
+                                       s.tiles * on)
+                            : Products(s.tiles, s.c, on, V, s.c, s.tiles * s.c, U, on, s.c * on, M, on, s.tiles * on);
+      if (!done) {
 #pragma omp atomic write
         failed = 1;
       }
@@ -339,15 +343,17 @@ bool ByChannelBlocks(const float* x, const float* w, bool flip, const Shape& s, 
   return !failed;
 }
 
-ffi::Error Conv(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Result<ffi::Buffer<ffi::F32>> y,
-                ffi::Span<const int64_t> pad_lo, int64_t block, int64_t few_tiles, bool flip) {
-  auto xd = x.dimensions(), wd = w.dimensions(), yd = y->dimensions();
-  if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4 || pad_lo.size() != 2)
-    return ffi::Error::InvalidArgument("winograd conv: expects NHWC activations and an HWIO kernel");
-  const int64_t w_in = flip ? wd[3] : wd[2], w_out = flip ? wd[2] : wd[3];
-  if ((wd[0] != 3 && wd[0] != 5) || wd[1] != wd[0] || w_in != xd[3] || w_out != yd[3] || yd[0] != xd[0])
-    return ffi::Error::InvalidArgument("winograd conv: needs a 3x3 or 5x5 kernel and consistent shapes");
-  const int64_t r = wd[0], tile = kPatch + 1 - r;
+// The convolution of x by the kernel w (r x r; with flip, turned and its channel axes swapped) or,
+// where pre is given, by its transform made beforehand (Kernel below), into y.
+ffi::Error Run(ffi::Buffer<ffi::F32>& x, const float* w, const float* pre, int64_t r, int64_t c, int64_t o,
+               ffi::Result<ffi::Buffer<ffi::F32>>& y, ffi::Span<const int64_t> pad_lo, int64_t block,
+               int64_t few_tiles, bool flip) {
+  auto xd = x.dimensions(), yd = y->dimensions();
+  if (xd.size() != 4 || yd.size() != 4 || pad_lo.size() != 2 || (r != 3 && r != 5) || c != xd[3] || o != yd[3]
+      || yd[0] != xd[0])
+    return ffi::Error::InvalidArgument("winograd conv: needs NHWC activations, a 3x3 or 5x5 kernel and "
+                                       "consistent shapes");
+  const int64_t tile = kPatch + 1 - r;
   Shape s{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], yd[3], pad_lo[0], pad_lo[1], r, tile, 0, 0, 0};
   s.tiles_h = (s.oh + tile - 1) / tile;
   s.tiles_w = (s.ow + tile - 1) / tile;
@@ -360,11 +366,62 @@ ffi::Error Conv(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Result<ff
   auto& buffers = ThreadBuffers();
   if (static_cast<int>(buffers.size()) < team) buffers.resize(team);
   const bool ok = s.tiles <= few_tiles
-                      ? ByChannelBlocks(x.typed_data(), w.typed_data(), flip, s, team, y->typed_data())
-                      : ByTileBlocks(x.typed_data(), w.typed_data(), flip, s,
+                      ? ByChannelBlocks(x.typed_data(), w, pre, flip, s, team, y->typed_data())
+                      : ByTileBlocks(x.typed_data(), w, pre, flip, s,
                                      std::max<int64_t>(1, std::min(block, (s.tiles + team - 1) / team)), team,
                                      y->typed_data());
   if (!ok) return ffi::Error::Internal("winograd conv: oneDNN sgemm failed");
+  return ffi::Error::Success();
+}
+
+ffi::Error Conv(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Result<ffi::Buffer<ffi::F32>> y,
+                ffi::Span<const int64_t> pad_lo, int64_t block, int64_t few_tiles, bool flip) {
+  auto wd = w.dimensions();
+  if (wd.size() != 4 || wd[1] != wd[0])
+    return ffi::Error::InvalidArgument("winograd conv: expects an HWIO kernel (r, r, C, O)");
+  return Run(x, w.typed_data(), nullptr, wd[0], flip ? wd[3] : wd[2], flip ? wd[2] : wd[3], y, pad_lo, block,
+             few_tiles, flip);
+}
+
+// The same with the kernel's transform u (36, C, O) made beforehand by Kernel (fixed weights).
+ffi::Error ConvTransformed(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> u, ffi::Result<ffi::Buffer<ffi::F32>> y,
+                           ffi::Span<const int64_t> pad_lo, int64_t block, int64_t few_tiles, int64_t r) {
+  auto ud = u.dimensions();
+  if (ud.size() != 3 || ud[0] != kPoints)
+    return ffi::Error::InvalidArgument("winograd conv: expects a transformed kernel (36, C, O)");
+  return Run(x, nullptr, u.typed_data(), r, ud[1], ud[2], y, pad_lo, block, few_tiles, false);
+}
+
+// u (36, C, O) = the transforms G g G^T of the r x r kernel w (r, r, C, O) or, with flip, of the
+// input gradient's kernel (w turned, its channel axes swapped; C and O are then w's O and C).
+ffi::Error Kernel(ffi::Buffer<ffi::F32> w, ffi::Result<ffi::Buffer<ffi::F32>> u, bool flip) {
+  auto wd = w.dimensions(), ud = u->dimensions();
+  if (wd.size() != 4 || wd[1] != wd[0] || (wd[0] != 3 && wd[0] != 5) || ud.size() != 3 || ud[0] != kPoints
+      || ud[1] != (flip ? wd[3] : wd[2]) || ud[2] != (flip ? wd[2] : wd[3]))
+    return ffi::Error::InvalidArgument("winograd kernel: expects (r, r, C, O), r = 3 or 5, into (36, C, O)");
+  Shape s{};
+  s.r = wd[0];
+  s.c = ud[1];
+  s.o = ud[2];
+  if (s.c == 0 || s.o == 0) return ffi::Error::Success();
+  std::lock_guard<std::mutex> guard(jaxcnn::OpenMPLock());
+  static const int team = omp_get_max_threads();
+  jaxcnn::OpenMPTeam scoped_team(team);
+  auto& buffers = ThreadBuffers();
+  if (static_cast<int>(buffers.size()) < team) buffers.resize(team);
+  const int64_t o_blocks = (s.o + kChunk - 1) / kChunk;
+  const int64_t c_step = flip ? kChunk : 16, c_blocks = (s.c + c_step - 1) / c_step;
+  float* U = u->typed_data();
+#pragma omp parallel num_threads(team)
+  {
+    float* staging = buffers[omp_get_thread_num()].Floats(kPoints * kChunk * kChunk);
+#pragma omp for schedule(static)
+    for (int64_t blk = 0; blk < o_blocks * c_blocks; ++blk) {
+      const int64_t o0 = (blk % o_blocks) * kChunk, c0 = (blk / o_blocks) * c_step;
+      KernelSlice(w.typed_data(), s, flip, c0, std::min(s.c, c0 + c_step), o0, std::min(kChunk, s.o - o0), U + o0,
+                  s.o, staging);
+    }
+  }
   return ffi::Error::Success();
 }
 
@@ -379,3 +436,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnWinogradConv, Conv,
                                   .Attr<int64_t>("block")
                                   .Attr<int64_t>("few_tiles")
                                   .Attr<bool>("flip"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnWinogradConvTransformed, ConvTransformed,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<ffi::Span<const int64_t>>("pad_lo")
+                                  .Attr<int64_t>("block")
+                                  .Attr<int64_t>("few_tiles")
+                                  .Attr<int64_t>("r"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnWinogradKernel, Kernel,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>().Attr<bool>("flip"));

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcnn import lowering
+from jaxcnn import lowering, winograd
 from jaxcnn.imagenet import preprocess
 from jaxcnn.inputopt.optimize import batch_sharding, check_images01, feature_shapes
 
@@ -177,6 +177,7 @@ def pgd(model, variables, x, labels, *, eps: float, steps: int = 10, step_size: 
     if steps < 1 or restarts < 1:
         raise ValueError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
     x, labels, target = _validate(model, variables, x, labels, target, eps)
+    variables = winograd.with_transforms(variables)   # fixed weights: their transforms made once
     step_size = 2.5 * eps / steps if step_size is None else step_size
     adv = _pgd(model, variables, x, labels, target, jax.random.key(key), jnp.float32(eps), jnp.float32(step_size),
                steps=steps, norm=norm, random_start=random_start, restarts=restarts)
@@ -239,6 +240,7 @@ def carlini_wagner(model, variables, x, labels, *, target=None, c: float = 1.0, 
     Returns the smallest-L2 successful perturbation found (the original image where none was).
     """
     x, labels, target = _validate(model, variables, x, labels, target)
+    variables = winograd.with_transforms(variables)
     b = x.shape[0]
     lo, hi = np.zeros(b), np.full(b, 1e10)
     cs = np.full(b, float(c))
@@ -295,6 +297,7 @@ def deepfool(model, variables, x, labels, *, max_iter: int = 50, overshoot: floa
     """DeepFool (Moosavi-Dezfooli et al. 2016): the smallest L2 step to the nearest linearised boundary,
     repeated until the prediction changes; ``candidates`` highest-scoring classes are considered. Untargeted."""
     x, labels, _ = _validate(model, variables, x, labels, None)
+    variables = winograd.with_transforms(variables)
     n = jax.eval_shape(lambda v, x: clean_logits(model, v, x), variables, x).shape[-1]
     adv = _deepfool(model, variables, x, jnp.float32(overshoot), max_iter=max_iter, candidates=min(candidates, n))
     return _result(model, variables, x, adv, labels, None)

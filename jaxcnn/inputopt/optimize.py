@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxcnn import lowering
+from jaxcnn import lowering, winograd
 from jaxcnn.imagenet import preprocess
 from jaxcnn.inputopt.objectives import Objective
 from jaxcnn.inputopt.param import get_param
@@ -208,10 +208,11 @@ class InputOptimizer:
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=self.steps, unit="step", dynamic_ncols=True, leave=False)
+        fixed = winograd.with_transforms(self.variables)   # the kernels' transforms, made once
         history = []
         try:
             for k in jax.random.split(key, self.steps // chunk):
-                carry, values = self._chunk(self.variables, objective, carry, k, chunk)
+                carry, values = self._chunk(fixed, objective, carry, k, chunk)
                 history.append(values)
                 if bar is not None:
                     bar.update(chunk)
