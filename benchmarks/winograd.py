@@ -9,9 +9,11 @@ direct, Winograd, and Winograd from the kernel's transforms made beforehand ("tr
 ``winograd.eligible`` (``eligible_transformed``) leaves to the direct convolution, timed here all the same. ``--models``: each model's inference and SGD-momentum train step (224 px)
 compiled three ways in this process (direct; Winograd for 3x3 kernels only; for 3x3 and 5x5), then
 timed alternating. ``--style``: the same for
-the float32 style-transfer loop of ``inputopt_vs_torch.py``.
+the float32 style-transfer loop of ``inputopt_vs_torch.py``. ``--fixed``: its float32 style, DeepDream
+and PGD loops with the kernels' transforms made once (``winograd.with_transforms``) and without.
 
     python benchmarks/winograd.py --layers --models vgg16:8 alexnet:32 googlenet:16 resnet50:16 --style --repeats 5
+    python benchmarks/winograd.py --fixed --repeats 7
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ LAYERS = [  # (name, batch, H = W, C in, C out[, kernel size, 3 if not given])
     ("PGD ResNet-18 layer2", 8, 16, 128, 128), ("PGD ResNet-18 layer3", 8, 8, 256, 256),
     ("PGD ResNet-18 layer4", 8, 4, 512, 512), ("DeepDream GoogLeNet 3a 3x3", 1, 16, 96, 128),
     ("DeepDream GoogLeNet 4a 3x3", 1, 8, 96, 208), ("DeepDream GoogLeNet 4a 3x3 '5x5'", 1, 8, 16, 48),
-    ("DeepDream GoogLeNet 5b 3x3", 1, 4, 192, 384), ("style VGG-19 conv5_1", 1, 4, 512, 512), ("AlexNet conv2 5x5", 32, 27, 64, 192, 5),
+    ("DeepDream GoogLeNet 5b 3x3", 1, 4, 192, 384), ("style 512 channels at 4x4", 1, 4, 512, 512), ("AlexNet conv2 5x5", 32, 27, 64, 192, 5),
     ("AlexNet conv2 5x5", 8, 27, 64, 192, 5), ("AlexNet conv2 5x5", 1, 27, 64, 192, 5),
     ("Inception-v3 Mixed_5b 5x5", 16, 35, 48, 64, 5), ("Inception-v3 Mixed_5b 5x5", 1, 35, 48, 64, 5),
     ("5x5 512 channels", 8, 14, 512, 512, 5), ("5x5 512 channels", 1, 14, 512, 512, 5)]
@@ -132,11 +134,54 @@ def style(repeats: int, size: int = 128, steps: int = 10) -> None:
           f"{ms['direct'] / steps / 1e3:.3f} / {ms['winograd'] / steps / 1e3:.3f}", flush=True)
 
 
+def fixed(repeats: int, size: int = 128, steps: int = 10, batch: int = 8) -> None:
+    """The float32 input-optimisation loops of ``inputopt_vs_torch.py`` with the kernels' transforms made
+    once (``winograd.with_transforms``, as ``InputOptimizer`` and the attacks do) and without."""
+    import jax
+    import numpy as np
+    from inputopt_loops import dream_run, style_run
+
+    import jaxcnn
+    from jaxcnn import winograd
+    from jaxcnn.inputopt.attacks import pgd
+
+    real = winograd.with_transforms
+    without = lambda variables, **_: variables  # noqa: E731
+
+    def switched(run, on):          # with_transforms is read on each attack call, and on a loop's first run
+        def call():
+            winograd.with_transforms = real if on else without
+            try:
+                return run()
+            finally:
+                winograd.with_transforms = real
+        return call
+
+    r18 = jaxcnn.create_model("resnet18")
+    v_r18 = jaxcnn.init_variables(r18, 64)
+    rng = np.random.default_rng(0)
+    xb, yb = rng.uniform(size=(batch, size, size, 3)).astype(np.float32), rng.integers(0, 1000, batch)
+    loops = {"style transfer (VGG-19)": lambda: style_run(size, steps), "DeepDream (GoogLeNet)": lambda: dream_run(size, steps),
+             f"PGD (ResNet-18, batch {batch})": lambda: lambda: jax.block_until_ready(
+                 pgd(r18, v_r18, xb, yb, eps=4 / 255, steps=steps).images)}
+    print(f"| float32 loop, {size} px | ms/step without / with the transforms | speed-up |")
+    print("|---|---|---|")
+    for name, make in loops.items():
+        runs = {on: switched(make(), on) for on in (False, True)}
+        for run in runs.values():
+            run()
+        ms = interleaved_ms(runs, repeats)
+        print(f"| {name} | {ms[False] / steps:.1f} / {ms[True] / steps:.1f} | {ms[False] / ms[True]:.2f}x |",
+              flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--layers", action="store_true")
     ap.add_argument("--models", nargs="*", default=[], metavar="MODEL:BATCH")
     ap.add_argument("--style", action="store_true", help="the float32 style-transfer loop at 128 px")
+    ap.add_argument("--fixed", action="store_true",
+                    help="the float32 style, DeepDream and PGD loops with and without the kernels' transforms")
     ap.add_argument("--only", default="", metavar="TEXT", help="--layers: those whose name contains TEXT")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
@@ -147,6 +192,8 @@ def main() -> None:
         models(args.models, args.repeats)
     if args.style:
         style(args.repeats)
+    if args.fixed:
+        fixed(args.repeats)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ here too; the weight gradient stays oneDNN's direct one.
 ``lowering.conv_general_dilated`` routes a convolution here where ``eligible`` holds (only
 where the oneDNN convolutions run, and only while ``enabled()``; ``JAXCNN_WINOGRAD=0`` or
 ``with winograd.disabled():`` turns it off). Reverse mode only, like the oneDNN convolution.
+For weights that stay fixed over many calls, ``with_transforms`` makes the kernels' transforms once
+and hands them to ``layers.Conv`` with the variables (``conv_transformed``, ``eligible_transformed``).
 """
 
 from __future__ import annotations
@@ -77,18 +79,24 @@ def _tiles(n: int, oh: int, ow: int, r: int = 3) -> int:
     return n * -(-oh // t) * -(-ow // t)
 
 
-def eligible(x, w, strides, padding, dilation, groups) -> bool:
-    """Whether ``conv`` computes this NHWC x HWIO convolution (explicit ``padding`` pairs) fast."""
+def _defined(x, w, strides, padding, dilation, groups) -> int:
+    """The number of tiles where this NHWC x HWIO convolution (explicit ``padding`` pairs) is one that
+    ``conv`` computes while ``enabled()``, else 0."""
     r = w.shape[0] if w.ndim == 4 and w.shape[0] == w.shape[1] else 0
     if not (_enabled and x.dtype == jnp.float32 and w.dtype == jnp.float32 and x.ndim == 4
-            and r in MIN_TILES and tuple(strides) == (1, 1) and tuple(dilation) == (1, 1)
-            and groups == 1 and all(0 <= p < r for pair in padding for p in pair)):
-        return False
+            and r in MIN_TILES and w.shape[2] == x.shape[3] and tuple(strides) == (1, 1)
+            and tuple(dilation) == (1, 1) and groups == 1 and all(0 <= p < r for pair in padding for p in pair)):
+        return 0
     oh, ow = (x.shape[1 + a] + sum(padding[a]) - (r - 1) for a in range(2))
-    c, o = w.shape[2], w.shape[3]
+    return _tiles(x.shape[0], oh, ow, r) if oh > 0 and ow > 0 else 0
+
+
+def eligible(x, w, strides, padding, dilation, groups) -> bool:
+    """Whether ``conv`` computes this NHWC x HWIO convolution (explicit ``padding`` pairs) fast."""
+    tiles = _defined(x, w, strides, padding, dilation, groups)
+    r, c, o = w.shape[0], w.shape[2], w.shape[3]
     widths = max(1.0, max(c, o) / 256) if r == 3 else 1.0
-    return (oh > 0 and ow > 0 and min(c, o) >= MIN_CHANNELS[r]
-            and _tiles(x.shape[0], oh, ow, r) >= MIN_TILES[r] * widths)
+    return tiles > 0 and min(c, o) >= MIN_CHANNELS[r] and tiles >= MIN_TILES[r] * widths
 
 
 def _block(c: int, o: int) -> int:
@@ -194,33 +202,29 @@ def _remembered_transforms(params):
     return transforms
 
 
-def with_transforms(variables):
+def with_transforms(variables, *, remember: bool = True):
     """``variables`` with the transforms of their float32 3x3 and 5x5 kernels added as the collection
     ``"winograd"`` (at each kernel's module: ``forward`` and ``backward``, the input gradient's), which
     ``layers.Conv`` then convolves with: for weights that stay fixed over many calls (the attacks and
-    ``InputOptimizer`` call it); it holds 8x the kernels' memory, and the last ``REMEMBER`` results are
-    kept for the same parameter arrays. ``variables`` comes back as it is where the Winograd
-    convolution does not run (off the CPU fast path, ``enabled()`` false) or the collection is there."""
+    ``InputOptimizer`` call it); it holds 8x the kernels' memory. With ``remember``, the last
+    ``REMEMBER`` results are kept for the same parameter arrays (for calls that cannot hold them, like
+    the attacks). ``variables`` comes back as it is where the Winograd convolution does not run (off the
+    CPU fast path, ``enabled()`` false) or the collection is there already."""
     from jaxcnn import lowering   # lowering imports this module
     if (not isinstance(variables, Mapping) or COLLECTION in variables or "params" not in variables
             or not (_enabled and lowering.onednn_convs() and onednn.available())):
         return variables
-    transforms = _remembered_transforms(dict(variables["params"]))
+    params = dict(variables["params"])
+    transforms = _remembered_transforms(params) if remember else _transforms(params)
     return {**variables, COLLECTION: transforms} if transforms else variables
 
 
 def eligible_transformed(x, w, strides, padding, dilation, groups) -> bool:
     """Whether ``conv_transformed`` computes this NHWC x HWIO convolution (explicit ``padding`` pairs)
     fast, given the kernel's transforms."""
-    r = w.shape[0]
-    if not (_enabled and x.dtype == jnp.float32 and w.dtype == jnp.float32 and x.ndim == 4 and w.ndim == 4
-            and r in MIN_TILES and w.shape[1] == r and w.shape[2] == x.shape[3]
-            and tuple(strides) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1
-            and all(0 <= p < r for pair in padding for p in pair)):
-        return False
-    oh, ow = (x.shape[1 + a] + sum(padding[a]) - (r - 1) for a in range(2))
-    return oh > 0 and ow > 0 and (_tiles(x.shape[0], oh, ow, r) * w.shape[2] * w.shape[3] >= MIN_WORK_TRANSFORMED
-                                  or eligible(x, w, strides, padding, dilation, groups))
+    tiles = _defined(x, w, strides, padding, dilation, groups)
+    return tiles > 0 and (tiles * w.shape[2] * w.shape[3] >= MIN_WORK_TRANSFORMED
+                          or eligible(x, w, strides, padding, dilation, groups))
 
 
 def _call_transformed(x, u, r, pad_lo, out_hw):
@@ -259,7 +263,7 @@ def conv_transformed(x, w, forward, backward, padding):
     ``backward = transform(w, flip=True)`` (see ``with_transforms``)."""
     _needs_shim()
     padding = tuple(tuple(int(p) for p in pair) for pair in padding)
-    r, _, c, o = w.shape
+    c, o = w.shape[2:]
     if forward.shape != (_POINTS, c, o) or backward.shape != (_POINTS, o, c):
         raise ValueError(f"the transforms of a {w.shape} kernel are (36, {c}, {o}) and (36, {o}, {c}), got "
                          f"{forward.shape} and {backward.shape}")

@@ -242,8 +242,9 @@ def test_jaxcnn_train_runs_the_towers_strategy(tmp_path):
     from jaxcnn.training import TrainConfig, train
     cfg = TrainConfig(model="alexnet_twotower", strategy="towers", dataset="digits", image_size=63, batch_size=16,
                       eval_batch_size=16, epochs=1, max_steps=2, workdir=str(tmp_path), log_every_steps=1,
-                      checkpoint_every_steps=100)
+                      checkpoint_every_steps=100, model_options={"fc_width": 256})   # fc6/fc7 of 4096: 25 s more
     result = train(cfg, progress=False)
     assert result["step"] == 2 and result["eval"]["loss"] > 0
     params = result["state"].params
     assert params["conv1"]["kernel"].sharding.spec[-1] == "model"      # towers stayed on their devices
+    assert params["fc6"]["kernel"].shape == (9216, 256) and params["fc6"]["kernel"].sharding.spec[-1] == "model"

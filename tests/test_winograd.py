@@ -225,7 +225,9 @@ def test_with_transforms_only_where_they_run_and_remembered_per_arrays():
         assert len(winograd._remembered) == entries - 1                      # gone with its parameters
         as_numpy = jax.tree.map(np.asarray, variables)                      # mutable arrays: never remembered
         winograd.with_transforms(as_numpy)
-        assert len(winograd._remembered) == entries - 1
+        own = winograd.with_transforms({"params": jax.tree.map(lambda a: a + 0, variables["params"])},
+                                       remember=False)                      # held by the caller only
+        assert len(winograd._remembered) == entries - 1 and winograd.COLLECTION in own
 
 
 def test_eligible_transformed_takes_wide_layers_with_few_tiles():

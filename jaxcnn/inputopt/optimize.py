@@ -145,6 +145,7 @@ class InputOptimizer:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.model, self.variables, self.steps = model, variables, int(steps)
+        self._fixed = None   # the variables with their kernels' Winograd transforms, made on the first run
         self.tx = make_optimizer(optimizer, learning_rate)
         self.param = get_param(param)
         self.transforms = tuple(transforms)
@@ -208,11 +209,12 @@ class InputOptimizer:
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=self.steps, unit="step", dynamic_ncols=True, leave=False)
-        fixed = winograd.with_transforms(self.variables)   # the kernels' transforms, made once
+        if self._fixed is None:
+            self._fixed = winograd.with_transforms(self.variables, remember=False)
         history = []
         try:
             for k in jax.random.split(key, self.steps // chunk):
-                carry, values = self._chunk(fixed, objective, carry, k, chunk)
+                carry, values = self._chunk(self._fixed, objective, carry, k, chunk)
                 history.append(values)
                 if bar is not None:
                     bar.update(chunk)

@@ -145,6 +145,7 @@ class PaperAlexNet(nn.Module):
     ``norm_before_pool``: LRN between ReLU and pool (AlexNet) or after the pool (ZFNet).
     ``ceil_mode``: pool1 and pool2 round up (pool5 rounds down).
     ``fc_bias``: bias init of fc6 and fc7.
+    ``fc_width``: units of fc6 and fc7 (4096 in the papers; smaller for small data or tests).
 
     ``__call__(x, train=False)``: (N, H, W, 3), H, W >= 63 -> (logits, features).
     """
@@ -157,6 +158,7 @@ class PaperAlexNet(nn.Module):
     arch_name: str
     num_classes: int = 1000
     dropout_rate: float = 0.5
+    fc_width: int = 4096
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -186,8 +188,8 @@ class PaperAlexNet(nn.Module):
                             bias_init=nn.initializers.constant(bias))
 
         drop = functools.partial(nn.Dropout, self.dropout_rate, deterministic=not train)
-        x = feats["fc6"] = nn.relu(dense(4096, "fc6", self.fc_bias)(x))
-        x = feats["fc7"] = nn.relu(dense(4096, "fc7", self.fc_bias)(drop()(x)))
+        x = feats["fc6"] = nn.relu(dense(self.fc_width, "fc6", self.fc_bias)(x))
+        x = feats["fc7"] = nn.relu(dense(self.fc_width, "fc7", self.fc_bias)(drop()(x)))
         x = feats["pre_logits"] = drop()(x)
         logits = dense(self.num_classes, "fc8", 0.0)(x)
         return logits.astype(jnp.float32), feats
