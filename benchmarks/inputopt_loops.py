@@ -1,6 +1,7 @@
-"""The float32/bfloat16 style-transfer and DeepDream loops of ``inputopt_vs_torch.py``, for the benchmarks
+"""The float32/bfloat16 style-transfer, DeepDream and PGD loops of ``inputopt_vs_torch.py``, for the benchmarks
 that time or profile one alone: style transfer on VGG-19 (random weights, content astronaut, style coffee,
-Adam on the pixels), DeepDream on GoogLeNet (inception4c, normalised-gradient ascent, jitter 16)."""
+Adam on the pixels), DeepDream on GoogLeNet (inception4c, normalised-gradient ascent, jitter 16), and
+PGD on ResNet-18 (batch 8, random images)."""
 
 from __future__ import annotations
 
@@ -49,4 +50,19 @@ def dream_run(size: int = 128, steps: int = 10, dtype: str = "float32") -> Calla
     return lambda: jax.block_until_ready(opt.run(O.layer_l2("inception4c"), content[None]).images)
 
 
-LOOPS = {"style": style_run, "dream": dream_run}
+def pgd_run(size: int = 128, steps: int = 10, dtype: str = "float32", batch: int = 8) -> Callable[[], object]:
+    """Like ``style_run``, for L-inf PGD on ResNet-18 (eps 4/255, random start; random images and labels)."""
+    import jax
+    import numpy as np
+
+    import jaxcnn
+    from jaxcnn.inputopt.attacks import pgd
+
+    variables = jaxcnn.init_variables(jaxcnn.create_model("resnet18"), 64)
+    net = jaxcnn.create_model("resnet18", dtype=dtype)
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(size=(batch, size, size, 3)).astype(np.float32), rng.integers(0, 1000, batch)
+    return lambda: jax.block_until_ready(pgd(net, variables, x, y, eps=4 / 255, steps=steps).images)
+
+
+LOOPS = {"style": style_run, "dream": dream_run, "pgd": pgd_run}

@@ -1,4 +1,4 @@
-"""Where jaxcnn's style-transfer or DeepDream loop (the workloads of ``inputopt_vs_torch.py``), or a model's
+"""Where jaxcnn's style-transfer, DeepDream or PGD loop (the workloads of ``inputopt_vs_torch.py``), or a model's
 train step or inference, spends its oneDNN time: the workload runs warm in a child process with
 ``ONEDNN_VERBOSE=1``, and the primitives of one timed run are summed by kind (convolution forward /
 backward data / weights, weight reorders, matmuls, the Winograd products as sgemm) and by shape;
@@ -6,7 +6,7 @@ what is left of the step is XLA's own code and the calls between. ``--model`` wi
 ``--framework torch`` times torchvision's model the same way (channels-last, SGD-momentum, bf16 as
 autocast; needs PyTorch), so that the same primitives compare shape by shape.
 
-    python benchmarks/onednn_profile.py [--loop dream] --size 128 --steps 10 [--dtype bfloat16] [--top 12]
+    python benchmarks/onednn_profile.py [--loop dream|pgd] --size 128 --steps 10 [--dtype bfloat16] [--top 12]
     python benchmarks/onednn_profile.py --model googlenet --step train --batch 16 [--framework torch]
 """
 
@@ -61,7 +61,7 @@ def model_child(name: str, step: str, batch: int, dtype: str, framework: str) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--loop", default="style", choices=["style", "dream"])
+    ap.add_argument("--loop", default="style", choices=["style", "dream", "pgd"])
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -97,7 +97,8 @@ def main() -> None:
     if args.model:
         name, size = f"{args.framework} {args.model} {args.step} step, batch {args.batch},", 224
     else:
-        name, size = {"style": "style transfer, VGG-19", "dream": "DeepDream, GoogLeNet"}[args.loop], args.size
+        name, size = {"style": "style transfer, VGG-19", "dream": "DeepDream, GoogLeNet",
+                      "pgd": "PGD, ResNet-18 batch 8"}[args.loop], args.size
     print(f"{name} {args.dtype}, {size} px: {step_ms:.1f} ms/step, "
           f"oneDNN {sum(kinds.values()):.1f} ms/step of it\n")
     print("| oneDNN primitive | ms/step | share of the step |\n|---|---|---|")

@@ -43,7 +43,11 @@ CASES = [  # (x shape, kernel, out channels, strides, padding, dilation, groups)
     ((4, 23, 23, 3), 11, 8, (4, 4), ((2, 2), (2, 2)), (1, 1), 1),      # AlexNet conv1 geometry
     ((2, 6, 6, 8), 3, 8, (1, 1), ((1, 1), (1, 1)), (1, 1), 2),         # two-tower AlexNet: groups=2
     ((2, 10, 11, 3), 3, 4, (4, 4), ((0, 0), (1, -1)), (1, 1), 1),      # 3 unread rows, negative right padding
+    ((2, 33, 31, 3), 7, 16, (2, 2), ((3, 3), (3, 3)), (1, 1), 1),      # ResNet's stem, odd sizes
+    ((1, 17, 20, 1), 4, 5, (2, 3), ((1, 2), (0, 1)), (1, 1), 1),       # one channel, even kernel, uneven strides
 ]
+# Cases 2, 4, 6, 7 and 8 (strided, at most 4 input channels) take the input gradient by taps
+# (``onednn.input_gradient_by_taps``), the rest oneDNN's backward-data primitive.
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
@@ -66,6 +70,20 @@ def test_forward_and_gradients_match_xla(case, dtype):
     assert dx.dtype == dtype and dw.dtype == dtype
     assert _rel(dx, dx_ref) < TOL[dtype]
     assert _rel(dw, dw_ref) < TOL[dtype]
+
+
+def test_strided_stems_take_their_input_gradient_by_taps():
+    def gradient_hlo(c, stride):
+        x, w = jnp.zeros((1, 32, 32, c)), jnp.zeros((7, 7, c, 8))
+        f = lambda x: onednn.conv(x, w, (stride, stride), ((3, 3), (3, 3))).sum()  # noqa: E731
+        return jax.jit(jax.grad(f)).lower(x).as_text()
+    assert "jaxcnn_conv_backward_data" not in gradient_hlo(3, 2)
+    assert "jaxcnn_conv_backward_data" in gradient_hlo(8, 2)     # wider inputs: oneDNN's primitive
+    assert "jaxcnn_conv_backward_data" in gradient_hlo(3, 1)     # stride 1: oneDNN's primitive
+    geometry = lambda s, d=(1, 1), g=1: ((s, s), d, (0, 0), (0, 0), g)  # noqa: E731
+    assert onednn.by_taps((1, 8, 8, 4), (3, 3, 4, 8), geometry(2))
+    assert not onednn.by_taps((1, 8, 8, 4), (3, 3, 2, 8), geometry(2, g=2))
+    assert not onednn.by_taps((1, 8, 8, 4), (3, 3, 4, 8), geometry(2, d=(2, 2)))
 
 
 def test_flax_conv_routes_through_onednn_and_keeps_its_gradients():

@@ -46,6 +46,11 @@ def _place_one(image, patch, key, scale, max_degrees):
 
 def apply_patch(images, patch, key, *, scale=(0.3, 0.5), max_degrees: float = 45.0):
     """(B, H, W, 3) images with ``patch`` pasted at an independent random placement each."""
+    return _apply_patch(images, patch, key, scale=tuple(scale), max_degrees=float(max_degrees))
+
+
+@functools.partial(jax.jit, static_argnames=("scale", "max_degrees"))   # op by op: 1.5 s for 128 digits
+def _apply_patch(images, patch, key, *, scale, max_degrees):
     keys = jax.random.split(key, images.shape[0])
     return jax.vmap(_place_one, in_axes=(0, None, 0, None, None))(images, patch, keys, scale, max_degrees)
 
@@ -100,7 +105,11 @@ def patch_success(model, variables, images, labels, patch, target: int, *, key: 
     check_images01(images)
     keep = np.asarray(labels) != target
     x = jnp.asarray(images, jnp.float32)[keep]
-    fwd = jax.jit(lambda v, x: jnp.argmax(model.apply(v, preprocess(x), train=False)[0], -1))
     patched = apply_patch(x, jnp.asarray(patch), jax.random.key(key), scale=tuple(scale), max_degrees=max_degrees)
-    return {"images": int(keep.sum()), "target_rate_clean": float(jnp.mean(fwd(variables, x) == target)),
-            "target_rate_patched": float(jnp.mean(fwd(variables, patched) == target))}
+    return {"images": int(keep.sum()), "target_rate_clean": float(jnp.mean(_predict(model, variables, x) == target)),
+            "target_rate_patched": float(jnp.mean(_predict(model, variables, patched) == target))}
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _predict(model, variables, x):
+    return jnp.argmax(model.apply(variables, preprocess(x), train=False)[0], -1)
