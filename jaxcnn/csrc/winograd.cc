@@ -18,6 +18,10 @@
 // sgemm (single-threaded inside the team), and transforms the products back into y, so that a
 // block's data stays in the core's caches between the three steps.
 //
+// For fixed weights the kernel's transform U (36, C, O) can be made once beforehand
+// (JaxcnnWinogradKernel) and passed in its place (JaxcnnWinogradConvTransformed): the same
+// schedules, reading U instead of making it.
+//
 // Built with the oneDNN shims by jaxcnn/onednn.py; lowering.conv_general_dilated routes
 // eligible convolutions here (see jaxcnn/winograd.py).
 
@@ -330,10 +334,9 @@ bool ByChannelBlocks(const float* x, const float* w, const float* pre, bool flip
     for (int64_t blk = 0; blk < o_blocks; ++blk) {
       const int64_t o0 = blk * kChunk, on = std::min(kChunk, s.o - o0);
       if (!pre) KernelSlice(w, s, flip, 0, s.c, o0, on, U, on, staging);
-      const bool done = pre ? Products(s.tiles, s.c, on, V, s.c, s.tiles * s.c, pre + o0, s.o, s.c * s.o, M, on,
-                                       s.tiles * on)
-                            : Products(s.tiles, s.c, on, V, s.c, s.tiles * s.c, U, on, s.c * on, M, on, s.tiles * on);
-      if (!done) {
+      const float* slice = pre ? pre + o0 : U;   // the made-beforehand transform: its columns o0.. in place
+      const int64_t ldu = pre ? s.o : on;
+      if (!Products(s.tiles, s.c, on, V, s.c, s.tiles * s.c, slice, ldu, s.c * ldu, M, on, s.tiles * on)) {
 #pragma omp atomic write
         failed = 1;
       }

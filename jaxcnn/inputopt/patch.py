@@ -89,7 +89,8 @@ def train_patch(model, variables, images, target: int, *, patch_size: int | None
     if not 0 < scale[0] <= scale[1] <= 1:
         raise ValueError(f"patch scale must satisfy 0 < min <= max <= 1 (fractions of the image side), got {scale}")
     patch_size = patch_size or max(4, int(images.shape[1] * scale[1]))
-    patch, losses = _train(model, winograd.with_transforms(variables), jnp.asarray(images, jnp.float32), jnp.int32(target), jax.random.key(key),
+    variables = winograd.with_transforms(variables)   # fixed weights: their kernels' transforms made once
+    patch, losses = _train(model, variables, jnp.asarray(images, jnp.float32), jnp.int32(target), jax.random.key(key),
                            jnp.float32(learning_rate), steps=steps, batch_size=batch_size, scale=tuple(scale),
                            max_degrees=float(max_degrees), patch_size=patch_size)
     return patch, np.asarray(losses)
