@@ -48,13 +48,17 @@ def _rel(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
-def test_forward_and_gradients_match_float64(case):
-    shape, o, padding, r = case
-    rng = np.random.default_rng(abs(hash(case)) % 2**32)
+def _operands(case, salt: int = 0):
+    shape, o, _, r = case
+    rng = np.random.default_rng(abs(hash(case)) % 2**32 + salt)
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
     w = jnp.asarray(rng.normal(size=(r, r, shape[3], o)) / np.sqrt(r * r * shape[3]), jnp.float32)
-    y, vjp = jax.vjp(lambda x, w: winograd.conv(x, w, padding), x, w)
+    return x, w, rng
+
+
+def _assert_matches_float64(conv, x, w, padding, rng):
+    """``conv(x, w)``, its input and its weight gradient against the float64 convolution."""
+    y, vjp = jax.vjp(conv, x, w)
     ct = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
     dx, dw = vjp(ct)
     with jax.enable_x64():
@@ -65,6 +69,13 @@ def test_forward_and_gradients_match_float64(case):
     assert _rel(y, y_ref) < TOL
     assert _rel(dx, dx_ref) < TOL
     assert _rel(dw, dw_ref) < 2e-6     # the weight gradient is oneDNN's direct one
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_forward_and_gradients_match_float64(case):
+    x, w, rng = _operands(case)
+    padding = case[2]
+    _assert_matches_float64(lambda x, w: winograd.conv(x, w, padding), x, w, padding, rng)
 
 
 @pytest.mark.parametrize("r", [3, 5])
@@ -145,22 +156,11 @@ def test_lowering_routes_eligible_convolutions_here():
 @pytest.mark.parametrize("case", CASES[::2] + CASES[5:6], ids=[f"case{i}" for i in (0, 2, 4, 6, 8, 5)])
 def test_transformed_kernels_match_float64(case):
     """``conv_transformed`` by ``transform(w)`` and ``transform(w, flip=True)``: forward and both gradients."""
-    shape, o, padding, r = case
-    rng = np.random.default_rng(abs(hash(case)) % 2**32 + 1)
-    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(r, r, shape[3], o)) / np.sqrt(r * r * shape[3]), jnp.float32)
+    shape, o, padding, _ = case
+    x, w, rng = _operands(case, salt=1)
     u, ut = winograd.transform(w), winograd.transform(w, flip=True)
     assert u.shape == (36, shape[3], o) and ut.shape == (36, o, shape[3])
-    y, vjp = jax.vjp(lambda x, w: winograd.conv_transformed(x, w, u, ut, padding), x, w)
-    ct = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
-    dx, dw = vjp(ct)
-    with jax.enable_x64():
-        f64 = lambda a: jnp.asarray(np.asarray(a), jnp.float64)  # noqa: E731
-        y_ref, vjp_ref = jax.vjp(lambda x, w: _conv64(x, w, padding), f64(x), f64(w))
-        dx_ref, dw_ref = vjp_ref(f64(ct))
-    assert _rel(y, y_ref) < TOL
-    assert _rel(dx, dx_ref) < TOL
-    assert _rel(dw, dw_ref) < 2e-6
+    _assert_matches_float64(lambda x, w: winograd.conv_transformed(x, w, u, ut, padding), x, w, padding, rng)
     with pytest.raises(ValueError, match=r"are \(36, \d+, \d+\) and"):
         winograd.conv_transformed(x, w, ut, u, padding) if shape[3] != o else winograd.conv_transformed(
             x, w, u[:1], ut, padding)
