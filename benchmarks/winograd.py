@@ -6,7 +6,8 @@ batch-1 layers of style transfer at 128 px; ``--only TEXT`` keeps the layers who
 the forward and the input gradient, the lowerings timed alternating (median of ``--repeats``):
 direct, Winograd, and Winograd from the kernel's transforms made beforehand ("transformed", as
 ``winograd.with_transforms`` gives them to fixed weights); "not taken" marks the layers that
-``winograd.eligible`` (``eligible_transformed``) leaves to the direct convolution, timed here all the same. ``--models``: each model's inference and SGD-momentum train step (224 px)
+``winograd.eligible`` (``eligible_transformed``) leaves to the direct convolution, timed here all the
+same. ``--models``: each model's inference and SGD-momentum train step (224 px)
 compiled three ways in this process (direct; Winograd for 3x3 kernels only; for 3x3 and 5x5), then
 timed alternating. ``--style``: the same for
 the float32 style-transfer loop of ``inputopt_vs_torch.py``. ``--fixed``: its float32 style, DeepDream
@@ -41,7 +42,8 @@ LAYERS = [  # (name, batch, H = W, C in, C out[, kernel size, 3 if not given])
     ("PGD ResNet-18 layer2", 8, 16, 128, 128), ("PGD ResNet-18 layer3", 8, 8, 256, 256),
     ("PGD ResNet-18 layer4", 8, 4, 512, 512), ("DeepDream GoogLeNet 3a 3x3", 1, 16, 96, 128),
     ("DeepDream GoogLeNet 4a 3x3", 1, 8, 96, 208), ("DeepDream GoogLeNet 4a 3x3 '5x5'", 1, 8, 16, 48),
-    ("DeepDream GoogLeNet 5b 3x3", 1, 4, 192, 384), ("style 512 channels at 4x4", 1, 4, 512, 512), ("AlexNet conv2 5x5", 32, 27, 64, 192, 5),
+    ("DeepDream GoogLeNet 5b 3x3", 1, 4, 192, 384), ("style 512 channels at 4x4", 1, 4, 512, 512),
+    ("AlexNet conv2 5x5", 32, 27, 64, 192, 5),
     ("AlexNet conv2 5x5", 8, 27, 64, 192, 5), ("AlexNet conv2 5x5", 1, 27, 64, 192, 5),
     ("Inception-v3 Mixed_5b 5x5", 16, 35, 48, 64, 5), ("Inception-v3 Mixed_5b 5x5", 1, 35, 48, 64, 5),
     ("5x5 512 channels", 8, 14, 512, 512, 5), ("5x5 512 channels", 1, 14, 512, 512, 5)]
@@ -137,13 +139,9 @@ def style(repeats: int, size: int = 128, steps: int = 10) -> None:
 def fixed(repeats: int, size: int = 128, steps: int = 10, batch: int = 8) -> None:
     """The float32 input-optimisation loops of ``inputopt_vs_torch.py`` with the kernels' transforms made
     once (``winograd.with_transforms``, as ``InputOptimizer`` and the attacks do) and without."""
-    import jax
-    import numpy as np
-    from inputopt_loops import dream_run, style_run
+    from inputopt_loops import dream_run, pgd_run, style_run
 
-    import jaxcnn
     from jaxcnn import winograd
-    from jaxcnn.inputopt.attacks import pgd
 
     real = winograd.with_transforms
     without = lambda variables, **_: variables  # noqa: E731
@@ -157,13 +155,9 @@ def fixed(repeats: int, size: int = 128, steps: int = 10, batch: int = 8) -> Non
                 winograd.with_transforms = real
         return call
 
-    r18 = jaxcnn.create_model("resnet18")
-    v_r18 = jaxcnn.init_variables(r18, 64)
-    rng = np.random.default_rng(0)
-    xb, yb = rng.uniform(size=(batch, size, size, 3)).astype(np.float32), rng.integers(0, 1000, batch)
-    loops = {"style transfer (VGG-19)": lambda: style_run(size, steps), "DeepDream (GoogLeNet)": lambda: dream_run(size, steps),
-             f"PGD (ResNet-18, batch {batch})": lambda: lambda: jax.block_until_ready(
-                 pgd(r18, v_r18, xb, yb, eps=4 / 255, steps=steps).images)}
+    loops = {"style transfer (VGG-19)": lambda: style_run(size, steps),
+             "DeepDream (GoogLeNet)": lambda: dream_run(size, steps),
+             f"PGD (ResNet-18, batch {batch})": lambda: pgd_run(size, steps, batch=batch)}
     print(f"| float32 loop, {size} px | ms/step without / with the transforms | speed-up |")
     print("|---|---|---|")
     for name, make in loops.items():

@@ -277,26 +277,32 @@ bool Products(int64_t rows, int64_t C, int64_t on, const float* V, int64_t ldv, 
   return true;
 }
 
-// Many tiles: the kernel is transformed once; each thread then takes blocks of `per_block` tiles
-// through input transform, products and output transform, the block's data staying in its caches.
+// The whole kernel's transform U (36, s.c, s.o), made by the calling OpenMP team (call it from
+// every thread of a parallel region); staging: kPoints * kChunk * kChunk floats of the thread's own.
+void KernelAll(const float* w, const Shape& s, bool flip, float* U, float* staging) {
+  const int64_t o_blocks = (s.o + kChunk - 1) / kChunk;
+  const int64_t c_step = flip ? kChunk : 16, c_blocks = (s.c + c_step - 1) / c_step;
+#pragma omp for schedule(static)
+  for (int64_t blk = 0; blk < o_blocks * c_blocks; ++blk) {
+    const int64_t o0 = (blk % o_blocks) * kChunk, c0 = (blk / o_blocks) * c_step;
+    KernelSlice(w, s, flip, c0, std::min(s.c, c0 + c_step), o0, std::min(kChunk, s.o - o0), U + o0, s.o, staging);
+  }
+}
+
+// Many tiles: the kernel is transformed once (unless pre holds its transform); each thread then
+// takes blocks of `per_block` tiles through input transform, products and output transform, the
+// block's data staying in its caches.
 bool ByTileBlocks(const float* x, const float* w, const float* pre, bool flip, const Shape& s, int64_t per_block,
                   int team, float* y) {
   float* U = pre ? const_cast<float*>(pre) : SharedBuffer().Floats(kPoints * s.c * s.o);
   auto& buffers = ThreadBuffers();
-  const int64_t o_blocks = (s.o + kChunk - 1) / kChunk;
-  const int64_t c_step = flip ? kChunk : 16, c_blocks = (s.c + c_step - 1) / c_step;
   const int64_t blocks = (s.tiles + per_block - 1) / per_block;
   int failed = 0;
 #pragma omp parallel num_threads(team)
   {
     Arena& own = buffers[omp_get_thread_num()];
     float* staging = own.Floats(kPoints * per_block * (s.c + s.o) + kPoints * kChunk * kChunk);
-#pragma omp for schedule(static)
-    for (int64_t blk = 0; blk < (pre ? 0 : o_blocks * c_blocks); ++blk) {
-      const int64_t o0 = (blk % o_blocks) * kChunk, c0 = (blk / o_blocks) * c_step;
-      KernelSlice(w, s, flip, c0, std::min(s.c, c0 + c_step), o0, std::min(kChunk, s.o - o0), U + o0, s.o,
-                  staging);
-    }
+    if (!pre) KernelAll(w, s, flip, U, staging);   // the same on every thread: all meet its barrier
     float* V = staging + kPoints * kChunk * kChunk;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t blk = 0; blk < blocks; ++blk) {
@@ -412,19 +418,9 @@ ffi::Error Kernel(ffi::Buffer<ffi::F32> w, ffi::Result<ffi::Buffer<ffi::F32>> u,
   jaxcnn::OpenMPTeam scoped_team(team);
   auto& buffers = ThreadBuffers();
   if (static_cast<int>(buffers.size()) < team) buffers.resize(team);
-  const int64_t o_blocks = (s.o + kChunk - 1) / kChunk;
-  const int64_t c_step = flip ? kChunk : 16, c_blocks = (s.c + c_step - 1) / c_step;
-  float* U = u->typed_data();
 #pragma omp parallel num_threads(team)
-  {
-    float* staging = buffers[omp_get_thread_num()].Floats(kPoints * kChunk * kChunk);
-#pragma omp for schedule(static)
-    for (int64_t blk = 0; blk < o_blocks * c_blocks; ++blk) {
-      const int64_t o0 = (blk % o_blocks) * kChunk, c0 = (blk / o_blocks) * c_step;
-      KernelSlice(w.typed_data(), s, flip, c0, std::min(s.c, c0 + c_step), o0, std::min(kChunk, s.o - o0), U + o0,
-                  s.o, staging);
-    }
-  }
+  KernelAll(w.typed_data(), s, flip, u->typed_data(),
+            buffers[omp_get_thread_num()].Floats(kPoints * kChunk * kChunk));
   return ffi::Error::Success();
 }
 
@@ -451,4 +447,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnWinogradConvTransformed, ConvTransformed,
                                   .Attr<int64_t>("r"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnWinogradKernel, Kernel,
-                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>().Attr<bool>("flip"));
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("flip"));
