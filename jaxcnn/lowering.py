@@ -42,6 +42,10 @@ The alternatives (each with a before/after figure in ``benchmarks/RESULTS.md``):
   forward, the input gradient and the bfloat16 weight gradient (XLA:CPU runs a dense
   layer's backward at 60-100 GFLOP/s and bfloat16 dots in float32; its float32 weight
   gradient, with the batch as inner dimension, is the one it does well).
+* Gram matrices ``F^T F`` of style losses (``gram``): oneDNN's matmul where its convolutions are
+  used. XLA:CPU splits a dot over its output only, and a C x C Gram matrix of C <= 128 is one
+  block: VGG-19 conv1_1's at 224 px (50176 x 64) ran on one thread, 10.5 ms against oneDNN's 2.2,
+  forward and backward 19.6 against 5.3; the float32 style step 1.21x faster at 224 px, 1.09x at 128.
 * batch norm in training mode (statistics over every axis but the last): where the
   oneDNN convolutions run, a C++ forward (``csrc/batch_norm.cc``: batch mean and
   variance, summed in float over 64-row blocks and in double across them, then the
@@ -381,3 +385,12 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
         return y.reshape(*lhs.shape[:-1], rhs.shape[1])
     return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                            preferred_element_type=preferred_element_type, **kwargs)
+
+
+# ---------------------------------------------------------------- Gram matrices (style losses)
+def gram(flat: jax.Array) -> jax.Array:
+    """Per image ``F^T F`` of float32 features ``flat`` (B, P, C) -> (B, C, C): oneDNN's product where
+    its convolutions are used (``onednn.gram``), else XLA's dot."""
+    if onednn_convs() and flat.dtype == jnp.float32 and min(flat.shape) > 0 and onednn.available():
+        return jnp.stack([onednn.gram(flat[b]) for b in range(flat.shape[0])])
+    return jnp.einsum("bpc,bpd->bcd", flat, flat)

@@ -272,3 +272,24 @@ def _matmul_bwd(res, g):
 
 
 matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+# ---------------------------------------------------------------- Gram matrix F^T F (style losses)
+@jax.custom_vjp
+def gram(f):
+    """``f.T @ f`` for a 2-D float32 ``f`` of P rows (pixels) and C columns (channels), by oneDNN.
+
+    XLA:CPU's dot splits its work over the output only, and a Gram matrix's (C x C) is one block
+    for C <= 128, so it ran on one thread over the long inner dimension."""
+    return _mm(f, f, transpose_a=True)
+
+
+def _gram_fwd(f):
+    return gram(f), f
+
+
+def _gram_bwd(f, g):
+    return (_mm(f, g + g.T),)
+
+
+gram.defvjp(_gram_fwd, _gram_bwd)

@@ -215,3 +215,21 @@ def test_cond_tree_picks_the_same_tree_in_both_lowerings():
                 for x, y in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
                     assert x.dtype == y.dtype
                     np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("shape", [(1, 300, 7), (2, 64, 130)])      # long pixels; more channels than pixels
+def test_gram_by_onednn_equals_float64_with_its_gradient(shape):
+    rng = np.random.default_rng(3)
+    f = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((shape[0], shape[2], shape[2])), jnp.float32)   # not symmetric
+    f64, w64 = np.asarray(f, np.float64), np.asarray(w, np.float64)
+    want = np.einsum("bpc,bpd->bcd", f64, f64)
+    want_grad = np.einsum("bpc,bcd->bpd", f64, w64 + w64.transpose(0, 2, 1))    # d sum(w * F^T F) / dF
+    for mode in ("fast", "reference"):
+        with lowering.mode(mode):
+            fn = jax.jit(jax.value_and_grad(lambda f: jnp.sum(w * lowering.gram(f))))
+            assert ("jaxcnn_matmul" in fn.lower(f).as_text()) == (mode == "fast")
+            got, grad = fn(f)
+            np.testing.assert_allclose(lowering.gram(f), want, rtol=2e-5, atol=2e-5 * np.abs(want).max())
+            np.testing.assert_allclose(grad, want_grad, rtol=2e-5, atol=2e-5 * np.abs(want_grad).max())
+            np.testing.assert_allclose(got, np.sum(w64 * want), rtol=1e-5)
