@@ -147,3 +147,23 @@ def test_adversarial_training_is_a_train_option():
     from jaxcnn.training.config import TrainConfig
     cfg = TrainConfig().with_overrides(["adversarial.eps=0.03", "adversarial.steps=2"])
     assert cfg.adversarial == {"eps": 0.03, "steps": 2}
+
+
+def test_repeated_calls_reuse_their_compiled_forward(clf):
+    """robustness_curve's clean rows, noise_probe and channel_maps compile once per model (and layer), not
+    once per call."""
+    from jaxcnn.inputopt import fooling, inspection, robustness
+    model, variables, x, y, _ = clf
+    x, y = x[:16], y[:16]
+    fns = (robustness._clean_logits, fooling._probs, inspection._channel_map)
+
+    def calls():
+        robustness_curve(model, variables, x, y, epsilons=[0.0])
+        noise_probe(model, variables, x, n=16)
+        for channel in (0, 1):
+            assert inspection.channel_maps(model, variables, x, "block0", channel).shape[0] == 16
+
+    calls()
+    sizes = [f._cache_size() for f in fns]
+    calls()
+    assert [f._cache_size() for f in fns] == sizes and min(sizes) >= 1

@@ -39,6 +39,7 @@ class FoolingResult:
     history: np.ndarray
 
 
+@functools.partial(jax.jit, static_argnames=("model",))    # once per model, not per call
 def _probs(model, variables, x):
     return jax.nn.softmax(model.apply(variables, preprocess(x), train=False)[0].astype(jnp.float32), axis=-1)
 
@@ -163,9 +164,8 @@ def noise_probe(model, variables, real_images, *, n: int = 256, key: int = 0, ke
     check_images01(real_images)
     shape = (n, *np.shape(real_images)[1:])
     noise = jnp.clip(0.5 + 0.25 * jax.random.normal(jax.random.key(key), shape), 0, 1)
-    fwd = jax.jit(lambda v, x: _probs(model, v, x))
-    p_noise = np.asarray(fwd(variables, noise))
-    p_real = np.asarray(fwd(variables, jnp.asarray(real_images, jnp.float32)))
+    p_noise = np.asarray(_probs(model, variables, noise))
+    p_real = np.asarray(_probs(model, variables, jnp.asarray(real_images, jnp.float32)))
     conf_noise, conf_real = p_noise.max(1), p_real.max(1)
     threshold = float(np.quantile(conf_real, 1 - keep))
     return {"predicted": np.bincount(p_noise.argmax(1), minlength=p_noise.shape[1]).tolist(),

@@ -17,6 +17,7 @@ model's first convolution kernels for the same mosaic.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -48,13 +49,17 @@ def channel_maps(model, variables, images, layer: str, channel: int, *, batch: i
         raise ValueError(f"the model has no layer {layer!r}; valid: {', '.join(feats)}")
     if feats[layer].ndim != 4 or not 0 <= channel < feats[layer].shape[-1]:
         raise ValueError(f"{layer} has shape {feats[layer].shape[1:]}; channel {channel} is not a spatial unit of it")
-    fwd = jax.jit(lambda v, x: model.apply(v, preprocess(x), train=False)[1][layer][..., channel])
     starts = range(0, len(images), batch)
     if progress:
         from tqdm import tqdm
         starts = tqdm(starts, unit="batch", leave=False)
-    return np.concatenate([np.asarray(fwd(variables, jnp.asarray(images[i:i + batch], jnp.float32)))
-                           for i in starts])
+    return np.concatenate([np.asarray(_channel_map(model, variables, jnp.asarray(images[i:i + batch], jnp.float32),
+                                                   layer, jnp.int32(channel))) for i in starts])
+
+
+@functools.partial(jax.jit, static_argnames=("model", "layer"))    # once per model and layer, not per call
+def _channel_map(model, variables, x, layer, channel):
+    return jnp.take(model.apply(variables, preprocess(x), train=False)[1][layer], channel, axis=-1)
 
 
 def receptive_box(model, variables, image, layer: str, channel: int, y: int, x: int) -> tuple[int, int, int, int]:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import jax
-
 import numpy as np
 
 from jaxcnn.inputopt.attacks import ATTACKS, clean_logits
+
+
+_clean_logits = jax.jit(clean_logits, static_argnames=("model",))   # once per model, not per call
 
 
 def robustness_curve(model, variables, images, labels, *, attack: str = "pgd", epsilons: Sequence[float],
@@ -21,14 +22,13 @@ def robustness_curve(model, variables, images, labels, *, attack: str = "pgd", e
     if attack not in ("fgsm", "bim", "pgd"):
         raise ValueError(f"robustness needs a budgeted attack; got {attack!r}, valid: fgsm, bim, pgd")
     images, labels = np.asarray(images, np.float32), np.asarray(labels)
-    forward = jax.jit(functools.partial(clean_logits, model))
     rows = []
     for eps in epsilons:
         correct = []
         for i in range(0, len(images), batch_size):
             x, y = images[i:i + batch_size], labels[i:i + batch_size]
             if eps == 0:
-                correct.append(np.argmax(np.asarray(forward(variables, x)), -1) == y)
+                correct.append(np.argmax(np.asarray(_clean_logits(model, variables, x)), -1) == y)
             else:
                 res = ATTACKS[attack](model, variables, x, y, eps=float(eps), **attack_options)
                 correct.append(res.predictions == y)
