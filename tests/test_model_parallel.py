@@ -1,7 +1,8 @@
 """Two-tower AlexNet with its towers on a 2-wide ``model`` mesh axis (8 simulated CPU devices).
 
-The real ``alexnet_twotower`` (60M parameters; 10 classes) at its minimum
-input size, 63 px: the tower-parallel forward and train step equal one
+The real ``alexnet_twotower`` (its five convolutional layers as in the paper; fc6 and fc7 of 512 units
+instead of 4096, 10 classes: 6M parameters instead of 60M, the same layers and shardings; the
+collective checks trace the full-width net, which they never run) at its minimum input size, 63 px: the tower-parallel forward and train step equal one
 device, on data=1 x model=2 and data=4 x model=2; the towers talk only at
 conv3 and the fully connected layers (checked on the jaxprs and on the
 compiled HLO).
@@ -21,7 +22,7 @@ from jaxcnn.parallel.model_parallel import (PARAM_SPECS, TowerParallel, check_me
                                             to_tower_layout, tower_mesh)
 from jaxcnn.training import create_train_state, make_train_step
 
-SIZE, BATCH, CLASSES = 63, 8, 10  # 63 px: the smallest input with a non-empty pool5
+SIZE, BATCH, CLASSES, FC = 63, 8, 10, 512  # 63 px: the smallest input with a non-empty pool5
 MODEL_GROUPS = "{{0,1},{2,3},{4,5},{6,7}}"  # the "model" axis of tower_mesh() on 8 devices
 
 
@@ -31,7 +32,7 @@ def _mesh(data: int) -> Mesh:
 
 @pytest.fixture(scope="module")
 def setup():
-    model = jaxcnn.create_model("alexnet_twotower", num_classes=CLASSES)
+    model = jaxcnn.create_model("alexnet_twotower", num_classes=CLASSES, fc_width=FC)
     rng = np.random.default_rng(0)
     batch = {"image": rng.standard_normal((BATCH, SIZE, SIZE, 3)).astype(np.float32),
              "label": rng.integers(0, CLASSES, BATCH).astype(np.int32)}
@@ -166,11 +167,13 @@ def _consumer(var, jaxpr):
 
 @pytest.fixture(scope="module")
 def abstract(setup):
-    model, _, tx, _ = setup
+    """The paper's full-width net (fc6, fc7 of 4096), as shapes only: traced and compiled, never run."""
+    _, _, tx, _ = setup
+    model = jaxcnn.create_model("alexnet_twotower", num_classes=CLASSES)
     state = jax.eval_shape(lambda: create_train_state(model, tx, (SIZE, SIZE, 3), seed=0))
     batch = {"image": jax.ShapeDtypeStruct((BATCH, SIZE, SIZE, 3), jnp.float32),
              "label": jax.ShapeDtypeStruct((BATCH,), jnp.int32)}
-    return state, batch
+    return model, state, batch
 
 
 def test_forward_communicates_only_at_conv3_and_the_fc_layers(setup, abstract):
@@ -178,8 +181,7 @@ def test_forward_communicates_only_at_conv3_and_the_fc_layers(setup, abstract):
     (their local kernels (3,3,256,192), (9216,2048), (4096,2048)) and the psum of fc8's partial logits. conv1,
     conv2, conv4, conv5, the LRNs and the pools are tower-local. The compiled HLO has the same 4 collectives,
     over the device pairs {0,1},{2,3},... (the ``model`` axis), and nothing over ``data``."""
-    model = setup[0]
-    state, batch = abstract
+    model, state, batch = abstract
     tp = TowerParallel(model, _mesh(4))
     variables = {"params": state.params}
     jaxpr = jax.make_jaxpr(lambda v, x: tp.apply(v, x)[0])(variables, batch["image"]).jaxpr
@@ -211,8 +213,8 @@ def test_train_step_moves_only_activations_between_towers(setup, abstract):
     """In the train step's jaxpr, every collective over ``model`` carries a boundary activation (or its
     cotangent: all_gather's transpose is a reduce_scatter), never a parameter; everything else is the
     gradient all-reduce over ``data`` of the tower-local parameter shards."""
-    model, _, tx, _ = setup
-    state, batch = abstract
+    _, _, tx, _ = setup
+    model, state, batch = abstract
     tp = TowerParallel(model, _mesh(4))
     jaxpr = jax.make_jaxpr(make_train_step(tp, tx))(state, batch).jaxpr
     found = _collectives(jaxpr)
