@@ -2,10 +2,10 @@
 
 The real ``alexnet_twotower`` (its five convolutional layers as in the paper; fc6 and fc7 of 512 units
 instead of 4096, 10 classes: 6M parameters instead of 60M, the same layers and shardings; the
-collective checks trace the full-width net, which they never run) at its minimum input size, 63 px: the tower-parallel forward and train step equal one
-device, on data=1 x model=2 and data=4 x model=2; the towers talk only at
-conv3 and the fully connected layers (checked on the jaxprs and on the
-compiled HLO).
+collective checks trace the full-width net, which they never run) at its minimum input size, 63 px:
+the tower-parallel forward and train step equal one device, on data=1 x model=2 and data=4 x
+model=2; the towers talk only at conv3 and the fully connected layers (checked on the jaxprs and on
+the compiled HLO).
 """
 
 import re
