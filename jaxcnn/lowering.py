@@ -44,8 +44,9 @@ The alternatives (each with a before/after figure in ``benchmarks/RESULTS.md``):
   gradient, with the batch as inner dimension, is the one it does well).
 * Gram matrices ``F^T F`` of style losses (``gram``): oneDNN's matmul where its convolutions are
   used. XLA:CPU splits a dot over its output only, and a C x C Gram matrix of C <= 128 is one
-  block: VGG-19 conv1_1's at 224 px (50176 x 64) ran on one thread, 10.5 ms against oneDNN's 2.2,
-  forward and backward 19.6 against 5.3; the float32 style step 1.21x faster at 224 px, 1.09x at 128.
+  block: VGG-19 conv1_1's at 224 px (50176 x 64) ran on one thread, 11.5 ms against oneDNN's 4.3,
+  with its gradient 31.6 against 8.4 (``benchmarks/gram.py``); the float32 style step 1.21x-1.23x
+  faster at 224 px, 1.05x-1.09x at 128.
 * batch norm in training mode (statistics over every axis but the last): where the
   oneDNN convolutions run, a C++ forward (``csrc/batch_norm.cc``: batch mean and
   variance, summed in float over 64-row blocks and in double across them, then the

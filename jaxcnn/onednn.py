@@ -277,10 +277,8 @@ matmul.defvjp(_matmul_fwd, _matmul_bwd)
 # ---------------------------------------------------------------- Gram matrix F^T F (style losses)
 @jax.custom_vjp
 def gram(f):
-    """``f.T @ f`` for a 2-D float32 ``f`` of P rows (pixels) and C columns (channels), by oneDNN.
-
-    XLA:CPU's dot splits its work over the output only, and a Gram matrix's (C x C) is one block
-    for C <= 128, so it ran on one thread over the long inner dimension."""
+    """``f.T @ f`` for a 2-D float32 ``f`` of P rows (pixels) and C columns (channels), by oneDNN
+    (why: ``lowering``'s docstring); its gradient ``f @ (g + g.T)`` too."""
     return _mm(f, f, transpose_a=True)
 
 
