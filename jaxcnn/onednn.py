@@ -155,11 +155,12 @@ def _conv_bwd(geometry, out_hw, res, g):
 
 
 # oneDNN's input gradient of a strided convolution into a few channels (the stem of an image model,
-# which input optimisation differentiates) runs at a quarter of its forward's speed (ResNet's 7x7/2
-# stem, 3 <- 64 channels, batch 8 at 128 px: 16.8 ms against 4.3; XLA's transposed convolution:
-# 16.7). As one matrix product into the taps (dY @ W^T: every output pixel's 7 x 7 x 3 patch of
-# input gradient) and the overlapping sum of the taps, it takes 8.7 ms (27.6 against 53.3 at 224
-# px; batch 1: 5.7 against 8.9), ``python benchmarks/conv_layers.py --stems``.
+# which input optimisation differentiates) runs at a quarter of its forward's speed (PGD's profile:
+# ResNet-18's 7x7/2 stem, backward data 17.5 ms/step against 3.9 forward). As one matrix product
+# into the taps (dY @ W^T: every output pixel's 7 x 7 x 3 patch of input gradient) and the
+# overlapping sum of the taps it takes about half the time: batch 8, 128 px, 15.7 -> 8.5 ms; 224
+# px 47.5 -> 23.7; batch 1, 224 px 6.6 -> 3.9 (``python benchmarks/conv_layers.py --stems``,
+# benchmarks/RESULTS.md).
 MAX_TAPS_CHANNELS = 4
 
 
