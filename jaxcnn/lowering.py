@@ -380,8 +380,8 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
     (lc, rc), (lb, rb) = dimension_numbers
     if (onednn_convs() and tuple(lc) == (lhs.ndim - 1,) and tuple(rc) == (0,) and not lb and not rb
             and rhs.ndim == 2 and lhs.ndim >= 2 and lhs.dtype == rhs.dtype
-            and lhs.dtype in (jnp.float32, jnp.bfloat16) and preferred_element_type in (None, lhs.dtype)
-            and min(lhs.shape) > 0 and min(rhs.shape) > 0 and onednn.available()):
+            and preferred_element_type in (None, lhs.dtype) and min(lhs.shape) > 0 and min(rhs.shape) > 0
+            and onednn.available() and onednn.dtype_supported(lhs.dtype)):
         y = onednn.matmul(lhs.reshape(-1, lhs.shape[-1]), rhs)
         return y.reshape(*lhs.shape[:-1], rhs.shape[1])
     return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,

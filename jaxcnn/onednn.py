@@ -50,7 +50,6 @@ _TARGETS = {"jaxcnn_conv_forward": "JaxcnnConvForward", "jaxcnn_conv_backward_da
             "jaxcnn_winograd_conv": "JaxcnnWinogradConv",                 # winograd.cc, see jaxcnn.winograd
             "jaxcnn_winograd_conv_transformed": "JaxcnnWinogradConvTransformed",
             "jaxcnn_winograd_kernel": "JaxcnnWinogradKernel"}
-DTYPES = (jnp.float32, jnp.bfloat16)
 _why_not: str | None = None
 
 
@@ -124,6 +123,19 @@ def available() -> bool:
 def why_unavailable() -> str | None:
     _library()
     return _why_not
+
+
+@functools.cache
+def _bf16() -> bool:
+    lib = _library()
+    return lib is not None and bool(lib.JaxcnnBf16Supported())
+
+
+def dtype_supported(dtype) -> bool:
+    """Whether oneDNN's convolutions and matrix products take ``dtype`` on this CPU: float32
+    always; bfloat16 where oneDNN builds those primitives (3.2: from AVX-512 on; on an AVX2-only
+    CPU, such as AMD's Zen 3, XLA's bfloat16 ops stay)."""
+    return dtype == jnp.float32 or (dtype == jnp.bfloat16 and _bf16())
 
 
 def _call(name: str, out: jax.ShapeDtypeStruct, a, b, geometry):
@@ -208,7 +220,7 @@ def backward_weights(x, g, w_shape, padding, strides=(1, 1), dilation=(1, 1), gr
 
 def supports(x, w, lhs_dilation=None, feature_group_count: int = 1) -> bool:
     """Whether ``conv`` takes these operands (it needs ``available()`` as well)."""
-    return (x.ndim == 4 and w.ndim == 4 and x.dtype == w.dtype and any(x.dtype == d for d in DTYPES)
+    return (x.ndim == 4 and w.ndim == 4 and x.dtype == w.dtype and dtype_supported(x.dtype)
             and all(d == 1 for d in (lhs_dilation or (1, 1))) and min(x.shape) > 0
             and x.shape[3] == w.shape[2] * feature_group_count)
 
@@ -224,6 +236,8 @@ def conv(x, w, strides, padding, dilation=(1, 1), groups: int = 1):
     """
     if _library() is None:
         raise RuntimeError(f"oneDNN convolutions are unavailable: {_why_not}")
+    if not dtype_supported(x.dtype):
+        raise ValueError(f"oneDNN has no {jnp.dtype(x.dtype).name} convolutions on this CPU (see dtype_supported)")
     strides, dilation = tuple(int(s) for s in strides), tuple(int(d) for d in dilation)
     lo, hi, out_hw, crop = [], [], [], []
     for axis in range(2):

@@ -15,6 +15,9 @@ from jaxcnn import layers, lowering, onednn
 from jaxcnn.models.resnet import ResNet
 
 pytestmark = pytest.mark.skipif(not onednn.available(), reason=f"oneDNN unavailable: {onednn.why_unavailable()}")
+# oneDNN 3.2 has bfloat16 convolutions and products from AVX-512 on; elsewhere XLA's stay (tested below)
+BF16 = pytest.param(jnp.bfloat16, id="bf16", marks=pytest.mark.skipif(
+    onednn.available() and not onednn.dtype_supported(jnp.bfloat16), reason="no oneDNN bfloat16 on this CPU"))
 
 # relative error bounds per dtype: float32 sums in another order; bfloat16 rounds operands' products' sum once
 TOL = {jnp.float32: 2e-6, jnp.bfloat16: 1e-2}
@@ -50,7 +53,7 @@ CASES = [  # (x shape, kernel, out channels, strides, padding, dilation, groups)
 # (``onednn.input_gradient_by_taps``), the rest oneDNN's backward-data primitive.
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("dtype", [pytest.param(jnp.float32, id="f32"), BF16])
 @pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
 def test_forward_and_gradients_match_xla(case, dtype):
     shape, k, o, strides, padding, dilation, groups = case
@@ -116,6 +119,7 @@ def test_vmap_and_padding_strings():
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.skipif(not onednn.dtype_supported(jnp.bfloat16), reason="no oneDNN bfloat16 on this CPU")
 def test_model_gradient_in_bfloat16_is_as_close_to_float32_as_xla_bfloat16():
     """A whole ResNet (one basic block per stage) in bfloat16 (oneDNN, AMX where the CPU has it) against
     XLA's bfloat16, both measured against the float32 model: oneDNN must not be the less accurate."""
@@ -142,9 +146,27 @@ def test_bad_input_is_refused_with_one_line():
         onednn.conv(x, w, (1, 1), ((0, 0), (0, 0)))
     assert not onednn.supports(x.astype(jnp.float16), w.astype(jnp.float16))
     assert not onednn.supports(x, w, lhs_dilation=(2, 2))
+    if not onednn.dtype_supported(jnp.bfloat16):
+        with pytest.raises(ValueError, match="no bfloat16 convolutions on this CPU"):
+            onednn.conv(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), (1, 1), ((2, 2), (2, 2)))
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+def test_bfloat16_stays_on_xla_where_onednn_has_none(monkeypatch):
+    """On a CPU where oneDNN builds no bfloat16 primitives (AVX2 only), bfloat16 convolutions and dense
+    layers are XLA's, and float32 ones still oneDNN's."""
+    monkeypatch.setattr(onednn, "dtype_supported", lambda dtype: dtype == jnp.float32)
+    for dtype in (jnp.bfloat16, jnp.float32):
+        conv, dense = layers.conv(6, 3, padding=1, dtype=dtype), layers.dense(4, dtype=dtype)
+        x = jnp.ones((2, 8, 8, 3), dtype)
+        variables = conv.init(jax.random.key(0), x), dense.init(jax.random.key(1), jnp.ones((2, 6), dtype))
+        loss = lambda v, x: jnp.sum(dense.apply(v[1], conv.apply(v[0], x).mean((1, 2))) ** 2)  # noqa: E731
+        with lowering.mode("fast"):
+            hlo = jax.jit(jax.grad(loss)).lower(variables, x).as_text()
+        calls = (hlo.count("jaxcnn_conv_"), hlo.count("jaxcnn_matmul"))
+        assert (calls == (0, 0)) if dtype == jnp.bfloat16 else min(calls) > 0, (dtype, calls)
+
+
+@pytest.mark.parametrize("dtype", [pytest.param(jnp.float32, id="f32"), BF16])
 @pytest.mark.parametrize("shape,features", [((5, 7), 3), ((2, 3, 64), 300), ((33, 520), 96)])
 def test_dense_layer_matches_a_float64_product(shape, features, dtype):
     """``layers.dense`` through oneDNN's matmul (forward, input and weight gradients) against float64."""

@@ -289,3 +289,28 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnConvBackwardWeights, BackwardWeights,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>() JAXCNN_CONV_ATTRS);
+
+// 1 where oneDNN has bfloat16 convolutions (forward and both gradients) and matrix products on this
+// CPU, else 0. oneDNN 3.2 builds them only from AVX-512 on: on an AVX2-only CPU (AMD Zen 3, say)
+// creating their primitive descriptors fails, and jaxcnn keeps XLA's bfloat16 ops there.
+extern "C" int JaxcnnBf16Supported() {
+  try {
+    auto& eng = Engine();
+    const auto bf16 = memory::data_type::bf16;
+    const memory::desc src({1, 16, 8, 8}, bf16, memory::format_tag::nhwc);
+    const memory::desc wei({16, 16, 3, 3}, bf16, memory::format_tag::any);
+    const memory::dims one{1, 1}, none{0, 0};
+    const auto algo = dnnl::algorithm::convolution_direct;
+    dnnl::convolution_forward::primitive_desc fwd(eng, dnnl::prop_kind::forward_training, algo, src, wei,
+                                                  src, one, none, one, one);
+    dnnl::convolution_backward_data::primitive_desc bwd_data(eng, algo, src, wei, src, one, none, one, one,
+                                                             fwd);
+    dnnl::convolution_backward_weights::primitive_desc bwd_weights(eng, algo, src, wei, src, one, none, one,
+                                                                   one, fwd);
+    const memory::desc mat({16, 16}, bf16, memory::format_tag::ab);
+    dnnl::matmul::primitive_desc product(eng, mat, mat, mat);
+    return 1;
+  } catch (const dnnl::error&) {
+    return 0;
+  }
+}
