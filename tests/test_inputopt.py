@@ -135,7 +135,9 @@ def test_loop_compiles_once_per_shape_and_structure(classifier):
 def test_batch_is_sharded_over_devices_and_matches_one_device(classifier):
     model, variables, images, *_ = classifier
     obj = O.class_logit(jnp.arange(8)) - 0.05 * O.total_variation()
-    sharded = InputOptimizer(model, variables, steps=6, transforms=standard_transforms(SIZE)).run(obj, images[:8])
+    opt = InputOptimizer(model, variables, steps=6, transforms=standard_transforms(SIZE))
+    sharded = opt.run(obj, images[:8])
+    assert opt._chunk._cache_size() == 1    # the state keeps its shardings from step to step: one compile
     single = InputOptimizer(model, variables, steps=6, transforms=standard_transforms(SIZE), shard=False).run(
         obj, images[:8])
     assert len(sharded.images.sharding.device_set) == len(jax.devices()) == 8

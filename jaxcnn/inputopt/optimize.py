@@ -80,6 +80,19 @@ def batch_sharding(batch: int) -> NamedSharding | None:
     return NamedSharding(Mesh(np.array(devices), ("data",)), P("data"))
 
 
+def _place(tree, sharding: NamedSharding | None, batch: int):
+    """Inside a traced function: arrays with a leading batch axis split by ``sharding``, others replicated.
+
+    The ascent's state leaves its step with the shardings it came in with, so the step compiles once
+    (with the shardings XLA propagates, the optimiser's state came out of the first step split where
+    it went in replicated, and the second step compiled again)."""
+    if sharding is None:
+        return tree
+    replicated = NamedSharding(sharding.mesh, P())
+    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(
+        a, sharding if a.ndim and a.shape[0] == batch else replicated), tree)
+
+
 def check_images01(images, what: str = "images") -> None:
     """Pixel-space images: (B, H, W, 3), finite, within [0, 1]; one-line error otherwise."""
     x = np.asarray(images)
@@ -151,8 +164,8 @@ class InputOptimizer:
         self.transforms = tuple(transforms)
         self.shard = shard
         self.trace_count = 0
-        self._init = jax.jit(self._init_impl, static_argnums=(1,))
-        self._chunk = jax.jit(self._chunk_impl, static_argnums=(4,), donate_argnums=(2,))
+        self._init = jax.jit(self._init_impl, static_argnums=(1, 3))
+        self._chunk = jax.jit(self._chunk_impl, static_argnums=(4, 5), donate_argnums=(2,))
 
     # -------------------------------------------------------------- compiled pieces
     def _score(self, variables, objective, params, key):
@@ -162,11 +175,11 @@ class InputOptimizer:
         per_image = objective({"features": features, "logits": logits, "image": x})
         return -jnp.sum(per_image), per_image
 
-    def _init_impl(self, key, shape, image):
+    def _init_impl(self, key, shape, image, sharding):
         params = self.param.init(key, shape, image)
-        return params, self.tx.init(params)
+        return _place((params, self.tx.init(params)), sharding, shape[0])
 
-    def _chunk_impl(self, variables, objective, carry, key, n: int):
+    def _chunk_impl(self, variables, objective, carry, key, n: int, sharding):
         self.trace_count += 1
 
         def step(carry, k):
@@ -178,10 +191,12 @@ class InputOptimizer:
             params = self.param.project(optax.apply_updates(params, updates))
             return (params, opt_state), per_image
 
+        batch = jax.tree.leaves(carry[0])[0].shape[0]
         if n == 1:  # straight-line code: no while loop (see jaxcnn.lowering.steps_per_call)
             carry, values = step(carry, key)
-            return carry, values[None]
-        return jax.lax.scan(step, carry, jax.random.split(key, n))
+            return _place(carry, sharding, batch), values[None]
+        carry, values = jax.lax.scan(step, carry, jax.random.split(key, n))
+        return _place(carry, sharding, batch), values
 
     # -------------------------------------------------------------- driver
 
@@ -200,9 +215,7 @@ class InputOptimizer:
         sharding = batch_sharding(shape[0]) if self.shard else None
         if sharding is not None and image is not None:
             image = jax.device_put(image, sharding)
-        carry = self._init(init_key, shape, image)
-        if sharding is not None:
-            carry = (jax.device_put(carry[0], sharding), carry[1])
+        carry = self._init(init_key, shape, image, sharding)
         start = jnp.copy(self.param.to_image(carry[0]))  # the carry is donated to the loop
         chunk = lowering.steps_per_call(_chunk_size(self.steps) if progress else self.steps)
         bar = None
@@ -214,7 +227,7 @@ class InputOptimizer:
         history = []
         try:
             for k in jax.random.split(key, self.steps // chunk):
-                carry, values = self._chunk(self._fixed, objective, carry, k, chunk)
+                carry, values = self._chunk(self._fixed, objective, carry, k, chunk, sharding)
                 history.append(values)
                 if bar is not None:
                     bar.update(chunk)

@@ -12,6 +12,7 @@ image padded by the run's translation range, so crops have the training size.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import jax
@@ -60,10 +61,25 @@ def restore_run(workdir: str):
     return cfg, model, state.variables
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _probs(model, variables, images):
+    return jax.nn.softmax(model.apply(variables, model_input(images), train=False)[0])
+
+
 def predict_probs(model, variables, images: np.ndarray, batch: int = 128) -> np.ndarray:
-    """Softmax probabilities for uint8 images, batched."""
-    fwd = jax.jit(lambda v, x: jax.nn.softmax(model.apply(v, model_input(x), train=False)[0]))
-    return np.concatenate([np.asarray(fwd(variables, images[i:i + batch])) for i in range(0, len(images), batch)])
+    """Softmax probabilities (N, classes) for uint8 images (N, H, W, C), in batches of ``batch``.
+
+    One compiled forward per (model, batch shape): the last batch is padded to the full size, and
+    the ten crops of ``evaluate_runs`` and every run of a model reuse it.
+    """
+    out = []
+    for i in range(0, len(images), batch):
+        chunk = images[i:i + batch]
+        n = len(chunk)
+        if n < batch and len(images) > batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
+        out.append(np.asarray(_probs(model, variables, chunk))[:n])
+    return np.concatenate(out)
 
 
 def _accuracy(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
