@@ -4,7 +4,8 @@
                                          train (default: ResNet-18 on the bundled digits, no download)
   jaxcnn eval WORKDIR [WORKDIR ...] [--ten-crop]
                                          top-1/top-5 of checkpoints, and of their ensemble
-  jaxcnn models [--family F]            every model: parameters, GFLOPs at native size, torchvision twin
+  jaxcnn models [NAME ...] [--family F] every model (or those named): parameters, GFLOPs at native size,
+                                         torchvision twin
   jaxcnn predict [--model M] [--weights FILE] [IMAGE ...]
                                          top-5 classes of photos (default: scikit-image's sample photos)
   jaxcnn visualize | dream | invert | style ...      (jaxcnn/cli_dream.py)
@@ -34,6 +35,11 @@ def _cmd_models(args: argparse.Namespace) -> None:
     names = list_models(family=args.family)
     if not names:
         raise ValueError(f"no models in family {args.family!r}")
+    if args.names:
+        unknown = [n for n in args.names if n not in names]
+        if unknown:
+            raise ValueError(f"unknown model {unknown[0]!r}; valid: {', '.join(names)}")
+        names = [n for n in names if n in args.names]
     print(f"{'model':<18} {'family':<13} {'task':<13} {'params':>12} {'GFLOPs':>8} {'size':>5}  torchvision twin")
     for name in names:
         info = model_info(name)
@@ -124,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ten-crop", action="store_true", help="average over AlexNet's 10 crops")
     p.set_defaults(func=_cmd_eval)
     p = sub.add_parser("models", help="list every model with parameter count and GFLOPs")
+    p.add_argument("names", nargs="*", help="only these models (default: all)")
     p.add_argument("--family", help="only this family (e.g. resnet)")
     p.set_defaults(func=_cmd_models)
     p = sub.add_parser("predict", help="classify photos (default: scikit-image's sample photos)")

@@ -83,8 +83,8 @@ def test_gradient_methods_on_the_trained_model(clf):
     model, variables, x, y, _ = clf
     unit = O.class_logit(y[:4])
     sal = input_gradient(model, variables, x[:4], unit, "saliency")
-    np.testing.assert_allclose(sal, jax.grad(lambda im: jnp.sum(unit({"logits": model.apply(
-        variables, preprocess(im))[0], "features": {}, "image": im})))(jnp.asarray(x[:4])), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(sal, jax.jit(jax.grad(lambda im: jnp.sum(unit({"logits": model.apply(
+        variables, preprocess(im))[0], "features": {}, "image": im}))))(jnp.asarray(x[:4])), rtol=1e-5, atol=1e-7)
     guided = np.asarray(input_gradient(model, variables, x[:4], unit, "guided"))
     assert guided.shape == x[:4].shape and np.abs(guided).sum() > 0
     sg = smoothgrad(model, variables, x[:4], unit, samples=8, sigma=0.0)
@@ -95,7 +95,8 @@ def test_top_patches_are_the_true_arg_max(clf):
     model, variables, x, *_ = clf
     images, layer, channel = x[:60], "block0", 3
     top = top_patches(model, variables, images, layer, channel, k=5)
-    acts = [np.asarray(model.apply(variables, preprocess(im[None]))[1][layer])[0, ..., channel] for im in images]
+    forward = jax.jit(lambda im: model.apply(variables, preprocess(im[None]))[1][layer][0, ..., channel])
+    acts = [np.asarray(forward(im)) for im in images]     # one image at a time
     best = np.array([a.max() for a in acts])
     np.testing.assert_array_equal(top.index, np.argsort(-best, kind="stable")[:5])
     for i, pos, v in zip(top.index, top.position, top.value):

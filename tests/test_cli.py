@@ -7,10 +7,13 @@ from jaxcnn import cli
 
 
 def test_models_lists_params_and_flops(capsys):
-    assert cli.main(["models", "--family", "resnet"]) == 0
-    out = capsys.readouterr().out
-    row = next(line for line in out.splitlines() if line.startswith("resnet50 "))
-    assert "25,557,032" in row and "8.18" in row and row.rstrip().endswith("resnet50")
+    assert cli.main(["models", "resnet50", "alexnet", "--family", "alexnet"]) == 2
+    assert "unknown model 'resnet50'; valid: alexnet, alexnet_twotower, zfnet" in capsys.readouterr().err
+    assert cli.main(["models", "resnet50", "alexnet"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines()[1:-1]]
+    assert [r.split()[0] for r in rows] == ["alexnet", "resnet50"]
+    assert "25,557,032" in rows[1] and "8.18" in rows[1] and rows[1].rstrip().endswith("resnet50")
+    assert "61,100,840" in rows[0] and "1.43" in rows[0]
 
 
 def test_predict_on_a_photo_file(tmp_path, capsys):

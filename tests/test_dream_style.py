@@ -33,11 +33,11 @@ def _photo(name: str, size: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def vgg():
     model = VGG(cfg=NARROW_VGG19, num_classes=10)
-    return model, model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    return model, jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
 
 
 def _probs(model, variables, images):
-    return np.asarray(jax.nn.softmax(model.apply(variables, preprocess(images))[0]))
+    return np.asarray(jax.jit(lambda v, x: jax.nn.softmax(model.apply(v, preprocess(x))[0]))(variables, images))
 
 
 def test_class_visualization_raises_each_target_from_chance_to_confident(classifier):

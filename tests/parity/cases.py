@@ -80,5 +80,5 @@ for _n in ("densenet121", "densenet161", "densenet169", "densenet201"):
                                "denseblock1": "features.denseblock1", "transition1": "features.transition1",
                                "denseblock4": "features.denseblock4", "norm5": "features.norm5"})
 
-FAST = ["resnet18", "resnet50", "fcn_resnet50", "alexnet", "vgg11", "vgg11_bn", "googlenet", "inception_v3",
+FAST = ["resnet18", "resnet50", "fcn_resnet50", "alexnet", "vgg11_bn", "googlenet", "inception_v3",
         "squeezenet1_0", "squeezenet1_1", "densenet121"]
