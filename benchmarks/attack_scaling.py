@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--worker", action="store_true")
+    ap.add_argument("--out", help="also write the rows and the command to this JSON file")
     args = ap.parse_args()
     if args.worker:
         worker(args)
@@ -58,7 +59,7 @@ def main() -> None:
     rows = []
     for n in args.devices:
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
-        cmd = [sys.executable, __file__, "--worker", "--model", args.model, "--size", str(args.size),
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--model", args.model, "--size", str(args.size),
                "--batch", str(args.batch), "--steps", str(args.steps), "--repeats", str(args.repeats)]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
@@ -66,6 +67,11 @@ def main() -> None:
     print("| devices | images/s | s per attack | compile s |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['devices']} | {r['images_per_s']:.1f} | {r['s_per_run']:.2f} | {r['compile_s']:.1f} |")
+    if args.out:
+        command = (f"python benchmarks/attack_scaling.py --model {args.model} --size {args.size} --batch {args.batch} "
+                   f"--steps {args.steps} --repeats {args.repeats} --devices {' '.join(map(str, args.devices))}")
+        with open(args.out, "w") as f:
+            json.dump({"command": command, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ own (``benchmarks/worker.py``: in one process they slow each other down); the ca
 jaxcnn / PyTorch, median of ``--repeats``. Weights are random (He-normal), exported from jaxcnn
 with ``to_torch_state_dict`` and loaded into torchvision's definitions. Besides float32 on both
 sides, jaxcnn runs each workload with the model computing in bfloat16 (``dtype="bfloat16"``;
-objectives, Gram matrices and the image stay float32) and PyTorch under bfloat16 autocast.
+objectives, Gram matrices and the image stay float32) and PyTorch under bfloat16 autocast, by
+default only where the CPU multiplies bfloat16 natively (``--dtypes``).
 
 Run (needs torch + torchvision beside jaxcnn; see benchmarks/README.md):
     python benchmarks/inputopt_vs_torch.py --size 128 --steps 10 --repeats 3
@@ -64,7 +65,7 @@ def jax_worker() -> None:
     def save(path, variables, **arrays):
         np.savez(path, **to_torch_state_dict(jax.device_get(variables)), **arrays)
 
-    def setup(size: int, steps: int, batch: int, tmp: str) -> dict:
+    def setup(size: int, steps: int, batch: int, tmp: str, dtypes: list) -> dict:
         photos = sample_photos()
         content = center_crop(resize_shorter(photos["astronaut"], size), size)
         style_img = center_crop(resize_shorter(photos["coffee"], size), size)
@@ -76,7 +77,7 @@ def jax_worker() -> None:
         v_r18 = jaxcnn.init_variables(jaxcnn.create_model("resnet18"), 64)
         save(os.path.join(tmp, "googlenet.npz"), v_net)
         save(os.path.join(tmp, "resnet18.npz"), v_r18)
-        for dtype in ("float32", "bfloat16"):
+        for dtype in dtypes:
             vgg = jaxcnn.create_model("vgg19", dtype=dtype)
             content_obj, style_obj = style_objectives(vgg, v_vgg, content, [style_img])
             if dtype == "float32":   # PyTorch's targets: the float32 ones
@@ -110,7 +111,7 @@ def torch_worker() -> None:
     assert T.STYLE == STYLE
     torch.set_num_threads(os.cpu_count() or 1)
 
-    def setup(size: int, steps: int, batch: int, tmp: str) -> dict:
+    def setup(size: int, steps: int, batch: int, tmp: str, dtypes: list) -> dict:
         data = np.load(os.path.join(tmp, "data.npz"))
         content = torch.from_numpy(data["content"].transpose(2, 0, 1)[None].copy())
         xb, yb = torch.from_numpy(data["xb"].transpose(0, 3, 1, 2).copy()), torch.from_numpy(data["yb"])
@@ -123,7 +124,8 @@ def torch_worker() -> None:
         r18 = T.load_model("resnet18", os.path.join(tmp, "resnet18.npz"))
         gen = torch.Generator().manual_seed(0)
         eps = 4 / 255
-        for label, bf16 in (("float32", False), ("bfloat16", True)):
+        for label in dtypes:
+            bf16 = label == "bfloat16"
             def autocast(fn, bf16=bf16):
                 def run():
                     with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
@@ -149,16 +151,21 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8, help="PGD batch")
+    ap.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"],
+                    help="default: both where the CPU multiplies bfloat16 natively (AVX512-BF16, AMX), else "
+                         "float32 (PyTorch's emulated bfloat16 autocast runs several times slower than float32)")
     ap.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "inputopt_vs_torch.json"))
     args = ap.parse_args()
     if args.worker:
         return jax_worker() if args.worker == "jax" else torch_worker()
+    from models_vs_torch import _cpu_has_bf16
+    dtypes = args.dtypes or (["float32", "bfloat16"] if _cpu_has_bf16() else ["float32"])
     script = os.path.abspath(__file__)
     jw, tw = Worker(script, "jax"), Worker(script, "torch")
     with tempfile.TemporaryDirectory() as tmp:
-        js = jw("setup", size=args.size, steps=args.steps, batch=args.batch, tmp=tmp)
-        ts = tw("setup", size=args.size, steps=args.steps, batch=args.batch, tmp=tmp)
+        js = jw("setup", size=args.size, steps=args.steps, batch=args.batch, tmp=tmp, dtypes=dtypes)
+        ts = tw("setup", size=args.size, steps=args.steps, batch=args.batch, tmp=tmp, dtypes=dtypes)
     labels = list(js["compile_s"])
     times = {(w, label): [] for w in ("jax", "torch") for label in labels}
     for r in range(args.repeats):
@@ -171,7 +178,7 @@ def main() -> None:
     for label in labels:
         workload, dtype = label.split()
         j, t = (statistics.median(times[w, label]) for w in ("jax", "torch"))
-        t32 = statistics.median(times["torch", f"{workload} float32"])
+        t32 = statistics.median(times.get(("torch", f"{workload} float32"), [float("nan")]))
         rows.append({"workload": NAMES[workload].format(batch=args.batch), "dtype": dtype,
                      "jax_s_per_step": j / args.steps, "torch_s_per_step": t / args.steps, "speed_ratio": t / j,
                      "speed_ratio_vs_torch_f32": t32 / j, "jax_compile_s": js["compile_s"][label],
@@ -180,7 +187,7 @@ def main() -> None:
             "torch": ts["torch"], "torchvision": ts["torchvision"], "size": args.size, "steps": args.steps,
             "repeats": args.repeats,
             "command": f"python benchmarks/inputopt_vs_torch.py --size {args.size} --steps {args.steps} "
-                       f"--repeats {args.repeats} --batch {args.batch}"}
+                       f"--repeats {args.repeats} --batch {args.batch} --dtypes {' '.join(dtypes)}"}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)

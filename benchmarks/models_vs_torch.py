@@ -14,7 +14,8 @@ and the worker's peak RSS. Variants:
                         ``--no-torch-compile`` leaves it out (its first calls take 30-80 s here)
 
 MFU is against the matmul peak of the row's compute dtype, both measured here (float32 with
-JAX, bfloat16 with PyTorch, whose oneDNN reaches AMX where XLA's own dot does not). Each
+JAX, bfloat16 with PyTorch, whose oneDNN reaches AMX where XLA's own dot does not); on a CPU
+without native bfloat16 (no AVX512-BF16 or AMX) bfloat16 rows are against the float32 peak. Each
 framework runs in a worker process of its own (``benchmarks/worker.py``), a fresh pair per
 model; the jaxcnn worker keeps its heap (``jaxcnn.host_memory``, as the ``jaxcnn`` command does).
 Cases are interleaved (one variant after the other, the order rotating each round), median of
@@ -185,7 +186,8 @@ def torch_worker() -> None:
     def peak() -> dict:
         a = torch.ones(2048, 2048, dtype=torch.bfloat16, device=device)
         return {"gflop_s": 2 * 2048 ** 3 / _best_time(lambda: (a @ a, sync())) / 1e9, "device": device,
-                "torch": torch.__version__, "torchvision": torchvision.__version__}
+                "torch": torch.__version__, "torchvision": torchvision.__version__,
+                "bf16_native": device == "cuda" or _cpu_has_bf16()}
 
     def setup(name: str, batch: int, size: int, weights: str, compile: bool) -> dict:
         state = {k: torch.from_numpy(v) for k, v in np.load(weights).items()}
@@ -263,7 +265,8 @@ def main() -> None:
             for label in labels:
                 ti, tt = statistics.median(times[label]["infer"]), statistics.median(times[label]["train"])
                 gfs = 3 * js["gflop"] * batch / tt
-                row_peak = meta["bf16_matmul_peak_gflop_s"] if "bf16" in label else meta["matmul_peak_gflop_s"]
+                native = "bf16" in label and meta["bf16_native"]     # else bf16 runs on the f32 units
+                row_peak = meta["bf16_matmul_peak_gflop_s"] if native else meta["matmul_peak_gflop_s"]
                 rows.append({"model": name, "variant": label, "batch": batch, "infer_img_s": batch / ti,
                              "train_img_s": batch / tt, "train_gflop_s": gfs, "train_mfu": gfs / row_peak,
                              "compile_s": compile_s[label],
@@ -280,7 +283,8 @@ def main() -> None:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     print(f"\n{meta['cpu']}, {meta['cores']} cores; jax {meta['jax']} ({meta['jax_device']}), "
           f"torch {meta['torch']} ({meta['torch_device']}); matmul peak f32 {meta['matmul_peak_gflop_s']:.0f}, "
-          f"bf16 {meta['bf16_matmul_peak_gflop_s']:.0f} GFLOP/s; {args.size} px\n")
+          f"bf16 {meta['bf16_matmul_peak_gflop_s']:.0f} GFLOP/s"
+          f"{'' if meta['bf16_native'] else ' (no native bf16: bf16 MFU against the f32 peak)'}; {args.size} px\n")
     print(table(rows))
     plot(rows, meta, os.path.splitext(args.out)[0] + ".png")
 
@@ -323,6 +327,16 @@ def plot(rows, meta, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"plot: {path}")
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): without it PyTorch's bfloat16
+    matmul is emulated and its "peak" is no peak, so bfloat16 rows' MFU is taken against the f32 peak."""
+    try:
+        flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _cpu_name() -> str:

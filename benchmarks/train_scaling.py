@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--worker", action="store_true")
+    ap.add_argument("--out", help="also write the rows and the command to this JSON file")
     args = ap.parse_args()
     if args.worker:
         worker(args)
@@ -68,7 +69,7 @@ def main() -> None:
     rows = []
     for n in args.devices:
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
-        cmd = [sys.executable, __file__, "--worker", "--model", args.model, "--size", str(args.size),
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--model", args.model, "--size", str(args.size),
                "--batch", str(args.batch), "--repeats", str(args.repeats)]
         rows += json.loads(subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
                            .strip().splitlines()[-1])
@@ -79,6 +80,11 @@ def main() -> None:
         p = next(r for r in rows if r["devices"] == n and r["strategy"] == "pmap")
         print(f"| {n} | {j['images_per_s']:.1f} | {p['images_per_s']:.1f} | {j['compile_s']:.1f} | "
               f"{p['compile_s']:.1f} |")
+    if args.out:
+        command = (f"python benchmarks/train_scaling.py --model {args.model} --size {args.size} --batch {args.batch} "
+                   f"--repeats {args.repeats} --devices {' '.join(map(str, args.devices))}")
+        with open(args.out, "w") as f:
+            json.dump({"command": command, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
