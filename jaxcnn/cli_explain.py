@@ -103,7 +103,7 @@ def _explain_filters(args, model, variables, size) -> None:
     kernels = first_layer(variables)
     k, n = kernels.shape[0], min(kernels.shape[-1], args.k_filters)
     photos = list(sample_photos().values()) if not args.images else [im for im in load_images(args.images, 256)[1]]
-    patches = sample_patches(photos, k, 20000)
+    patches = sample_patches(photos, k, args.patches)
     fac = patch_factorizations(patches, n)
     panels = {"first_layer": kernels[..., :n], "pca": as_kernels(fac["pca"], k), "ica": as_kernels(fac["ica"], k),
               "dictionary": as_kernels(fac["dictionary"], k)}
@@ -147,6 +147,7 @@ def add_commands(sub) -> None:
     p.add_argument("--limit", type=int)
     p.add_argument("--k", type=int, default=9, help="top-patches: how many")
     p.add_argument("--k-filters", type=int, default=64, help="filters: how many kernels and atoms")
+    p.add_argument("--patches", type=int, default=20000, help="filters: photo patches to factorise")
     p.add_argument("--size", type=int)
     p.add_argument("--out", default="out/explain")
     p.set_defaults(func=_cmd_explain)

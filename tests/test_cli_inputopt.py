@@ -78,9 +78,9 @@ def test_attack_fool_and_patch_commands(weights, tmp_path, capsys):
     assert main(["attack", *common, "--dataset", "digits", "--limit", "64", "--eps", "0.02", "0.05"]) == 0
     rows = json.load(open(tmp_path / "robustness.json"))
     assert [r["eps"] for r in rows] == [0.0, 0.02, 0.05] and rows[0]["accuracy"] > rows[-1]["accuracy"]
-    assert main(["fool", *common, "--classes", "1,4", "--steps", "40", "--dataset", "digits"]) == 0
+    assert main(["fool", *common, "--classes", "1,4", "--steps", "20", "--dataset", "digits"]) == 0
     assert json.load(open(tmp_path / "fool_gradient.json"))["noise_probe"]["threshold"] > 0
-    assert main(["patch", *common, "--target", "3", "--limit", "128", "--steps", "20"]) == 0
+    assert main(["patch", *common, "--target", "3", "--limit", "64", "--steps", "10"]) == 0
     assert _png(tmp_path / "patch.png").shape[-1] == 3
     assert main(["attack", photo, *common, "--eps", "-1"]) == 2
     assert "epsilon must be a finite number >= 0" in capsys.readouterr().err
@@ -102,7 +102,7 @@ def test_explain_top_patches_filters_and_bad_input(weights, tmp_path, capsys):
     assert main(["explain", *common, "--method", "top-patches", "--layer", "block0", "--channel", "2",
                  "--limit", "50", "--k", "4"]) == 0
     assert np.load(tmp_path / "top_patches_block0_2.npy").shape == (4, 7)
-    assert main(["explain", *common, "--method", "filters", "--k-filters", "8"]) == 0
+    assert main(["explain", *common, "--method", "filters", "--k-filters", "8", "--patches", "4000"]) == 0
     assert _png(tmp_path / "filters_vs_factorizations.png").ndim == 3
     assert main(["explain", photo, *common, "--occluder", "40"]) == 2
     assert "occluder size 40 must be in 1..16" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import jaxcnn.data.sources
 from jaxcnn import cli
 from jaxcnn.data.sources import ArraySource
 from jaxcnn.training import TrainConfig, load_config, train
+from jaxcnn.training import evaluation
 from jaxcnn.training.evaluation import evaluate_runs, predict_probs, restore_run, ten_crops
 from tests.tiny_model import register
 
@@ -97,8 +98,10 @@ def test_ensemble_averages_member_probabilities(tmp_path):
         labels = src.labels
         assert results[wd]["top1"] == pytest.approx(np.mean(probs[-1].argmax(1) == labels))
     assert results["ensemble"]["top1"] == pytest.approx(np.mean(np.mean(probs, 0).argmax(1) == labels))
+    compiled = evaluation._probs._cache_size()
     ten = evaluate_runs(runs[:1], ten_crop=True)
     assert 0.0 <= ten[runs[0]]["top1"] <= 1.0 and ten[runs[0]]["top5"] >= ten[runs[0]]["top1"]
+    assert evaluation._probs._cache_size() == compiled     # ten crops of the training size: no new program
     assert jax.device_count() == 8
 
 
