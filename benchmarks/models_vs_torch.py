@@ -9,17 +9,22 @@ and the worker's peak RSS. Variants:
   jaxcnn f32 reference  XLA's own lowerings everywhere (the "before" of every CPU fast path)
   jaxcnn bf16           compute in bfloat16, parameters float32
   torch eager / channels-last (NCHW, and channels_last memory format), float32
-  torch channels-last bf16  the same under ``torch.autocast(..., torch.bfloat16)``
+  torch channels-last bf16  the same under ``torch.autocast(..., torch.bfloat16)``; by default only
+                        where bfloat16 is native (``--torch-bf16 on`` forces it: on an AVX2-only CPU
+                        oneDNN emulates it, 8-15x slower than float32, an hour of this benchmark)
   torch.compile         channels-last float32 through ``torch.compile`` (its compile time apart);
                         ``--no-torch-compile`` leaves it out (its first calls take 30-80 s here)
 
-MFU is against the matmul peak of the row's compute dtype, both measured here (float32 with
-JAX, bfloat16 with PyTorch, whose oneDNN reaches AMX where XLA's own dot does not); on a CPU
+MFU is against the matmul peak of the row's compute dtype, both measured here (float32: the
+better of JAX's and PyTorch's 2048x2048 matmul, as either library's GEMM may be the faster one on
+a given CPU; bfloat16 with PyTorch, whose oneDNN reaches AMX where XLA's own dot does not); on a CPU
 without native bfloat16 (no AVX512-BF16 or AMX) bfloat16 rows are against the float32 peak. Each
 framework runs in a worker process of its own (``benchmarks/worker.py``), a fresh pair per
 model; the jaxcnn worker keeps its heap (``jaxcnn.host_memory``, as the ``jaxcnn`` command does).
 Cases are interleaved (one variant after the other, the order rotating each round), median of
-``--repeats``. A plot of images/s per model and variant goes next to the JSON.
+``--repeats``, with ``--settle`` seconds of quiet before each timed call (the other worker's OpenMP
+threads spin a while after its calls; on the Zen 3 VM 0 and 0.5 s gave the same GoogLeNet ratios
+within noise, so it is insurance). A plot of images/s per model and variant goes next to the JSON.
 
     python benchmarks/models_vs_torch.py --models resnet50 vgg16 alexnet googlenet --repeats 3
 Writes benchmarks/results/models_vs_torch.json and prints a Markdown table. The same command runs
@@ -183,16 +188,18 @@ def torch_worker() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
-    def peak() -> dict:
-        a = torch.ones(2048, 2048, dtype=torch.bfloat16, device=device)
-        return {"gflop_s": 2 * 2048 ** 3 / _best_time(lambda: (a @ a, sync())) / 1e9, "device": device,
-                "torch": torch.__version__, "torchvision": torchvision.__version__,
-                "bf16_native": device == "cuda" or _cpu_has_bf16()}
+    def peak() -> dict:     # bfloat16 only where native: emulated, one 2048^3 matmul takes a minute
+        native = device == "cuda" or _cpu_has_bf16()
+        a, b = (torch.ones(2048, 2048, dtype=dt, device=device) for dt in (torch.float32, torch.bfloat16))
+        return {"gflop_s": 2 * 2048 ** 3 / _best_time(lambda: (b @ b, sync())) / 1e9 if native else None,
+                "f32_gflop_s": 2 * 2048 ** 3 / _best_time(lambda: (a @ a, sync())) / 1e9, "device": device,
+                "torch": torch.__version__, "torchvision": torchvision.__version__, "bf16_native": native}
 
-    def setup(name: str, batch: int, size: int, weights: str, compile: bool) -> dict:
+    def setup(name: str, batch: int, size: int, weights: str, compile: bool, bf16: bool) -> dict:
         state = {k: torch.from_numpy(v) for k, v in np.load(weights).items()}
-        variants = [("torch eager", False, False, False), ("torch channels-last", True, False, False),
-                    ("torch channels-last bf16", True, True, False)]
+        variants = [("torch eager", False, False, False), ("torch channels-last", True, False, False)]
+        if bf16:
+            variants.append(("torch channels-last bf16", True, True, False))
         if compile:
             variants.append(("torch.compile", True, False, True))
         compile_s = {}
@@ -224,6 +231,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="untimed rounds over all cases first")
     ap.add_argument("--batch-scale", type=float, default=1.0, help="multiply the default batches")
     ap.add_argument("--no-torch-compile", action="store_true")
+    ap.add_argument("--settle", type=float, default=0.5,
+                    help="seconds of quiet before each timed call, for the other worker's spinning threads to sleep")
+    ap.add_argument("--torch-bf16", choices=["auto", "on", "off"], default="auto",
+                    help="PyTorch's bf16 autocast rows: auto = only where bfloat16 is native (GPU, AVX512-BF16, AMX)")
     ap.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "models_vs_torch.json"))
     args = ap.parse_args()
@@ -238,14 +249,17 @@ def main() -> None:
             if mi == 0:
                 jp, tp = workers["jax"]("peak"), workers["torch"]("peak")
                 meta = {"cpu": _cpu_name(), "cores": os.cpu_count(), **jp, **tp,
-                        "matmul_peak_gflop_s": jp["gflop_s"], "bf16_matmul_peak_gflop_s": tp["gflop_s"]}
-                for k in ("gflop_s", "device"):
+                        "matmul_peak_gflop_s": max(jp["gflop_s"], tp["f32_gflop_s"]),
+                        "jax_matmul_gflop_s": jp["gflop_s"], "torch_matmul_gflop_s": tp["f32_gflop_s"],
+                        "bf16_matmul_peak_gflop_s": tp["gflop_s"]}
+                for k in ("gflop_s", "f32_gflop_s", "device"):
                     meta.pop(k)
                 meta.update(jax_device=jp["device"], torch_device=tp["device"])
             weights = os.path.join(tmp, f"{name}.npz")
             js = workers["jax"]("setup", name=name, batch=batch, size=args.size, weights=weights)
             ts = workers["torch"]("setup", name=name, batch=batch, size=args.size, weights=weights,
-                                  compile=not args.no_torch_compile)
+                                  compile=not args.no_torch_compile,
+                                  bf16=args.torch_bf16 == "on" or (args.torch_bf16 == "auto" and meta["bf16_native"]))
             owner = {**{label: "jax" for label in js["compile_s"]}, **{label: "torch" for label in ts["compile_s"]}}
             compile_s = {**js["compile_s"], **ts["compile_s"]}
             labels = list(owner)
@@ -254,6 +268,7 @@ def main() -> None:
                 order = labels[r % len(labels):] + labels[:r % len(labels)]
                 for label in order:
                     for kind in ("infer", "train"):
+                        time.sleep(args.settle)
                         t = workers[owner[label]]("time", label=label, kind=kind)
                         if r >= args.warmup:
                             times[label][kind].append(t["seconds"])
@@ -277,14 +292,15 @@ def main() -> None:
     meta.update(size=args.size, repeats=args.repeats, warmup=args.warmup,
                 command="python benchmarks/models_vs_torch.py --models " + " ".join(args.models)
                         + f" --size {args.size} --repeats {args.repeats} --warmup {args.warmup}"
-                        + f" --batch-scale {args.batch_scale}" + (" --no-torch-compile" if args.no_torch_compile else ""))
+                        + f" --batch-scale {args.batch_scale} --settle {args.settle}" + (" --no-torch-compile" if args.no_torch_compile else "")
+                        + (f" --torch-bf16 {args.torch_bf16}" if args.torch_bf16 != "auto" else ""))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     print(f"\n{meta['cpu']}, {meta['cores']} cores; jax {meta['jax']} ({meta['jax_device']}), "
-          f"torch {meta['torch']} ({meta['torch_device']}); matmul peak f32 {meta['matmul_peak_gflop_s']:.0f}, "
-          f"bf16 {meta['bf16_matmul_peak_gflop_s']:.0f} GFLOP/s"
-          f"{'' if meta['bf16_native'] else ' (no native bf16: bf16 MFU against the f32 peak)'}; {args.size} px\n")
+          f"torch {meta['torch']} ({meta['torch_device']}); matmul peak f32 {meta['matmul_peak_gflop_s']:.0f} GFLOP/s, "
+          + (f"bf16 {meta['bf16_matmul_peak_gflop_s']:.0f} GFLOP/s" if meta['bf16_native']
+             else "no native bf16: bf16 MFU against the f32 peak") + f"; {args.size} px\n")
     print(table(rows))
     plot(rows, meta, os.path.splitext(args.out)[0] + ".png")
 

@@ -1,6 +1,6 @@
 """Every comparison of the speed issue from one command: models, input-optimisation loops, device scaling.
 
-    python benchmarks/vs_torch.py          # about 1.5 hours on the project's 2-core CPU
+    python benchmarks/vs_torch.py          # about an hour on the project's 2-core CPU (58 min in run 9)
 
 runs, one after the other (each in processes of its own, PyTorch beside jaxcnn as in benchmarks/README.md):
 
