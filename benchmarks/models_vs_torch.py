@@ -11,7 +11,7 @@ and the worker's peak RSS. Variants:
   torch eager / channels-last (NCHW, and channels_last memory format), float32
   torch channels-last bf16  the same under ``torch.autocast(..., torch.bfloat16)``; by default only
                         where bfloat16 is native (``--torch-bf16 on`` forces it: on an AVX2-only CPU
-                        oneDNN emulates it, 8-15x slower than float32, an hour of this benchmark)
+                        oneDNN emulates it, 8-25x slower than float32 in run 9a, an hour of this benchmark)
   torch.compile         channels-last float32 through ``torch.compile`` (its compile time apart);
                         ``--no-torch-compile`` leaves it out (its first calls take 30-80 s here)
 
@@ -188,11 +188,14 @@ def torch_worker() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
+    def matmul_gflop_s(dtype) -> float:
+        a = torch.ones(2048, 2048, dtype=dtype, device=device)
+        return 2 * 2048 ** 3 / _best_time(lambda: (a @ a, sync())) / 1e9
+
     def peak() -> dict:     # bfloat16 only where native: emulated, one 2048^3 matmul takes a minute
         native = device == "cuda" or _cpu_has_bf16()
-        a, b = (torch.ones(2048, 2048, dtype=dt, device=device) for dt in (torch.float32, torch.bfloat16))
-        return {"gflop_s": 2 * 2048 ** 3 / _best_time(lambda: (b @ b, sync())) / 1e9 if native else None,
-                "f32_gflop_s": 2 * 2048 ** 3 / _best_time(lambda: (a @ a, sync())) / 1e9, "device": device,
+        return {"gflop_s": matmul_gflop_s(torch.bfloat16) if native else None,
+                "f32_gflop_s": matmul_gflop_s(torch.float32), "device": device,
                 "torch": torch.__version__, "torchvision": torchvision.__version__, "bf16_native": native}
 
     def setup(name: str, batch: int, size: int, weights: str, compile: bool, bf16: bool) -> dict:
@@ -292,7 +295,8 @@ def main() -> None:
     meta.update(size=args.size, repeats=args.repeats, warmup=args.warmup,
                 command="python benchmarks/models_vs_torch.py --models " + " ".join(args.models)
                         + f" --size {args.size} --repeats {args.repeats} --warmup {args.warmup}"
-                        + f" --batch-scale {args.batch_scale} --settle {args.settle}" + (" --no-torch-compile" if args.no_torch_compile else "")
+                        + f" --batch-scale {args.batch_scale} --settle {args.settle}"
+                        + (" --no-torch-compile" if args.no_torch_compile else "")
                         + (f" --torch-bf16 {args.torch_bf16}" if args.torch_bf16 != "auto" else ""))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
