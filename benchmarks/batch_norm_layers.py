@@ -1,5 +1,5 @@
 """Training-mode batch norm + ReLU, forward + backward, at ResNet-50's batch-norm shapes: flax's formula
-compiled by XLA against the C++ kernel of ``csrc/batch_norm.cc`` (``jaxcnn.lowering.batch_norm``).
+compiled by XLA against the C++ kernel of ``csrc/batch_norm.cc`` (``jaxcnn.ops.batch_norm``).
 
 Each figure is the median of ``--repeats`` calls of the gradient of ``sum(relu(bn(x)) * g)`` with
 respect to x, scale and bias, in milliseconds, the two lowerings alternating; the forward alone
@@ -17,7 +17,7 @@ import functools
 import os
 import sys
 
-from jaxcnn import host_memory
+from jaxcnn.cpu import build, host_memory, ops
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from interleaved import interleaved_ms, train_steps_ab  # noqa: E402
@@ -34,10 +34,10 @@ def main() -> None:
     ap.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
     args = ap.parse_args()
     host_memory.keep_freed_memory()
-    from jaxcnn import onednn
+    from jaxcnn.cpu import build, ops
 
-    if not onednn.available():
-        raise SystemExit(f"the C++ batch norm is unavailable: {onednn.why_unavailable()}")
+    if not build.available():
+        raise SystemExit(f"the C++ batch norm is unavailable: {build.why_unavailable()}")
     if not args.no_layers:
         _layers(args.repeats)
     if args.step:
@@ -49,9 +49,9 @@ def _layers(repeats: int) -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxcnn import lowering
+    from jaxcnn.cpu import build, ops
 
-    kernels = {"xla": lowering._batch_norm_reference, "c++": lowering._batch_norm_native}
+    kernels = {"xla": ops._batch_norm_reference, "c++": ops._batch_norm_native}
     print("| shape | dtype | XLA fwd ms | C++ fwd ms | XLA fwd+bwd ms | C++ fwd+bwd ms |")
     print("|---|---|---|---|---|---|")
     for shape in SHAPES:
@@ -73,10 +73,10 @@ def _layers(repeats: int) -> None:
 
 
 def _step(name: str, batch: int, dtype: str, repeats: int) -> None:
-    from jaxcnn import lowering
+    from jaxcnn.cpu import build, ops
 
     result = train_steps_ab(name, batch, dtype, "native_batch_norm",
-                            {"c++": lowering.native_batch_norm, "xla": lambda x: False}, repeats)
+                            {"c++": ops.native_batch_norm, "xla": lambda x: False}, repeats)
     for k in ("xla", "c++"):
         print(f"{name} {dtype} batch {batch} train step, {k} batch norm: compile {result[k][0]:.1f} s, "
               f"{result[k][1]:.2f} img/s (median of {repeats})", flush=True)

@@ -1,5 +1,5 @@
 """The bias gradient of a bfloat16 convolution: the plain sum XLA:CPU gets from differentiating ``y + b``
-(a bfloat16 reduction) against ``lowering.bias_add``'s float32 sum.
+(a bfloat16 reduction) against ``ops.bias_add``'s float32 sum.
 
 Per layer: milliseconds of the bias gradient alone, median of ``--repeats``, the two alternating, and
 its largest error relative to a float64 sum. ``--step MODEL`` also compiles MODEL's bfloat16 train
@@ -16,7 +16,8 @@ import functools
 import os
 import sys
 
-from jaxcnn import host_memory
+from jaxcnn import cpu
+from jaxcnn.cpu import host_memory, ops
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from interleaved import interleaved_ms, train_steps_ab  # noqa: E402
@@ -39,17 +40,18 @@ def main() -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxcnn import lowering
+    from jaxcnn import cpu
+    from jaxcnn.cpu import ops
 
     print("| gradient shape | plain bf16 sum ms | float32 sum ms | plain rel. error | float32 rel. error |")
     print("|---|---|---|---|---|")
-    with lowering.mode("fast"):
+    with cpu.mode("fast"):
         for shape in SHAPES:
             g = jnp.asarray(np.random.default_rng(0).normal(0.5, 1.0, size=shape), jnp.bfloat16)
             y, b = jnp.zeros(shape, jnp.bfloat16), jnp.zeros(shape[-1:], jnp.float32)
             want = np.asarray(g, np.float64).reshape(-1, shape[-1]).sum(0)
             calls, err = {}, {}
-            for name, add in (("plain", _plain), ("f32", lowering.bias_add)):
+            for name, add in (("plain", _plain), ("f32", ops.bias_add)):
                 f = jax.jit(jax.grad(lambda b, y, g, add=add: jnp.vdot(add(y, b).astype(jnp.float32),
                                                                         g.astype(jnp.float32))))
                 err[name] = np.abs(np.asarray(f(b, y, g), np.float64) - want).max() / np.abs(want).max()
@@ -62,9 +64,10 @@ def main() -> None:
 
 
 def _step(name: str, batch: int, repeats: int) -> None:
-    from jaxcnn import lowering
+    from jaxcnn import cpu
+    from jaxcnn.cpu import ops
 
-    result = train_steps_ab(name, batch, "bfloat16", "bias_add", {"f32": lowering.bias_add, "plain": _plain},
+    result = train_steps_ab(name, batch, "bfloat16", "bias_add", {"f32": ops.bias_add, "plain": _plain},
                             repeats)
     for k in ("plain", "f32"):
         print(f"{name} bfloat16 batch {batch} train step, {k} bias gradient: compile {result[k][0]:.1f} s, "

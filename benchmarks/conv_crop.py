@@ -12,7 +12,7 @@ import functools
 import os
 import sys
 
-from jaxcnn import host_memory
+from jaxcnn.cpu import build, host_memory
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from interleaved import interleaved_ms  # noqa: E402
@@ -29,10 +29,10 @@ def main() -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxcnn import onednn
+    from jaxcnn.cpu import build, onednn
 
-    if not onednn.available():
-        raise SystemExit(f"oneDNN is unavailable: {onednn.why_unavailable()}")
+    if not build.available():
+        raise SystemExit(f"oneDNN is unavailable: {build.why_unavailable()}")
     print("| 1x1/2 convolution | cropped fwd ms | whole fwd ms | cropped fwd+bwd ms | whole fwd+bwd ms |")
     print("|---|---|---|---|---|")
     for h, c, o in SHAPES:

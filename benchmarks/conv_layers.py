@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from jaxcnn import host_memory
+from jaxcnn.cpu import host_memory
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +38,7 @@ def stems(repeats: int) -> None:
     import numpy as np
     from interleaved import interleaved_ms
 
-    from jaxcnn import onednn
+    from jaxcnn.cpu import onednn
 
     print("| stem (batch, size) | input gradient ms: oneDNN backward data / by taps |")
     print("|---|---|")
@@ -74,7 +74,7 @@ def main() -> None:
     import jax.numpy as jnp
     from jax import lax
 
-    from jaxcnn import onednn
+    from jaxcnn.cpu import onednn
 
     dn = ("NHWC", "HWIO", "NHWC")
 

@@ -2,7 +2,7 @@
 
 ``jaxcnn.layers.dense`` with XLA's dot (``lowering`` mode "reference") and through oneDNN's matmul
 (mode "fast"), float32 and bfloat16 compute, median of ``--repeats`` calls, in milliseconds; the
-process keeps its heap (``jaxcnn.host_memory``) as the ``jaxcnn`` command does.
+process keeps its heap (``jaxcnn.cpu.host_memory``) as the ``jaxcnn`` command does.
 
     python benchmarks/dense_layers.py --repeats 21
 """
@@ -13,7 +13,8 @@ import argparse
 import statistics
 import time
 
-from jaxcnn import host_memory
+from jaxcnn import cpu
+from jaxcnn.cpu import host_memory
 
 LAYERS = [("alexnet fc6", 32, 9216, 4096), ("alexnet fc7", 32, 4096, 4096), ("vgg16 fc6", 8, 25088, 4096),
           ("resnet50 fc", 16, 2048, 1000)]
@@ -27,7 +28,7 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
 
-    from jaxcnn import layers, lowering
+    from jaxcnn import cpu, layers
 
     def median_ms(fn):
         fn()
@@ -48,7 +49,7 @@ def main() -> None:
             loss = lambda v, x: jnp.sum(jnp.tanh(dense.apply(v, x).astype(jnp.float32)))
             ms = []
             for mode in ("reference", "fast"):
-                with lowering.mode(mode):
+                with cpu.mode(mode):
                     fwd = jax.jit(dense.apply).lower(v, x).compile()
                     both = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(v, x).compile()
                 ms += [median_ms(lambda: jax.block_until_ready(fwd(v, x))),

@@ -1,4 +1,4 @@
-"""Gram matrices F^T F of style losses: XLA's dot against oneDNN's matmul (``lowering.gram``), at
+"""Gram matrices F^T F of style losses: XLA's dot against oneDNN's matmul (``ops.gram``), at
 VGG-19's style layers (conv1_1 .. conv5_1, batch 1) for 128 and 224 px, the product alone and with
 its gradient; ``--loop``: the float32 style-transfer loop traced with each, timed alternating.
 All in one process, alternating, medians of ``--repeats``.
@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from jaxcnn import host_memory
+from jaxcnn.cpu import host_memory, ops
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,7 +31,7 @@ def layers(repeats: int) -> None:
     import numpy as np
     from interleaved import interleaved_ms
 
-    from jaxcnn import lowering
+    from jaxcnn.cpu import ops
 
     rng = np.random.default_rng(0)
     print("| layer, size | pixels x channels | product ms XLA / oneDNN | with gradient ms XLA / oneDNN |")
@@ -42,7 +42,7 @@ def layers(repeats: int) -> None:
             f = jnp.asarray(rng.standard_normal((1, p, c)), jnp.float32)
             t = jnp.asarray(rng.standard_normal((1, c, c)), jnp.float32)
             calls = {}
-            for label, g in (("xla", _xla), ("onednn", lowering.gram)):
+            for label, g in (("xla", _xla), ("onednn", ops.gram)):
                 fwd = jax.jit(g)
                 step = jax.jit(jax.value_and_grad(lambda f, g=g: jnp.sum((g(f) / p - t) ** 2)))
                 calls[label] = lambda fwd=fwd: fwd(f)
@@ -56,14 +56,14 @@ def loop(size: int, repeats: int) -> None:
     from interleaved import interleaved_ms
     from inputopt_loops import style_run
 
-    from jaxcnn import lowering
+    from jaxcnn.cpu import ops
 
-    fast, runs = lowering.gram, {}
+    fast, runs = ops.gram, {}
     for label, g in (("XLA's dot", _xla), ("oneDNN", fast)):
-        lowering.gram = g          # read when the step is traced: on the run's first call
+        ops.gram = g          # read when the step is traced: on the run's first call
         runs[label] = style_run(size=size, steps=10)
         runs[label]()
-    lowering.gram = fast
+    ops.gram = fast
     ms = interleaved_ms(runs, repeats)
     print(f"float32 style transfer, {size} px, ms/step: "
           + ", ".join(f"Gram by {k} {v / 10:.1f}" for k, v in ms.items()))

@@ -20,7 +20,7 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
 
-    from jaxcnn.registry import create_model, model_info
+    from jaxcnn.models import create_model, model_info
 
     def once(model, x, partitionable: bool) -> tuple[float, float]:
         jax.clear_caches()

@@ -49,7 +49,7 @@ def _time(fn) -> float:
 
 
 def jax_worker() -> None:
-    from jaxcnn import host_memory
+    from jaxcnn.cpu import host_memory
     host_memory.keep_freed_memory()     # as the jaxcnn command does; before JAX's first computation
     import jax
 

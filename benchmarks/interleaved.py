@@ -1,6 +1,6 @@
 """Several compiled calls timed against each other: one warm call each, then ``repeats`` rounds in
 which every call runs once, so that the machine's drift (this VM's +-20%) hits all of them alike.
-``train_steps_ab`` does it for a model's train step compiled with each choice of one lowering."""
+``train_steps_ab`` does it for a model's train step compiled with each choice of one ops."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def interleaved_ms(calls: dict[Hashable, Callable[[], object]], repeats: int) ->
 def train_steps_ab(name: str, batch: int, dtype: str, attr: str, values: dict[str, object],
                    repeats: int, module: object = None) -> dict[str, tuple[float, float]]:
     """MODEL ``name``'s train step (SGD-momentum, 224 px) compiled once per value of
-    ``<module>.<attr>`` (``module`` defaults to ``jaxcnn.lowering``; read when the step is traced),
+    ``<module>.<attr>`` (``module`` defaults to ``jaxcnn.cpu.ops``; read when the step is traced),
     the steps then timed alternating: ``{label: (compile seconds, median images/s)}``."""
     import functools
 
@@ -37,7 +37,7 @@ def train_steps_ab(name: str, batch: int, dtype: str, attr: str, values: dict[st
     import optax
 
     import jaxcnn
-    from jaxcnn import lowering
+    from jaxcnn.cpu import ops
     from jaxcnn.training.state import create_train_state
     from jaxcnn.training.steps import make_train_step
 
@@ -48,7 +48,7 @@ def train_steps_ab(name: str, batch: int, dtype: str, attr: str, values: dict[st
     rng = np.random.default_rng(0)
     data = {"image": jnp.asarray(rng.integers(0, 256, (batch, 224, 224, 3)), jnp.uint8),
             "label": jnp.asarray(rng.integers(0, 1000, batch), jnp.int32)}
-    module = lowering if module is None else module
+    module = ops if module is None else module
     original, steps, compile_s = getattr(module, attr), {}, {}
     try:
         for label, value in values.items():

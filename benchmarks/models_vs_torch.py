@@ -20,7 +20,7 @@ better of JAX's and PyTorch's 2048x2048 matmul, as either library's GEMM may be 
 a given CPU; bfloat16 with PyTorch, whose oneDNN reaches AMX where XLA's own dot does not); on a CPU
 without native bfloat16 (no AVX512-BF16 or AMX) bfloat16 rows are against the float32 peak. Each
 framework runs in a worker process of its own (``benchmarks/worker.py``), a fresh pair per
-model; the jaxcnn worker keeps its heap (``jaxcnn.host_memory``, as the ``jaxcnn`` command does).
+model; the jaxcnn worker keeps its heap (``jaxcnn.cpu.host_memory``, as the ``jaxcnn`` command does).
 Cases are interleaved (one variant after the other, the order rotating each round), median of
 ``--repeats``, with ``--settle`` seconds of quiet before each timed call (the other worker's OpenMP
 threads spin a while after its calls; on the Zen 3 VM 0 and 0.5 s gave the same GoogLeNet ratios
@@ -87,7 +87,7 @@ def jax_case(name: str, batch: int, size: int, dtype: str = "float32", mode: str
     import optax
 
     import jaxcnn
-    from jaxcnn import lowering
+    from jaxcnn import cpu
     from jaxcnn.training.state import create_train_state
     from jaxcnn.training.steps import make_train_step
 
@@ -96,7 +96,7 @@ def jax_case(name: str, batch: int, size: int, dtype: str = "float32", mode: str
             "label": jnp.asarray(rng.integers(0, 1000, batch), jnp.int32)}
     model = jaxcnn.create_model(name, dtype=dtype, **({"aux_logits": False} if name == "googlenet" else {}))
     tx = optax.sgd(0.01, momentum=0.9)
-    with lowering.mode(mode):     # the lowering is chosen at trace time: compile inside the mode
+    with cpu.mode(mode):     # the lowering is chosen at trace time: compile inside the mode
         state = create_train_state(model, tx, (size, size, 3), seed=0)
         infer = jax.jit(lambda v, x: model.apply(v, x.astype(jnp.float32) / 255.0, train=False)[0])
         infer_c = infer.lower(state.variables, data["image"]).compile()
@@ -116,7 +116,8 @@ def jax_case(name: str, batch: int, size: int, dtype: str = "float32", mode: str
 
 
 def jax_worker() -> None:
-    from jaxcnn import host_memory
+    from jaxcnn import cpu
+    from jaxcnn.cpu import host_memory
     host_memory.keep_freed_memory()     # before JAX's first computation starts XLA's threads
     import jax
     import jax.numpy as jnp

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from jaxcnn import host_memory
+from jaxcnn.cpu import host_memory
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from interleaved import train_steps_ab  # noqa: E402

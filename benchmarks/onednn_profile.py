@@ -24,7 +24,7 @@ MARK, END = "=====TIMED", "=====END"
 
 
 def child(loop: str, size: int, steps: int, dtype: str) -> None:
-    from jaxcnn import host_memory
+    from jaxcnn.cpu import host_memory
     host_memory.keep_freed_memory()
     from inputopt_loops import LOOPS
 
@@ -46,7 +46,7 @@ def model_child(name: str, step: str, batch: int, dtype: str, framework: str) ->
         from models_vs_torch import torch_case
         run_infer, run_train = torch_case(name, batch, 224, bf16=dtype == "bfloat16")
     else:
-        from jaxcnn import host_memory
+        from jaxcnn.cpu import host_memory
         host_memory.keep_freed_memory()
         from models_vs_torch import jax_case
         run_infer, run_train, _, _ = jax_case(name, batch, 224, dtype)

@@ -1,6 +1,6 @@
 """Max-pool forward + backward time at the pools of AlexNet, VGG-16, GoogLeNet and ResNet-50.
 
-Three lowerings of ``jaxcnn.lowering.max_pool`` (XLA's ``select_and_scatter`` VJP, the
+Three lowerings of ``jaxcnn.ops.max_pool`` (XLA's ``select_and_scatter`` VJP, the
 strided-slice VJP, the C++ pool of ``csrc/max_pool.cc``) and, when PyTorch is importable,
 ``torch.nn.functional.max_pool2d`` on a channels-last tensor, each the median of ``--repeats``
 calls of ``y = pool(x); dx = vjp(g)``, in milliseconds.
@@ -14,7 +14,8 @@ import argparse
 import statistics
 import time
 
-from jaxcnn import host_memory
+from jaxcnn import cpu
+from jaxcnn.cpu import host_memory, ops
 
 # (name, batch, H, C, kernel, stride, padding, ceil_mode) at the model benchmark's batches
 POOLS = [
@@ -48,7 +49,8 @@ def main() -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxcnn import layers, lowering
+    from jaxcnn import cpu, layers
+    from jaxcnn.cpu import ops
     try:
         import torch
     except ImportError:
@@ -64,13 +66,13 @@ def main() -> None:
         ms = []
         for m in ("reference", "slices", "native"):
             if m == "slices":   # the fast path without the C++ pool
-                ctx, native = lowering.mode("fast"), lowering._native_pool
-                lowering._native_pool = lambda *a: False
+                ctx, native = cpu.mode("fast"), ops._native_pool
+                ops._native_pool = lambda *a: False
             else:
-                ctx, native = lowering.mode("fast" if m == "native" else m), lowering._native_pool
+                ctx, native = cpu.mode("fast" if m == "native" else m), ops._native_pool
             with ctx:
                 f = jax.jit(lambda x, g: jax.vjp(pool, x)[1](g)[0]).lower(x, g).compile()
-            lowering._native_pool = native
+            ops._native_pool = native
             ms.append(_median_ms(lambda: jax.block_until_ready(f(x, g)), args.repeats))
         if torch is not None:
             xt = torch.from_numpy(np.asarray(x)).permute(0, 3, 1, 2).requires_grad_(True)

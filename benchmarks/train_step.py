@@ -2,7 +2,7 @@
 
     python benchmarks/train_step.py --model resnet50 --batch 16 --dtype float32 [--mode reference]
     JAXCNN_ONEDNN=0 python benchmarks/train_step.py ...     # XLA's convolutions instead of oneDNN
-    python benchmarks/train_step.py ... --no-keep-heap      # without jaxcnn.host_memory
+    python benchmarks/train_step.py ... --no-keep-heap      # without jaxcnn.cpu.host_memory
     python benchmarks/train_step.py ... --compile-cache DIR # JAX's persistent cache there (run twice:
                                                             # the second run's compile is a cache read)
 
@@ -16,7 +16,8 @@ import argparse
 import resource
 import time
 
-from jaxcnn import host_memory
+from jaxcnn import cpu
+from jaxcnn.cpu import host_memory
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
     if args.compile_cache:
         import os
 
-        from jaxcnn import compile_cache
+        from jaxcnn.cli import compile_cache
         os.environ["JAXCNN_COMPILE_CACHE"] = args.compile_cache
         compile_cache.enable()
     if not args.no_keep_heap:
@@ -44,11 +45,11 @@ def main() -> None:
     import optax
 
     import jaxcnn
-    from jaxcnn import lowering
+    from jaxcnn import cpu
     from jaxcnn.training.state import create_train_state
     from jaxcnn.training.steps import make_train_step
 
-    lowering.set_mode(args.mode)
+    cpu.set_mode(args.mode)
     rng = np.random.default_rng(0)
     batch = {"image": jnp.asarray(rng.integers(0, 256, (args.batch, args.size, args.size, 3)), jnp.uint8),
              "label": jnp.asarray(rng.integers(0, 1000, args.batch), jnp.int32)}

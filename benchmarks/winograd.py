@@ -1,4 +1,4 @@
-"""jaxcnn's Winograd F(4x4, 3x3) and F(2x2, 5x5) convolutions (``jaxcnn.winograd``) against oneDNN's
+"""jaxcnn's Winograd F(4x4, 3x3) and F(2x2, 5x5) convolutions (``jaxcnn.cpu.winograd``) against oneDNN's
 direct ones, float32.
 
 ``--layers``: per 3x3 or 5x5 convolution of VGG-16, AlexNet, GoogLeNet, ResNet-50 and Inception-v3 (and the
@@ -23,7 +23,7 @@ import argparse
 import os
 import sys
 
-from jaxcnn import host_memory
+from jaxcnn.cpu import host_memory, policy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from interleaved import interleaved_ms, train_steps_ab  # noqa: E402
@@ -54,7 +54,7 @@ def layers(repeats: int, only: str = "") -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxcnn import onednn, winograd
+    from jaxcnn.cpu import onednn, policy, winograd
 
     print("| layer (batch) | GFLOP | forward ms direct / Winograd / transformed | "
           "input gradient ms direct / Winograd / transformed |")
@@ -89,7 +89,7 @@ def models(specs: list[str], repeats: int) -> None:
     import numpy as np
 
     import jaxcnn
-    from jaxcnn import winograd
+    from jaxcnn.cpu import policy, winograd
     from jaxcnn.model_stats import init_variables
 
     never = float("inf")     # a kernel size whose MIN_TILES is never reached stays direct
@@ -123,14 +123,14 @@ def style(repeats: int, size: int = 128, steps: int = 10) -> None:
     """The float32 style-transfer loop of ``inputopt_vs_torch.py`` (VGG-19, Adam), with and without."""
     from inputopt_loops import style_run
 
-    from jaxcnn import winograd
+    from jaxcnn.cpu import policy, winograd
 
     runs = {}
     for label, on in (("direct", False), ("winograd", True)):
-        winograd._enabled = on      # read when the loop's step is traced, i.e. on the first run
+        policy._winograd = on      # read when the loop's step is traced, i.e. on the first run
         runs[label] = style_run(size, steps)
         runs[label]()
-    winograd._enabled = True
+    policy._winograd = True
     ms = interleaved_ms(runs, repeats)
     print(f"style transfer, VGG-19, {size} px, s/step direct / Winograd: "
           f"{ms['direct'] / steps / 1e3:.3f} / {ms['winograd'] / steps / 1e3:.3f}", flush=True)
@@ -141,7 +141,7 @@ def fixed(repeats: int, size: int = 128, steps: int = 10, batch: int = 8) -> Non
     once (``winograd.with_transforms``, as ``InputOptimizer`` and the attacks do) and without."""
     from inputopt_loops import dream_run, pgd_run, style_run
 
-    from jaxcnn import winograd
+    from jaxcnn.cpu import policy, winograd
 
     real = winograd.with_transforms
     without = lambda variables, **_: variables  # noqa: E731

@@ -1,7 +1,7 @@
 """Each framework in a long-lived process of its own, driven from the benchmark's main process.
 
 In one process, jaxcnn and PyTorch disturb each other: PyTorch's allocations fragment the
-heap that ``jaxcnn.host_memory`` keeps for XLA's per-call buffers (the ResNet-50 train step
+heap that ``jaxcnn.cpu.host_memory`` keeps for XLA's per-call buffers (the ResNet-50 train step
 faulted in 124,000 pages per step next to PyTorch, none alone), and once jaxcnn's oneDNN
 calls have run, PyTorch's own OpenMP work slows down (DeepDream 0.026 -> 0.061 s/step).
 So the main process starts one worker per framework (``python SCRIPT --worker NAME``),

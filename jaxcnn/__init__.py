@@ -12,14 +12,14 @@ Public API:
 
 import os
 
-from jaxcnn import host_memory
+from jaxcnn.cpu import host_memory
 
 if os.environ.get("JAXCNN_KEEP_HEAP") == "1":
-    host_memory.keep_freed_memory()   # before XLA starts its threads: see host_memory.py
+    host_memory.keep_freed_memory()   # before XLA starts its threads: see jaxcnn/cpu/host_memory.py
 
 from jaxcnn.imagenet import MEAN, STD, class_names, deprocess, preprocess
 from jaxcnn.model_stats import count_flops, count_params, init_variables
-from jaxcnn.registry import create_model, list_models, model_info, model_options
+from jaxcnn.models import create_model, list_models, model_info, model_options
 from jaxcnn.weights import load_pretrained, read_state_dict, write_state_dict
 
 __all__ = [

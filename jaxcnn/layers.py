@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcnn import lowering, winograd
+from jaxcnn.cpu import ops
+from jaxcnn.cpu.winograd import COLLECTION as WINOGRAD
 
 Dtype = Any
 
@@ -85,13 +86,13 @@ def conv(features: int, kernel: int | tuple[int, int], *, stride: int = 1, paddi
     return Conv(features, (kh, kw), strides=(stride, stride), padding=pad2(padding),
                 kernel_dilation=(dilation, dilation), feature_group_count=groups, use_bias=bias,
                 dtype=dtype, param_dtype=param_dtype, name=name,
-                conv_general_dilated=lowering.conv_general_dilated, **kwargs)
+                conv_general_dilated=ops.conv_general_dilated, **kwargs)
 
 
 class Conv(nn.Conv):
-    """``flax.linen.Conv`` for NHWC images whose bias goes through ``lowering.bias_add`` (its bfloat16
+    """``flax.linen.Conv`` for NHWC images whose bias goes through ``ops.bias_add`` (its bfloat16
     gradient is summed in float32 on the CPU) and which convolves with the kernel's Winograd transforms
-    where the variables hold them (``winograd.with_transforms``). The same variables, initialised in
+    where the variables hold them (``jaxcnn.cpu.fixed_weights``). The same variables, initialised in
     the same order; anything but a 4-D input with explicit padding is flax's own code."""
 
     @nn.compact
@@ -106,28 +107,28 @@ class Conv(nn.Conv):
                             self.param_dtype)
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         x, kernel = self.promote_dtype(inputs, kernel, dtype=self.dtype)
-        conv = self.conv_general_dilated or lowering.conv_general_dilated
+        conv = self.conv_general_dilated or ops.conv_general_dilated
         extra = {}
-        if conv is lowering.conv_general_dilated and self.has_variable(winograd.COLLECTION, "forward"):
-            extra["transforms"] = (self.get_variable(winograd.COLLECTION, "forward"),
-                                   self.get_variable(winograd.COLLECTION, "backward"))
+        if conv is ops.conv_general_dilated and self.has_variable(WINOGRAD, "forward"):
+            extra["transforms"] = (self.get_variable(WINOGRAD, "forward"),
+                                   self.get_variable(WINOGRAD, "backward"))
         y = conv(x, kernel, pair(self.strides), tuple(map(tuple, self.padding)),
                  lhs_dilation=pair(self.input_dilation), rhs_dilation=pair(self.kernel_dilation),
                  dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.feature_group_count,
                  precision=self.precision, **extra)
-        return y if bias is None else lowering.bias_add(y, bias)
+        return y if bias is None else ops.bias_add(y, bias)
 
 
 def dense(features: int, *, name: str | None = None, dtype: Dtype = jnp.float32,
           param_dtype: Dtype = jnp.float32, **kwargs) -> nn.Dense:
-    """A ``flax.linen.Dense`` (``torch.nn.Linear``) whose product goes through ``lowering.dot_general``."""
+    """A ``flax.linen.Dense`` (``torch.nn.Linear``) whose product goes through ``ops.dot_general``."""
     return nn.Dense(features, dtype=dtype, param_dtype=param_dtype, name=name,
-                    dot_general=lowering.dot_general, **kwargs)
+                    dot_general=ops.dot_general, **kwargs)
 
 
 class BatchNorm(nn.BatchNorm):
     """``flax.linen.BatchNorm`` whose training-mode statistics and normalization run the C++
-    kernel of ``lowering.batch_norm`` where it applies (the CPU fast path); the same variables,
+    kernel of ``ops.batch_norm`` where it applies (the CPU fast path); the same variables,
     the same running-average update. Everywhere else (other backends, several devices,
     initialization, evaluation, ``pmap``'s ``axis_name``, masks, non-float32 settings) it is
     flax's own code."""
@@ -135,7 +136,7 @@ class BatchNorm(nn.BatchNorm):
     @nn.compact
     def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
         running = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
-        if (running or self.is_initializing() or not lowering.native_batch_norm(x) or mask is not None
+        if (running or self.is_initializing() or not ops.native_batch_norm(x) or mask is not None
                 or self.axis_name is not None
                 or self.axis not in (-1, x.ndim - 1) or not (self.use_bias and self.use_scale)
                 or self.dtype != jnp.float32 or self.param_dtype != jnp.float32):
@@ -145,7 +146,7 @@ class BatchNorm(nn.BatchNorm):
         ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (c,))
         scale = self.param("scale", self.scale_init, (c,), self.param_dtype)
         bias = self.param("bias", self.bias_init, (c,), self.param_dtype)
-        y, mean, var = lowering.batch_norm(x, scale, bias, self.epsilon)
+        y, mean, var = ops.batch_norm(x, scale, bias, self.epsilon)
         ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
         ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
         return y
@@ -215,7 +216,7 @@ def max_pool(x: jax.Array, kernel: int | Sequence[int], stride: int | Sequence[i
     ph, pw = _pairs(padding)
     pads = ((0, 0), _pool_pads(x.shape[1], kh, sh, ph, ceil_mode), _pool_pads(x.shape[2], kw, sw, pw, ceil_mode),
             (0, 0))
-    return lowering.max_pool(x, (1, kh, kw, 1), (1, sh, sw, 1), pads)
+    return ops.max_pool(x, (1, kh, kw, 1), (1, sh, sw, 1), pads)
 
 
 def avg_pool(x: jax.Array, kernel: int | Sequence[int], stride: int | Sequence[int] | None = None,
@@ -268,3 +269,9 @@ def flatten_chw(x: jax.Array) -> jax.Array:
 def resize_bilinear(x: jax.Array, height: int, width: int) -> jax.Array:
     """Bilinear resize equal to ``F.interpolate(mode='bilinear', align_corners=False)`` when upsampling."""
     return jax.image.resize(x, (x.shape[0], height, width, x.shape[3]), method="bilinear", antialias=False)
+
+
+def gram(flat: jax.Array) -> jax.Array:
+    """Per image ``F^T F`` of features ``flat`` (B, P, C) -> (B, C, C), the product of style losses
+    (oneDNN's on the CPU fast path, ``jaxcnn.cpu.ops.gram``)."""
+    return ops.gram(flat)

@@ -11,7 +11,7 @@ most 4. Most of the suite's time is XLA compiling small programs, which two proc
 two cores (1020 -> 550 s); a third worker on two cores was slower (660 s), and each worker holds
 its own 8 simulated devices and compiled functions.
 
-JAX's persistent compilation cache (``jaxcnn.compile_cache``) points at a directory made for this
+JAX's persistent compilation cache (``jaxcnn.cli.compile_cache``) points at a directory made for this
 session and removed after it, shared by the workers and the subprocess tests (``JAXCNN_COMPILE_CACHE``
 is inherited): a program compiled twice (a resumed run, the same tiny model in two files) is read
 back the second time, and nothing is read from or written to the user's ``~/.cache/jaxcnn``.
@@ -33,7 +33,7 @@ if "JAXCNN_COMPILE_CACHE" not in os.environ:     # the first process (controller
     os.environ["JAXCNN_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="jaxcnn-test-xla-")
     atexit.register(shutil.rmtree, os.environ["JAXCNN_COMPILE_CACHE"], True)
 
-from jaxcnn import compile_cache  # noqa: E402
+from jaxcnn.cli import compile_cache  # noqa: E402
 
 compile_cache.enable()
 

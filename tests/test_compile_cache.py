@@ -4,11 +4,11 @@ import os
 import subprocess
 import sys
 
-from jaxcnn import compile_cache
+from jaxcnn.cli import compile_cache
 
 PROGRAM = """
 import jax, jax.numpy as jnp
-from jaxcnn import compile_cache
+from jaxcnn.cli import compile_cache
 events = []
 jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
 path = compile_cache.enable()

@@ -10,7 +10,7 @@ import sys
 
 SCRIPT = """
 import resource, sys
-from jaxcnn import host_memory
+from jaxcnn.cpu import host_memory
 applied = host_memory.keep_freed_memory()
 import jax, jax.numpy as jnp
 x, y = jnp.ones((4096, 16), jnp.float32), jnp.ones((16, 4096), jnp.float32)

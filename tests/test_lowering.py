@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import jaxcnn
-from jaxcnn import layers, lowering, onednn
+from jaxcnn import cpu, layers
+from jaxcnn.cpu import build, ops
 from jaxcnn.models.resnet import ResNet
 
 
@@ -30,9 +31,9 @@ def _pool(x, k, s, p, ceil):
 @pytest.mark.parametrize("impl", ["native", "slices"])
 def test_max_pool_fast_vjp_equals_select_and_scatter(shape, k, s, p, ceil, dtype, impl, monkeypatch):
     if impl == "slices":
-        monkeypatch.setattr(lowering, "_native_pool", lambda *a: False)
-    elif not onednn.available():
-        pytest.skip(f"the C++ pool is built with the oneDNN shim: {onednn.why_unavailable()}")
+        monkeypatch.setattr(ops, "_native_pool", lambda *a: False)
+    elif not build.available():
+        pytest.skip(f"the C++ pool is built with the oneDNN shim: {build.why_unavailable()}")
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=shape), dtype)
     x = jnp.maximum(x, 0)          # post-ReLU zeros: windows with ties, where the first maximum must win
@@ -40,7 +41,7 @@ def test_max_pool_fast_vjp_equals_select_and_scatter(shape, k, s, p, ceil, dtype
     g = jnp.asarray(rng.normal(size=jax.eval_shape(lambda x: _pool(x, k, s, p, ceil), x).shape), dtype)
     outs = {}
     for m in ("reference", "fast"):
-        with lowering.mode(m):
+        with cpu.mode(m):
             y, vjp = jax.vjp(lambda x: _pool(x, k, s, p, ceil), x)
             outs[m] = (y, vjp(g)[0])
             jaxpr = str(jax.make_jaxpr(jax.vjp(lambda x: _pool(x, k, s, p, ceil), x)[1])(g))
@@ -56,7 +57,7 @@ def test_max_pool_fast_vjp_equals_select_and_scatter(shape, k, s, p, ceil, dtype
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("shape", [(2, 7, 7, 8), (1, 10, 6, 3)])
 def test_pointwise_conv_as_gemm_equals_the_convolution(stride, shape, monkeypatch):
-    monkeypatch.setattr(onednn, "available", lambda: False)   # the GEMM path is the fallback without oneDNN
+    monkeypatch.setattr(build, "available", lambda: False)   # the GEMM path is the fallback without oneDNN
     rng = np.random.default_rng(1)
     conv = layers.conv(5, 1, stride=stride, bias=True, name="c")
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
@@ -64,7 +65,7 @@ def test_pointwise_conv_as_gemm_equals_the_convolution(stride, shape, monkeypatc
     f = lambda v, x: jnp.sum(jnp.sin(conv.apply(v, x)))
     res = {}
     for m in ("reference", "fast"):
-        with lowering.mode(m):
+        with cpu.mode(m):
             res[m] = (jax.jit(conv.apply)(variables, x), jax.jit(jax.grad(f, argnums=(0, 1)))(variables, x))
     np.testing.assert_allclose(res["fast"][0], res["reference"][0], rtol=1e-5, atol=1e-6)
     for a, b in zip(jax.tree.leaves(res["fast"][1]), jax.tree.leaves(res["reference"][1])):
@@ -79,7 +80,7 @@ def test_fast_path_is_used_and_a_model_gradient_is_unchanged():
     loss = lambda v, x: jnp.sum(model.apply(v, x)[0] ** 2)
     grads, hlo = {}, {}
     for m in ("reference", "fast"):
-        with lowering.mode(m):
+        with cpu.mode(m):
             fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
             grads[m] = fn(variables, x)
             hlo[m] = fn.lower(variables, x).as_text()
@@ -89,13 +90,13 @@ def test_fast_path_is_used_and_a_model_gradient_is_unchanged():
 
 
 def test_modes():
-    with lowering.mode("reference"):
-        assert not lowering.fast_paths()
-    with lowering.mode("fast"):
-        assert lowering.fast_paths()
-    assert lowering.get_mode() == "auto"
+    with cpu.mode("reference"):
+        assert not cpu.fast_paths()
+    with cpu.mode("fast"):
+        assert cpu.fast_paths()
+    assert cpu.get_mode() == "auto"
     with pytest.raises(ValueError, match="unknown lowering mode 'gpu'; valid: auto, reference, fast"):
-        lowering.set_mode("gpu")
+        cpu.set_mode("gpu")
 
 
 # ---------------------------------------------------------------- batch norm (training mode)
@@ -115,15 +116,15 @@ def _bn64(x, scale, bias, eps):
 ])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
 def test_batch_norm_kernel_matches_float64_in_all_outputs_and_gradients(shape, dtype):
-    if not onednn.available():
-        pytest.skip(f"the C++ batch norm is built with the oneDNN shim: {onednn.why_unavailable()}")
+    if not build.available():
+        pytest.skip(f"the C++ batch norm is built with the oneDNN shim: {build.why_unavailable()}")
     rng = np.random.default_rng(sum(shape))
     c = shape[-1]
     x = jnp.asarray(rng.normal(3.0, 2.0, size=shape), dtype)       # a mean far from 0: E[x^2] - E[x]^2 cancels
     scale, bias = (jnp.asarray(rng.normal(size=c), jnp.float32) for _ in range(2))
     cts = (jnp.asarray(rng.normal(size=shape), jnp.float32), jnp.asarray(rng.normal(size=c), jnp.float32),
            jnp.asarray(rng.normal(size=c), jnp.float32))       # cotangents on y, mean and variance
-    outs, vjp = jax.vjp(lambda x, s, b: lowering._batch_norm_native(x, s, b, 1e-5), x, scale, bias)
+    outs, vjp = jax.vjp(lambda x, s, b: ops._batch_norm_native(x, s, b, 1e-5), x, scale, bias)
     grads = vjp(cts)
     with jax.enable_x64():
         f64 = lambda a: jnp.asarray(np.asarray(a, np.float64))
@@ -155,12 +156,12 @@ def test_batch_norm_layer_equals_flax_with_its_running_averages():
 
     results = {}
     for label, module in (("ours", ours), ("flax", theirs)):
-        with lowering.mode("fast"):
+        with cpu.mode("fast"):
             (_, upd), grads = jax.value_and_grad(functools.partial(loss, module), argnums=(0, 1), has_aux=True)(
                 variables["params"], x)
             jaxpr = str(jax.make_jaxpr(functools.partial(loss, module))(variables["params"], x))
         results[label] = (upd, grads)
-        assert ("jaxcnn_batch_norm" in jaxpr) == (label == "ours" and onednn.available())
+        assert ("jaxcnn_batch_norm" in jaxpr) == (label == "ours" and build.available())
     for a, b in zip(jax.tree.leaves(results["ours"]), jax.tree.leaves(results["flax"])):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
 
@@ -180,7 +181,7 @@ def test_conv_layer_equals_flax_in_init_output_and_gradients(kwargs):
         np.testing.assert_array_equal(a, b)                 # the same variables, drawn in the same order
     g = jnp.asarray(rng.normal(size=theirs.apply(variables, x).shape), jnp.float32)
     for mode in ("fast", "reference"):
-        with lowering.mode(mode):
+        with cpu.mode(mode):
             np.testing.assert_allclose(ours.apply(variables, x), theirs.apply(variables, x), rtol=1e-5, atol=1e-5)
             got = jax.grad(lambda v, x: jnp.sum(ours.apply(v, x) * g), argnums=(0, 1))(variables, x)
         want = jax.grad(lambda v, x: jnp.sum(theirs.apply(v, x) * g), argnums=(0, 1))(variables, x)
@@ -195,10 +196,10 @@ def test_bfloat16_bias_gradient_is_the_float32_sum(shape):
     y = jnp.zeros(shape, jnp.bfloat16)
     b = jnp.zeros(shape[-1:], jnp.float32)
     want = np.asarray(g, np.float64).reshape(-1, shape[-1]).sum(0)
-    with lowering.mode("fast"):
-        got = jax.jit(jax.grad(lambda b: jnp.vdot(lowering.bias_add(y, b).astype(jnp.float32),
+    with cpu.mode("fast"):
+        got = jax.jit(jax.grad(lambda b: jnp.vdot(ops.bias_add(y, b).astype(jnp.float32),
                                                   g.astype(jnp.float32))))(b)
-        out = lowering.bias_add(y, b + 1.5)
+        out = ops.bias_add(y, b + 1.5)
     assert got.dtype == jnp.float32 and out.dtype == jnp.bfloat16 and np.all(np.asarray(out, np.float32) == 1.5)
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
@@ -207,8 +208,8 @@ def test_cond_tree_picks_the_same_tree_in_both_lowerings():
     a = {"w": jnp.arange(6.0).reshape(2, 3), "n": jnp.int32(3), "b": (jnp.ones(4, jnp.bfloat16),)}
     b = jax.tree_util.tree_map(lambda x: -x - 1, a)
     for mode in ("fast", "reference"):
-        with lowering.mode(mode):
-            pick = jax.jit(lambda p, a, b: lowering.cond_tree(p, lambda: a, lambda: b))
+        with cpu.mode(mode):
+            pick = jax.jit(lambda p, a, b: cpu.cond_tree(p, lambda: a, lambda: b))
             hlo = pick.lower(True, a, b).as_text()
             assert ("stablehlo.case" in hlo or "stablehlo.if" in hlo) == (mode == "fast"), mode
             for p, want in ((True, a), (False, b)):
@@ -228,10 +229,10 @@ def test_gram_by_onednn_equals_float64_with_its_gradient(shape):
     want = np.einsum("bpc,bpd->bcd", f64, f64)
     want_grad = np.einsum("bpc,bcd->bpd", f64, w64 + w64.transpose(0, 2, 1))    # d sum(w * F^T F) / dF
     for mode in ("fast", "reference"):
-        with lowering.mode(mode):
-            fn = jax.jit(jax.value_and_grad(lambda f: jnp.sum(w * lowering.gram(f))))
+        with cpu.mode(mode):
+            fn = jax.jit(jax.value_and_grad(lambda f: jnp.sum(w * ops.gram(f))))
             assert ("jaxcnn_matmul" in fn.lower(f).as_text()) == (mode == "fast")
             got, grad = fn(f)
-            np.testing.assert_allclose(lowering.gram(f), want, rtol=2e-5, atol=2e-5 * np.abs(want).max())
+            np.testing.assert_allclose(ops.gram(f), want, rtol=2e-5, atol=2e-5 * np.abs(want).max())
             np.testing.assert_allclose(grad, want_grad, rtol=2e-5, atol=2e-5 * np.abs(want_grad).max())
             np.testing.assert_allclose(got, np.sum(w64 * want), rtol=1e-5)

@@ -11,13 +11,14 @@ import pytest
 from jax import lax
 
 import jaxcnn
-from jaxcnn import layers, lowering, onednn
+from jaxcnn import cpu, layers
+from jaxcnn.cpu import build, onednn, ops
 from jaxcnn.models.resnet import ResNet
 
-pytestmark = pytest.mark.skipif(not onednn.available(), reason=f"oneDNN unavailable: {onednn.why_unavailable()}")
+pytestmark = pytest.mark.skipif(not build.available(), reason=f"oneDNN unavailable: {build.why_unavailable()}")
 # oneDNN 3.2 has bfloat16 convolutions and products from AVX-512 on; elsewhere XLA's stay (tested below)
 BF16 = pytest.param(jnp.bfloat16, id="bf16", marks=pytest.mark.skipif(
-    onednn.available() and not onednn.dtype_supported(jnp.bfloat16), reason="no oneDNN bfloat16 on this CPU"))
+    build.available() and not build.dtype_supported(jnp.bfloat16), reason="no oneDNN bfloat16 on this CPU"))
 
 # relative error bounds per dtype: float32 sums in another order; bfloat16 rounds operands' products' sum once
 TOL = {jnp.float32: 2e-6, jnp.bfloat16: 1e-2}
@@ -96,7 +97,7 @@ def test_flax_conv_routes_through_onednn_and_keeps_its_gradients():
     loss = lambda v, x: jnp.sum(jnp.sin(conv.apply(v, x)))
     out = {}
     for m in ("reference", "fast"):
-        with lowering.mode(m):
+        with cpu.mode(m):
             fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
             out[m] = fn(variables, x)
             hlo = fn.lower(variables, x).as_text()
@@ -113,13 +114,13 @@ def test_vmap_and_padding_strings():
     for padding in ("SAME", "VALID"):
         ref = jax.vmap(lambda x: lax.conv_general_dilated(x, w, (2, 2), padding, dimension_numbers=dn,
                                                           precision="highest"))(x)
-        with lowering.mode("fast"):
-            got = jax.jit(jax.vmap(lambda x: lowering.conv_general_dilated(x, w, (2, 2), padding,
+        with cpu.mode("fast"):
+            got = jax.jit(jax.vmap(lambda x: ops.conv_general_dilated(x, w, (2, 2), padding,
                                                                             dimension_numbers=dn)))(x)
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.skipif(not onednn.dtype_supported(jnp.bfloat16), reason="no oneDNN bfloat16 on this CPU")
+@pytest.mark.skipif(not build.dtype_supported(jnp.bfloat16), reason="no oneDNN bfloat16 on this CPU")
 def test_model_gradient_in_bfloat16_is_as_close_to_float32_as_xla_bfloat16():
     """A whole ResNet (one basic block per stage) in bfloat16 (oneDNN, AMX where the CPU has it) against
     XLA's bfloat16, both measured against the float32 model: oneDNN must not be the less accurate."""
@@ -130,7 +131,7 @@ def test_model_gradient_in_bfloat16_is_as_close_to_float32_as_xla_bfloat16():
     for dtype, m in ((jnp.float32, "reference"), (jnp.bfloat16, "reference"), (jnp.bfloat16, "fast")):
         model = net(dtype)
         loss = lambda v, x, model=model: jnp.mean(model.apply(v, x)[0].astype(jnp.float32) ** 2)
-        with lowering.mode(m):
+        with cpu.mode(m):
             grads[jnp.dtype(dtype).name, m] = jax.tree.leaves(jax.jit(jax.grad(loss))(variables, x))
     exact = grads["float32", "reference"]
     flat = lambda leaves: np.concatenate([np.asarray(a, np.float64).ravel() for a in leaves])
@@ -146,7 +147,7 @@ def test_bad_input_is_refused_with_one_line():
         onednn.conv(x, w, (1, 1), ((0, 0), (0, 0)))
     assert not onednn.supports(x.astype(jnp.float16), w.astype(jnp.float16))
     assert not onednn.supports(x, w, lhs_dilation=(2, 2))
-    if not onednn.dtype_supported(jnp.bfloat16):
+    if not build.dtype_supported(jnp.bfloat16):
         with pytest.raises(ValueError, match="no bfloat16 convolutions on this CPU"):
             onednn.conv(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), (1, 1), ((2, 2), (2, 2)))
 
@@ -154,13 +155,13 @@ def test_bad_input_is_refused_with_one_line():
 def test_bfloat16_stays_on_xla_where_onednn_has_none(monkeypatch):
     """On a CPU where oneDNN builds no bfloat16 primitives (AVX2 only), bfloat16 convolutions and dense
     layers are XLA's, and float32 ones still oneDNN's."""
-    monkeypatch.setattr(onednn, "dtype_supported", lambda dtype: dtype == jnp.float32)
+    monkeypatch.setattr(build, "dtype_supported", lambda dtype: dtype == jnp.float32)
     for dtype in (jnp.bfloat16, jnp.float32):
         conv, dense = layers.conv(6, 3, padding=1, dtype=dtype), layers.dense(4, dtype=dtype)
         x = jnp.ones((2, 8, 8, 3), dtype)
         variables = conv.init(jax.random.key(0), x), dense.init(jax.random.key(1), jnp.ones((2, 6), dtype))
         loss = lambda v, x: jnp.sum(dense.apply(v[1], conv.apply(v[0], x).mean((1, 2))) ** 2)  # noqa: E731
-        with lowering.mode("fast"):
+        with cpu.mode("fast"):
             hlo = jax.jit(jax.grad(loss)).lower(variables, x).as_text()
         calls = (hlo.count("jaxcnn_conv_"), hlo.count("jaxcnn_matmul"))
         assert (calls == (0, 0)) if dtype == jnp.bfloat16 else min(calls) > 0, (dtype, calls)
@@ -176,7 +177,7 @@ def test_dense_layer_matches_a_float64_product(shape, features, dtype):
     variables = dense.init(jax.random.key(0), x)
     variables = jax.tree.map(lambda v: v.astype(dtype).astype(jnp.float32), variables)   # exact in dtype
     g = jnp.asarray(rng.normal(size=(*shape[:-1], features)), jnp.float32).astype(dtype)
-    with lowering.mode("fast"):
+    with cpu.mode("fast"):
         y, vjp = jax.vjp(lambda v, x: dense.apply(v, x), variables, x)
         (dv, dx) = vjp(g)
         jaxpr = str(jax.make_jaxpr(lambda v, x: jax.vjp(dense.apply, v, x)[1](g))(variables, x))

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import registry
+from jaxcnn.models import registry
 from jaxcnn.data.shapes import CLASS_NAMES, IGNORE_LABEL, shapes
 from jaxcnn.parallel import DataParallel
 from jaxcnn.training import OptimizerConfig, TrainConfig, create_train_state, make_optimizer, train
@@ -204,7 +204,6 @@ def tiny_resnet_pair(monkeypatch):
     """A one-block-per-stage ResNet-50-like classifier and its FCN, as a BACKBONES entry."""
     from jaxcnn.models.fcn import FCNResNet
     from jaxcnn.models.resnet import ResNet
-    registry._ensure_loaded()
     if "tiny_resnet_1111" not in registry._REGISTRY:
         registry.register("tiny_resnet_1111", functools.partial(ResNet, stage_sizes=(1, 1, 1, 1), bottleneck=True),
                           family="resnet", resolution=32)

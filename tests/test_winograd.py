@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxcnn import layers, lowering, onednn, winograd
+from jaxcnn import cpu, layers
+from jaxcnn.cpu import build, ops, winograd
 
-pytestmark = pytest.mark.skipif(not onednn.available(), reason=f"oneDNN unavailable: {onednn.why_unavailable()}")
+pytestmark = pytest.mark.skipif(not build.available(), reason=f"oneDNN unavailable: {build.why_unavailable()}")
 
 TOL = 3e-5          # float32, relative to the largest output (measured: 3e-6 to 1e-5)
 
@@ -135,7 +136,7 @@ def test_eligible_only_where_it_is_faster_and_defined():
     assert not _takes((16, 7, 7, 512), (3, 3, 512, 512))                   # 64 tiles of 512 channels: a tie
     assert _takes((8, 14, 14, 512), (3, 3, 512, 512))                      # 128 tiles: Winograd wins
     assert _takes((16, 7, 7, 256), (3, 3, 256, 256))
-    with winograd.disabled():
+    with cpu.winograd_disabled():
         assert not _takes(*vgg)
     assert _takes(*vgg)
 
@@ -144,12 +145,12 @@ def test_lowering_routes_eligible_convolutions_here():
     x, w = jnp.zeros((2, 28, 28, 32), jnp.float32), jnp.zeros((3, 3, 32, 32), jnp.float32)
 
     def lowered():   # a new function each time: jax's trace cache does not know the switch
-        return jax.jit(lambda x, w: lowering.conv_general_dilated(
+        return jax.jit(lambda x, w: ops.conv_general_dilated(
             x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))).lower(x, w).as_text()
 
-    with lowering.mode("fast"):
+    with cpu.mode("fast"):
         assert "jaxcnn_winograd_conv" in lowered()
-        with winograd.disabled():
+        with cpu.winograd_disabled():
             text = lowered()
     assert "jaxcnn_winograd_conv" not in text and "jaxcnn_conv_forward" in text
 
@@ -186,7 +187,7 @@ def test_with_transforms_computes_the_same_model_through_them():
     net = _Net()
     x = jnp.asarray(np.random.default_rng(7).uniform(size=(2, 32, 32, 3)), jnp.float32)
     variables = net.init(jax.random.key(0), x)
-    with lowering.mode("fast"):
+    with cpu.mode("fast"):
         fixed = winograd.with_transforms(variables)
         assert sorted(fixed[winograd.COLLECTION]) == ["a", "b", "c", "down"]   # every wide 3x3 / 5x5 kernel
         assert fixed[winograd.COLLECTION]["b"]["forward"].shape == (36, 64, 80)
@@ -209,8 +210,8 @@ def test_with_transforms_only_where_they_run_and_remembered_per_arrays():
     net = _Net()
     variables = net.init(jax.random.key(0), jnp.zeros((1, 12, 12, 3)))
     assert winograd.with_transforms(variables) is variables                # 8 devices: XLA's convolutions
-    with lowering.mode("fast"):
-        with winograd.disabled():
+    with cpu.mode("fast"):
+        with cpu.winograd_disabled():
             assert winograd.with_transforms(variables) is variables
         bf16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), variables)
         assert winograd.with_transforms(bf16) is bf16                       # float32 kernels only
@@ -254,7 +255,7 @@ def test_input_optimisation_and_attacks_convolve_with_transforms(monkeypatch):
     real = winograd.conv_transformed
     monkeypatch.setattr(winograd, "conv_transformed", lambda *a: used.append(a[1].shape) or real(*a))
     x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
-    with lowering.mode("fast"):
+    with cpu.mode("fast"):
         InputOptimizer(net, variables, steps=2, shard=False).run(objectives.channel("c", 3), x)
         assert len(used) == 3
         adv = attacks.pgd(net, variables, x, [0, 1], eps=0.05, steps=2)

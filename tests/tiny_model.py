@@ -7,7 +7,8 @@ subprocess tests import this module, so child processes see it too.
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn import layers, registry
+from jaxcnn import layers
+from jaxcnn.models import registry
 
 
 class TinyCNN(nn.Module):

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcnn import lowering, winograd
+from jaxcnn import cpu
 from jaxcnn.imagenet import preprocess
 from jaxcnn.inputopt.optimize import batch_sharding, check_images01, feature_shapes
 
@@ -99,10 +99,10 @@ def perturb(model, variables, x, labels, key, *, eps, steps: int, step_size, nor
         g = _grad(model, variables, x + delta, labels, target)
         return project(delta + _step(g, step_size, norm), x, eps, norm)
 
-    return x + lowering.fori_loop(steps, body, delta)
+    return x + cpu.fori_loop(steps, body, delta)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "steps", "norm", "random_start", "restarts"))
+@functools.partial(cpu.jit, static_argnames=("model", "steps", "norm", "random_start", "restarts"))
 def _pgd(model, variables, x, labels, target, key, eps, step_size, *, steps, norm, random_start, restarts):
     def one_restart(key):
         adv = perturb(model, variables, x, labels, key, eps=eps, steps=steps, step_size=step_size, norm=norm,
@@ -152,7 +152,7 @@ def _validate(model, variables, x, labels, target, eps=None):
     return x, labels, target
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
+@functools.partial(cpu.jit, static_argnames=("model",))
 def _summary(model, variables, x, adv, labels, target):
     pred = jnp.argmax(clean_logits(model, variables, adv), axis=-1)
     ok = pred != labels if target is None else pred == target
@@ -177,7 +177,7 @@ def pgd(model, variables, x, labels, *, eps: float, steps: int = 10, step_size: 
     if steps < 1 or restarts < 1:
         raise ValueError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
     x, labels, target = _validate(model, variables, x, labels, target, eps)
-    variables = winograd.with_transforms(variables)   # fixed weights: their transforms made once
+    variables = cpu.fixed_weights(variables)   # fixed weights: their transforms made once
     step_size = 2.5 * eps / steps if step_size is None else step_size
     adv = _pgd(model, variables, x, labels, target, jax.random.key(key), jnp.float32(eps), jnp.float32(step_size),
                steps=steps, norm=norm, random_start=random_start, restarts=restarts)
@@ -197,7 +197,7 @@ def bim(model, variables, x, labels, *, eps: float, steps: int = 10, step_size: 
 
 
 # ---------------------------------------------------------------- Carlini-Wagner L2
-@functools.partial(jax.jit, static_argnames=("model", "steps"))
+@functools.partial(cpu.jit, static_argnames=("model", "steps"))
 def _cw_inner(model, variables, x, labels, target, c, confidence, lr, *, steps):
     w0 = jnp.arctanh(jnp.clip(x * 2 - 1, -1 + 1e-6, 1 - 1e-6))
     n = clean_logits(model, variables, x).shape[-1]
@@ -240,7 +240,7 @@ def carlini_wagner(model, variables, x, labels, *, target=None, c: float = 1.0, 
     Returns the smallest-L2 successful perturbation found (the original image where none was).
     """
     x, labels, target = _validate(model, variables, x, labels, target)
-    variables = winograd.with_transforms(variables)
+    variables = cpu.fixed_weights(variables)
     b = x.shape[0]
     lo, hi = np.zeros(b), np.full(b, 1e10)
     cs = np.full(b, float(c))
@@ -259,7 +259,7 @@ def carlini_wagner(model, variables, x, labels, *, target=None, c: float = 1.0, 
 
 
 # ---------------------------------------------------------------- DeepFool
-@functools.partial(jax.jit, static_argnames=("model", "max_iter", "candidates"))
+@functools.partial(cpu.jit, static_argnames=("model", "max_iter", "candidates"))
 def _deepfool(model, variables, x, overshoot, *, max_iter, candidates):
     logits0 = clean_logits(model, variables, x)
     orig = jnp.argmax(logits0, -1)
@@ -297,7 +297,7 @@ def deepfool(model, variables, x, labels, *, max_iter: int = 50, overshoot: floa
     """DeepFool (Moosavi-Dezfooli et al. 2016): the smallest L2 step to the nearest linearised boundary,
     repeated until the prediction changes; ``candidates`` highest-scoring classes are considered. Untargeted."""
     x, labels, _ = _validate(model, variables, x, labels, None)
-    variables = winograd.with_transforms(variables)
+    variables = cpu.fixed_weights(variables)
     n = jax.eval_shape(lambda v, x: clean_logits(model, v, x), variables, x).shape[-1]
     adv = _deepfool(model, variables, x, jnp.float32(overshoot), max_iter=max_iter, candidates=min(candidates, n))
     return _result(model, variables, x, adv, labels, None)

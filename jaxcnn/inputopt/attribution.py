@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
+from jaxcnn import cpu
 from jaxcnn.imagenet import preprocess
 from jaxcnn.inputopt.objectives import Objective
 from jaxcnn.inputopt.optimize import check_images01, check_objective, feature_shapes
@@ -84,7 +85,7 @@ def _eval(jaxpr, consts, args, relu):
             sub = eqn.params["call_jaxpr"]
             outs = _eval(sub.jaxpr, sub.consts, invals, relu)
         else:   # any other op, custom-derivative functions without a ReLU (the CPU max pool and convolutions
-            # of ``jaxcnn.lowering``) included: bound as they are, with their own derivative rules
+            # of ``jaxcnn.cpu``) included: bound as they are, with their own derivative rules
             outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
             outs = outs if eqn.primitive.multiple_results else [outs]
         for var, val in zip(eqn.outvars, outs):
@@ -110,7 +111,7 @@ def input_gradient(model, variables, images, unit: Objective, method: str = "sal
     return _gradient(model, variables, x, unit, method)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "method"))
+@functools.partial(cpu.jit, static_argnames=("model", "method"))
 def _gradient(model, variables, x, unit, method):
     score = _score_fn(model, variables, unit)
     if method == "saliency":
@@ -139,7 +140,7 @@ def integrated_gradients(model, variables, images, unit: Objective, *, baseline=
     return _ig(model, variables, x, x0, unit, steps=steps)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "steps"))
+@functools.partial(cpu.jit, static_argnames=("model", "steps"))
 def _ig(model, variables, x, x0, unit, *, steps):
     grad = jax.grad(_score_fn(model, variables, unit))
 
@@ -161,7 +162,7 @@ def smoothgrad(model, variables, images, unit: Objective, *, samples: int = 32, 
     return _smooth(model, variables, x, unit, jax.random.key(key), jnp.float32(sigma), samples=samples)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "samples"))
+@functools.partial(cpu.jit, static_argnames=("model", "samples"))
 def _smooth(model, variables, x, unit, key, sigma, *, samples):
     grad = jax.grad(_score_fn(model, variables, unit))
 
@@ -201,7 +202,7 @@ def occlusion(model, variables, image, label: int, *, size: int, stride: int, fi
     return np.concatenate([np.asarray(p) for p in probs])[:n].reshape(len(ys), len(xs))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "size"))
+@functools.partial(cpu.jit, static_argnames=("model", "size"))
 def _occluded_probs(model, variables, image, corners, label, fill, *, size):
     h, w, _ = image.shape
     yy, xx = jnp.arange(h)[None, :, None], jnp.arange(w)[None, None, :]

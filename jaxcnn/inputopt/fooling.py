@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcnn import cpu
 from jaxcnn.imagenet import preprocess
 from jaxcnn.inputopt import objectives as O
 from jaxcnn.inputopt.optimize import InputOptimizer, check_images01, feature_shapes
@@ -39,7 +40,7 @@ class FoolingResult:
     history: np.ndarray
 
 
-@functools.partial(jax.jit, static_argnames=("model",))    # once per model, not per call
+@functools.partial(cpu.jit, static_argnames=("model",))    # once per model, not per call
 def _probs(model, variables, x):
     return jax.nn.softmax(model.apply(variables, preprocess(x), train=False)[0].astype(jnp.float32), axis=-1)
 
@@ -106,7 +107,7 @@ def _render(encoding, genome, size):
     return genome if encoding == "direct" else _cppn_image(genome, size)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "encoding", "size", "population", "generations"))
+@functools.partial(cpu.jit, static_argnames=("model", "encoding", "size", "population", "generations"))
 def _evolve(model, variables, labels, key, *, encoding, size, population, generations):
     c = labels.shape[0]
     survivors = max(1, population // 4)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcnn import cpu
 from jaxcnn.imagenet import preprocess
 from jaxcnn.inputopt import objectives as O
 from jaxcnn.inputopt.optimize import check_images01, feature_shapes
@@ -57,7 +58,7 @@ def channel_maps(model, variables, images, layer: str, channel: int, *, batch: i
                                                    layer, jnp.int32(channel))) for i in starts])
 
 
-@functools.partial(jax.jit, static_argnames=("model", "layer"))    # once per model and layer, not per call
+@functools.partial(cpu.jit, static_argnames=("model", "layer"))    # once per model and layer, not per call
 def _channel_map(model, variables, x, layer, channel):
     return jnp.take(model.apply(variables, preprocess(x), train=False)[1][layer], channel, axis=-1)
 

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from jaxcnn import lowering
+from jaxcnn import layers
 from jaxcnn.imagenet import preprocess
 
 Context = dict[str, Any]
@@ -105,7 +105,7 @@ def gram(f: jax.Array) -> jax.Array:
     """Gram matrices of (B, H, W, C) activations: (B, C, C) = F^T F / (H W), at least float32."""
     f = _wide(f)
     flat = f.reshape(f.shape[0], -1, f.shape[-1])
-    return lowering.gram(flat) / flat.shape[1]
+    return layers.gram(flat) / flat.shape[1]
 
 
 # ---------------------------------------------------------------- kinds: ctx, params, *static -> (B,)

@@ -5,7 +5,7 @@ parametrization, the robustness transforms and the optimiser;
 ``run(objective, init, key=...)`` ascends ``objective`` (per image, summed
 over the batch so every image gets its own gradient) and returns the images
 in [0, 1] with the per-step objective values (on the CPU one compiled step
-per call, see ``jaxcnn.lowering``). The loop compiles once per
+per call, see ``jaxcnn.cpu.loops``). The loop compiles once per
 (image shape, objective structure): new targets, labels and weights of the
 same shapes reuse it (``trace_count`` says how often it was traced). A batch
 whose size divides over the devices is sharded along a ``("data",)`` mesh,
@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxcnn import lowering, winograd
+from jaxcnn import cpu
 from jaxcnn.imagenet import preprocess
 from jaxcnn.inputopt.objectives import Objective
 from jaxcnn.inputopt.param import get_param
@@ -164,8 +164,8 @@ class InputOptimizer:
         self.transforms = tuple(transforms)
         self.shard = shard
         self.trace_count = 0
-        self._init = jax.jit(self._init_impl, static_argnums=(1, 3))
-        self._chunk = jax.jit(self._chunk_impl, static_argnums=(4, 5), donate_argnums=(2,))
+        self._init = cpu.jit(self._init_impl, static_argnums=(1, 3))
+        self._chunk = cpu.jit(self._chunk_impl, static_argnums=(4, 5), donate_argnums=(2,))
 
     # -------------------------------------------------------------- compiled pieces
     def _score(self, variables, objective, params, key):
@@ -192,7 +192,7 @@ class InputOptimizer:
             return (params, opt_state), per_image
 
         batch = jax.tree.leaves(carry[0])[0].shape[0]
-        if n == 1:  # straight-line code: no while loop (see jaxcnn.lowering.steps_per_call)
+        if n == 1:  # straight-line code: no while loop (see jaxcnn.cpu.loops)
             carry, values = step(carry, key)
             return _place(carry, sharding, batch), values[None]
         carry, values = jax.lax.scan(step, carry, jax.random.split(key, n))
@@ -217,13 +217,13 @@ class InputOptimizer:
             image = jax.device_put(image, sharding)
         carry = self._init(init_key, shape, image, sharding)
         start = jnp.copy(self.param.to_image(carry[0]))  # the carry is donated to the loop
-        chunk = lowering.steps_per_call(_chunk_size(self.steps) if progress else self.steps)
+        chunk = cpu.steps_per_call(_chunk_size(self.steps) if progress else self.steps)
         bar = None
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=self.steps, unit="step", dynamic_ncols=True, leave=False)
         if self._fixed is None:
-            self._fixed = winograd.with_transforms(self.variables, remember=False)
+            self._fixed = cpu.fixed_weights(self.variables, remember=False)
         history = []
         try:
             for k in jax.random.split(key, self.steps // chunk):

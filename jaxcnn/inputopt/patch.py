@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from jax.scipy.ndimage import map_coordinates
 
-from jaxcnn import winograd
+from jaxcnn import cpu
 from jaxcnn.imagenet import preprocess
 from jaxcnn.inputopt.optimize import check_images01, feature_shapes
 
@@ -49,13 +49,13 @@ def apply_patch(images, patch, key, *, scale=(0.3, 0.5), max_degrees: float = 45
     return _apply_patch(images, patch, key, scale=tuple(scale), max_degrees=float(max_degrees))
 
 
-@functools.partial(jax.jit, static_argnames=("scale", "max_degrees"))   # op by op: 1.5 s for 128 digits
+@functools.partial(cpu.jit, static_argnames=("scale", "max_degrees"))   # op by op: 1.5 s for 128 digits
 def _apply_patch(images, patch, key, *, scale, max_degrees):
     keys = jax.random.split(key, images.shape[0])
     return jax.vmap(_place_one, in_axes=(0, None, 0, None, None))(images, patch, keys, scale, max_degrees)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "steps", "batch_size", "scale", "max_degrees", "patch_size"))
+@functools.partial(cpu.jit, static_argnames=("model", "steps", "batch_size", "scale", "max_degrees", "patch_size"))
 def _train(model, variables, images, target, key, lr, *, steps, batch_size, scale, max_degrees, patch_size):
     tx = optax.adam(lr)
     k0, key = jax.random.split(key)
@@ -89,7 +89,7 @@ def train_patch(model, variables, images, target: int, *, patch_size: int | None
     if not 0 < scale[0] <= scale[1] <= 1:
         raise ValueError(f"patch scale must satisfy 0 < min <= max <= 1 (fractions of the image side), got {scale}")
     patch_size = patch_size or max(4, int(images.shape[1] * scale[1]))
-    variables = winograd.with_transforms(variables)   # fixed weights: their kernels' transforms made once
+    variables = cpu.fixed_weights(variables)   # fixed weights: their kernels' transforms made once
     patch, losses = _train(model, variables, jnp.asarray(images, jnp.float32), jnp.int32(target), jax.random.key(key),
                            jnp.float32(learning_rate), steps=steps, batch_size=batch_size, scale=tuple(scale),
                            max_degrees=float(max_degrees), patch_size=patch_size)
@@ -111,6 +111,6 @@ def patch_success(model, variables, images, labels, patch, target: int, *, key: 
             "target_rate_patched": float(jnp.mean(_predict(model, variables, patched) == target))}
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
+@functools.partial(cpu.jit, static_argnames=("model",))
 def _predict(model, variables, x):
     return jnp.argmax(model.apply(variables, preprocess(x), train=False)[0], -1)

@@ -7,10 +7,11 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from jaxcnn import cpu
 from jaxcnn.inputopt.attacks import ATTACKS, clean_logits
 
 
-_clean_logits = jax.jit(clean_logits, static_argnames=("model",))   # once per model, not per call
+_clean_logits = cpu.jit(clean_logits, static_argnames=("model",))   # once per model, not per call
 
 
 def robustness_curve(model, variables, images, labels, *, attack: str = "pgd", epsilons: Sequence[float],

@@ -61,7 +61,7 @@ import jax.numpy as jnp
 from jaxcnn.layers import dense as linear
 from jaxcnn.layers import (adaptive_avg_pool, check_images, conv, flatten_chw, kaiming_uniform_a_sqrt5,
                            local_response_norm, max_pool)
-from jaxcnn.registry import register
+from jaxcnn.models.registry import register
 
 Dtype = Any
 

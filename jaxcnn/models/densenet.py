@@ -29,7 +29,7 @@ from jax import lax
 
 from jaxcnn.layers import dense as linear
 from jaxcnn.layers import avg_pool, batch_norm, check_images, conv, kaiming_uniform_a_sqrt5, max_pool
-from jaxcnn.registry import register
+from jaxcnn.models.registry import register
 
 Dtype = Any
 

@@ -71,7 +71,7 @@ import numpy as np
 from jaxcnn.layers import batch_norm, check_images, conv, kaiming_uniform_a_sqrt5, resize_bilinear
 from jaxcnn.models.resnet import ResNet
 from jaxcnn.models.vgg import CFGS, linear_init, vgg_features
-from jaxcnn.registry import register
+from jaxcnn.models.registry import register
 
 Dtype = Any
 

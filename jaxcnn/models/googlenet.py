@@ -46,7 +46,7 @@ import numpy as np
 from jaxcnn.imagenet import MEAN, STD
 from jaxcnn.layers import dense as linear
 from jaxcnn.layers import adaptive_avg_pool, batch_norm, check_images, conv, flatten_chw, max_pool
-from jaxcnn.registry import register
+from jaxcnn.models.registry import register
 
 Dtype = Any
 

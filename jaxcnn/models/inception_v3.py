@@ -47,7 +47,7 @@ import jax.numpy as jnp
 from jaxcnn.layers import dense as linear
 from jaxcnn.layers import avg_pool, check_images, max_pool
 from jaxcnn.models.googlenet import BasicConv2d, linear_bias, transform_input, trunc_normal
-from jaxcnn.registry import register
+from jaxcnn.models.registry import register
 
 Dtype = Any
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from jaxcnn.layers import dense as linear
 from jaxcnn.layers import batch_norm, check_images, conv, kaiming_fan_out, kaiming_uniform_a_sqrt5, max_pool
-from jaxcnn.registry import register
+from jaxcnn.models.registry import register
 
 Dtype = Any
 

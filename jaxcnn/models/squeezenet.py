@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxcnn.layers import check_images, conv, max_pool
-from jaxcnn.registry import register
+from jaxcnn.models.registry import register
 
 Dtype = Any
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from jaxcnn.layers import dense as linear
 from jaxcnn.layers import adaptive_avg_pool, batch_norm, check_images, conv, flatten_chw, kaiming_fan_out, max_pool
-from jaxcnn.registry import register
+from jaxcnn.models.registry import register
 
 Dtype = Any
 

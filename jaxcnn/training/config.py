@@ -1,7 +1,7 @@
 """Run configuration: one dataclass, Python recipes under ``train/``, ``key=value`` overrides.
 
 The task (classification or segmentation) is the model's, from the registry
-(``jaxcnn.registry.model_info(model).task``); a segmentation run reads
+(``jaxcnn.model_info(model).task``); a segmentation run reads
 per-pixel masks from its data set and reports mean IoU and pixel accuracy.
 
 The defaults ARE the embedded default run (``jaxcnn train`` with no

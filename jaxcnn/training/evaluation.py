@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcnn import cpu
 from jaxcnn.data.sources import get_source
 from jaxcnn.training.checkpoint import Checkpointer
 from jaxcnn.training.config import TrainConfig
@@ -61,7 +62,7 @@ def restore_run(workdir: str):
     return cfg, model, state.variables
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(cpu.jit, static_argnums=0)
 def _probs(model, variables, images):
     return jax.nn.softmax(model.apply(variables, model_input(images), train=False)[0])
 

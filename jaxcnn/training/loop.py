@@ -6,7 +6,7 @@ data position is the step (``jaxcnn.data.loader``), the dropout key is
 derived from the step, and checkpoints hold the whole state, so a run killed
 at any moment and restarted ends bit-identical to an uninterrupted one.
 
-The task is the model's (``jaxcnn.registry.model_info(cfg.model).task``):
+The task is the model's (``jaxcnn.model_info(cfg.model).task``):
 for ``segmentation`` the source's per-pixel masks are the targets
 (``jaxcnn.training.segmentation``: paired augmentation, per-pixel loss with an
 ignore label, evaluation by mean IoU and pixel accuracy; the plateau schedule
@@ -31,7 +31,7 @@ from jaxcnn.data.sources import TransformedSource, get_source
 from jaxcnn.data.transforms import make_eval_transform, make_train_transform
 from jaxcnn.model_stats import init_variables
 from jaxcnn.parallel.data_parallel import PMAP_AXIS, DataParallel
-from jaxcnn.registry import create_model, model_info, model_options
+from jaxcnn.models import create_model, model_info, model_options
 from jaxcnn.training import segmentation as seg
 from jaxcnn.training.checkpoint import Checkpointer
 from jaxcnn.training.config import TrainConfig, to_dict

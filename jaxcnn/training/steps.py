@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxcnn import lowering
+from jaxcnn import cpu
 from jaxcnn.imagenet import preprocess
 from jaxcnn.training.state import RNG_IMPL, TrainState
 
@@ -166,8 +166,8 @@ def gradient_update(state: TrainState, tx: optax.GradientTransformation, grad_fn
 
 
 def _update_if(finite: jax.Array, update: Callable[[], TrainState], state: TrainState) -> TrainState:
-    """``update()`` if ``finite`` else ``state``: one ``lax.cond`` on the CPU (``lowering.cond_tree``)."""
-    return lowering.cond_tree(finite, update, lambda: state)
+    """``update()`` if ``finite`` else ``state``: one ``lax.cond`` on the CPU (``cpu.cond_tree``)."""
+    return cpu.cond_tree(finite, update, lambda: state)
 
 
 ADVERSARIAL_KEYS = ("eps", "steps", "step_size", "norm")

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from jaxcnn.registry import create_model, model_info
+from jaxcnn.models import create_model, model_info
 from jaxcnn.weights.state_dict_io import read_state_dict
 
 _IGNORED_SUFFIXES = ("num_batches_tracked",)

@@ -8,10 +8,10 @@
                                          torchvision twin
   jaxcnn predict [--model M] [--weights FILE] [IMAGE ...]
                                          top-5 classes of photos (default: scikit-image's sample photos)
-  jaxcnn visualize | dream | invert | style ...      (jaxcnn/cli_dream.py)
-  jaxcnn attack | fool | patch ...                     (jaxcnn/cli_attack.py)
+  jaxcnn visualize | dream | invert | style ...      (jaxcnn/cli/dream.py)
+  jaxcnn attack | fool | patch ...                     (jaxcnn/cli/attack.py)
   jaxcnn explain --method occlusion|saliency|deconvnet|guided|ig|smoothgrad|top-patches|filters
-                                                       (jaxcnn/cli_explain.py)
+                                                       (jaxcnn/cli/explain.py)
                                          input optimisation; each takes --model/--weights/--checkpoint
                                          and writes PNGs and a report under out/
 
@@ -25,7 +25,8 @@ import argparse
 import sys
 import time
 
-from jaxcnn import compile_cache, host_memory
+from jaxcnn.cli import compile_cache
+from jaxcnn.cpu import host_memory
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
@@ -140,10 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="crop size (default: the model's native resolution)")
     p.add_argument("--top", type=int, default=5)
     p.set_defaults(func=_cmd_predict)
-    from jaxcnn import cli_attack, cli_dream, cli_explain
-    cli_dream.add_commands(sub)
-    cli_attack.add_commands(sub)
-    cli_explain.add_commands(sub)
+    from jaxcnn.cli import attack, dream, explain
+    dream.add_commands(sub)
+    attack.add_commands(sub)
+    explain.add_commands(sub)
     return parser
 
 

@@ -1,86 +1,18 @@
-"""Backend-selected lowerings of the few ops where XLA:CPU's default path is slow. The one place for them.
+"""The ops where XLA:CPU's own lowering is slow, each with its fast path chosen by the policy.
 
-Model code calls ``layers.conv`` and ``layers.max_pool``; those call here.
-Every alternative computes the same function as the reference lowering
-(forward and gradient; ``tests/test_lowering.py`` checks both at several
-shapes), so the choice is purely about speed. ``mode``:
-
-  ``"auto"`` (default): the fast paths on the CPU backend, XLA's own ops elsewhere
-    (GPU/TPU paths are untouched);
-  ``"reference"``: XLA's own ops everywhere;
-  ``"fast"``: the fast paths everywhere (for testing them off-CPU).
-
-The alternatives (each with a before/after figure in ``benchmarks/RESULTS.md``):
-
-* max pool: XLA differentiates ``reduce_window(max)`` into ``select_and_scatter``,
-  which XLA:CPU runs 5-8x slower than PyTorch. Where the oneDNN shim is built, a C++
-  pool (``csrc/max_pool.cc``) records in its forward which window cell held each
-  maximum (one byte per output, the residual) and its backward adds each output
-  gradient to that cell: 2-4x faster than the slices below on overlapping windows
-  (``benchmarks/pool_layers.py``). Otherwise the VJP is built from k*k
-  strided slices: for each window offset, the gradient goes where the input
-  equals the pooled maximum and no earlier offset took it (the first maximum
-  in row-major window order, exactly ``select_and_scatter``'s choice with
-  ties), placed back with an interior-padded ``lax.pad``. Reverse mode only:
-  ``jax.jvp`` through a max pool needs ``mode("reference")``.
-* convolutions (NHWC/HWIO, float32 or bfloat16, any stride, padding, dilation
-  and groups): oneDNN through XLA FFI custom calls (``jaxcnn.onednn``), forward,
-  input gradient and weight gradient. XLA:CPU runs weight gradients at 30-70
-  GFLOP/s and bfloat16 convolutions in float32; oneDNN reaches 400-470 GFLOP/s in
-  float32 and uses AMX for bfloat16 (ResNet-50 train step alone 3.7 -> 7.5 img/s
-  f32, 8.7 with ``host_memory``'s kept heap, 13.1 bf16). Only where the process
-  sees one device (see ``onednn_convs``). Reverse mode only, like the max pool.
-* float32 3x3 and 5x5 stride-1 convolutions with enough channels and output tiles
-  (``winograd.eligible``): Winograd's F(4x4, 3x3) and F(2x2, 5x5) in C++ (``jaxcnn.winograd``,
-  ``csrc/winograd.cc``), 36 instead of 144 (3x3) or 100 (5x5) multiplications per tile and channel
-  pair, for the forward and the input gradient (the weight gradient stays oneDNN's). VGG-16
-  inference 5.86 -> 11.10 img/s, train step 1.71 -> 2.30 (``benchmarks/winograd.py --models``). The result differs
-  from the direct convolution by rounding only: about 1e-5 of the output's magnitude in float32
-  (the direct one: 1e-6), stated and tested against float64 in ``tests/test_winograd.py``.
-  ``JAXCNN_WINOGRAD=0`` or ``winograd.disabled()`` keeps the direct convolutions.
-* dense layers (``x @ W``): oneDNN's matmul where its convolutions are used, for the
-  forward, the input gradient and the bfloat16 weight gradient (XLA:CPU runs a dense
-  layer's backward at 60-100 GFLOP/s and bfloat16 dots in float32; its float32 weight
-  gradient, with the batch as inner dimension, is the one it does well).
-* Gram matrices ``F^T F`` of style losses (``gram``): oneDNN's matmul where its convolutions are
-  used. XLA:CPU splits a dot over its output only, and a C x C Gram matrix of C <= 128 is one
-  block: VGG-19 conv1_1's at 224 px (50176 x 64) ran on one thread, 11.5 ms against oneDNN's 4.3,
-  with its gradient 31.6 against 8.4 (``benchmarks/gram.py``); the float32 style step 1.21x-1.23x
-  faster at 224 px, 1.05x-1.09x at 128.
-* batch norm in training mode (statistics over every axis but the last): where the
-  oneDNN convolutions run, a C++ forward (``csrc/batch_norm.cc``: batch mean and
-  variance, summed in float over 64-row blocks and in double across them, then the
-  normalization) and backward (two passes: the per-channel sums, then the input
-  gradient), instead of the six or so XLA fusions per layer flax's batch norm compiles
-  to (ResNet-50 train step f32: compile 38.8 -> 23.3 s, 5.80 -> 6.43 img/s,
-  ``benchmarks/batch_norm_layers.py --step resnet50``).
-  ``layers.BatchNorm`` calls it; under ``pmap`` (an ``axis_name``) flax's stays.
-* the bias gradient of a bfloat16 convolution (``bias_add``, called by ``layers.Conv``):
-  summed in float32. Differentiating ``y + b`` gives a bfloat16 reduction, which XLA:CPU
-  runs 20x slower and which drifts by tens of percent over a large map (VGG-16 bf16 train
-  step 4.07 -> 6.26 img/s, ``benchmarks/bias_grad.py``). The one alternative here that
-  changes the numbers: it is the float32 sum, exact to float32 rounding (tested against
-  float64), where the reference is bfloat16 arithmetic.
-* 1x1 convolutions (stride s, no padding, no groups) where oneDNN is not used: a
-  strided slice and a ``dot_general`` over channels, which XLA:CPU runs as a
-  GEMM near the matmul peak, instead of its convolution path.
-* loops of model evaluations: XLA:CPU runs the body of a while loop about 4x
-  slower than the same ops at top level (VGG-19 input-gradient step at 128 px:
-  400 ms inside ``lax.fori_loop``, 94 ms unrolled; no XLA flag changes it). So
-  on the CPU the input-optimisation loop runs one compiled step per call from
-  Python (the state stays on the device), and short traced loops (the PGD of
-  adversarial training) are unrolled; elsewhere they stay one ``lax.scan``.
-* choosing between two pytrees on one traced predicate (``cond_tree``; the train step's NaN guard):
-  one ``lax.cond`` on the CPU. ``where(pred, a, b)`` per leaf lets XLA fuse the predicate's
-  computation into every leaf's select; for the guard, a chain of one add per parameter array,
-  ResNet-50's step compiled to 155k lines of HLO and in 17.4 s instead of 14k and 5.5 s
-  (``benchmarks/nan_guard.py``). Elsewhere the selects stay: XLA:GPU reads a conditional's
-  predicate on the host, a synchronisation per step.
+``jaxcnn.layers`` calls these (and nothing else in the package does): ``conv_general_dilated``
+(oneDNN, Winograd for float32 3x3/5x5 stride-1 layers, 1x1 convolutions as GEMMs),
+``dot_general`` (oneDNN's matmul for dense layers), ``max_pool`` (the C++ pool, or a VJP from
+strided slices), ``batch_norm`` (C++ training-mode batch norm), ``bias_add`` (a float32 bias
+gradient for bfloat16 layers) and ``gram`` (oneDNN's product for style losses). Every fast path
+computes the function of XLA's own op, forward and gradient (``tests/test_lowering.py``,
+``tests/test_onednn.py``, ``tests/test_winograd.py``), so the choice is about speed alone; each
+one's reason and benchmark are in ``jaxcnn/cpu/README.md``. Off the CPU (``policy.fast_paths()``
+false) every op is XLA's own. Reverse mode only: ``jax.jvp`` needs ``cpu.mode("reference")``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import Sequence
 
@@ -89,65 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcnn import onednn, winograd
-
-MODES = ("auto", "reference", "fast")
-_mode = "auto"
-
-
-def get_mode() -> str:
-    return _mode
-
-
-def set_mode(mode: str) -> None:
-    """Selects the lowering policy (takes effect for functions traced afterwards)."""
-    global _mode
-    if mode not in MODES:
-        raise ValueError(f"unknown lowering mode {mode!r}; valid: {', '.join(MODES)}")
-    _mode = mode
-
-
-@contextlib.contextmanager
-def mode(m: str):
-    """``with lowering.mode("reference"): ...`` traces with that policy, then restores the previous one."""
-    previous = _mode
-    set_mode(m)
-    try:
-        yield
-    finally:
-        set_mode(previous)
-
-
-def fast_paths() -> bool:
-    return _mode == "fast" or (_mode == "auto" and jax.default_backend() == "cpu")
-
-
-# ---------------------------------------------------------------- loops
-MAX_UNROLL = 16
-
-
-def steps_per_call(steps: int) -> int:
-    """How many optimisation steps one compiled call should run: all of them, or one on the CPU."""
-    return 1 if fast_paths() else steps
-
-
-def fori_loop(n: int, body, init):
-    """``lax.fori_loop(0, n, body, init)``, unrolled on the CPU fast path when ``n <= MAX_UNROLL``."""
-    if fast_paths() and n <= MAX_UNROLL:
-        x = init
-        for i in range(n):
-            x = body(i, x)
-        return x
-    return lax.fori_loop(0, n, body, init)
-
-
-def cond_tree(pred, on_true, on_false):
-    """``on_true()`` if ``pred`` else ``on_false()`` (two no-argument functions returning pytrees of the
-    same structure): one ``lax.cond`` on the CPU fast path, ``where`` per leaf elsewhere."""
-    if fast_paths():
-        return lax.cond(pred, on_true, on_false)
-    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), on_true(), on_false())
-
+from jaxcnn.cpu import build, onednn, winograd
+from jaxcnn.cpu.policy import fast_paths, onednn_convs
 
 # ---------------------------------------------------------------- max pool
 def _reduce_max(x, window, strides, pads):
@@ -222,7 +97,7 @@ _max_pool_native.defvjp(_max_pool_native_fwd, _max_pool_native_bwd)
 def _native_pool(x, window) -> bool:
     """The C++ pool (``csrc/max_pool.cc``, built with the oneDNN shim): where the oneDNN convolutions run."""
     return (onednn_convs() and x.ndim == 4 and x.dtype in (jnp.float32, jnp.bfloat16)
-            and window[1] * window[2] <= 255 and onednn.available())
+            and window[1] * window[2] <= 255 and build.available())
 
 
 def max_pool(x, window: Sequence[int], strides: Sequence[int], pads: Sequence[tuple[int, int]]):
@@ -277,7 +152,7 @@ _batch_norm_native.defvjp(_batch_norm_native_fwd, _batch_norm_native_bwd)
 def native_batch_norm(x) -> bool:
     """Whether ``batch_norm`` runs the C++ kernel for ``x`` (where the oneDNN convolutions run)."""
     return (onednn_convs() and x.ndim >= 2 and x.dtype in (jnp.float32, jnp.bfloat16) and x.size > 0
-            and onednn.available())
+            and build.available())
 
 
 def batch_norm(x, scale, bias, eps: float):
@@ -333,17 +208,6 @@ def _is_pointwise(kernel, strides, padding, lhs_dilation, rhs_dilation, feature_
             and all(d == 1 for d in (lhs_dilation or (1, 1))) and all(d == 1 for d in (rhs_dilation or (1, 1))))
 
 
-def onednn_convs() -> bool:
-    """oneDNN convolutions: on the CPU fast path when the process sees one device.
-
-    XLA's SPMD partitioner cannot split a custom call it knows nothing about, so in a
-    computation sharded over several CPU devices (simulated, or one per process) it would
-    run every oneDNN convolution on the whole batch on each device. There XLA's own
-    convolutions stay; ``mode("fast")`` forces oneDNN (unsharded computations, tests).
-    """
-    return _mode == "fast" or (fast_paths() and jax.device_count() == 1)
-
-
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, precision=None, *, transforms=None,
                          **kwargs):
@@ -352,7 +216,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     Winograd transforms made beforehand (forward, backward), if any (``winograd.with_transforms``)."""
     nhwc = dimension_numbers in (_NHWC, ("NHWC", "HWIO", "NHWC"))
     if (onednn_convs() and nhwc and kwargs.get("preferred_element_type") in (None, lhs.dtype)
-            and onednn.supports(lhs, rhs, lhs_dilation, feature_group_count) and onednn.available()):
+            and onednn.supports(lhs, rhs, lhs_dilation, feature_group_count) and build.available()):
         rhs_dilation = tuple(rhs_dilation or (1, 1))
         if isinstance(padding, str):
             extent = [(k - 1) * d + 1 for k, d in zip(rhs.shape[:2], rhs_dilation)]
@@ -381,7 +245,7 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
     if (onednn_convs() and tuple(lc) == (lhs.ndim - 1,) and tuple(rc) == (0,) and not lb and not rb
             and rhs.ndim == 2 and lhs.ndim >= 2 and lhs.dtype == rhs.dtype
             and preferred_element_type in (None, lhs.dtype) and min(lhs.shape) > 0 and min(rhs.shape) > 0
-            and onednn.available() and onednn.dtype_supported(lhs.dtype)):
+            and build.available() and build.dtype_supported(lhs.dtype)):
         y = onednn.matmul(lhs.reshape(-1, lhs.shape[-1]), rhs)
         return y.reshape(*lhs.shape[:-1], rhs.shape[1])
     return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
@@ -392,6 +256,6 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
 def gram(flat: jax.Array) -> jax.Array:
     """Per image ``F^T F`` of float32 features ``flat`` (B, P, C) -> (B, C, C): oneDNN's product where
     its convolutions are used (``onednn.gram``), else XLA's dot."""
-    if onednn_convs() and flat.dtype == jnp.float32 and min(flat.shape) > 0 and onednn.available():
+    if onednn_convs() and flat.dtype == jnp.float32 and min(flat.shape) > 0 and build.available():
         return jnp.stack([onednn.gram(flat[b]) for b in range(flat.shape[0])])
     return jnp.einsum("bpc,bpd->bcd", flat, flat)

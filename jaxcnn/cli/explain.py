@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from jaxcnn.cli_inputs import add_model_args, load_images, load_model
+from jaxcnn.cli.loading import add_model_args, load_images, load_model
 
 GRADIENT_METHODS = ("saliency", "deconvnet", "guided", "ig", "smoothgrad")
 
@@ -66,7 +66,7 @@ def _explain_images(args, model, variables, size) -> None:
 
 
 def _explain_top_patches(args, model, variables, size) -> None:
-    from jaxcnn.cli_attack import _dataset
+    from jaxcnn.cli.attack import _dataset
     from jaxcnn.inputopt import objectives as O
     from jaxcnn.inputopt.attribution import input_gradient
     from jaxcnn.inputopt.inspection import top_patches

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from jaxcnn.cli_inputs import add_model_args, load_images, load_model
+from jaxcnn.cli.loading import add_model_args, load_images, load_model
 
 
 def _size(args) -> int:

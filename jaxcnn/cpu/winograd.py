@@ -15,9 +15,9 @@ The result differs from the direct convolution by rounding: the transforms scale
 convolution is itself one (the kernel turned 180 degrees, its channel axes swapped), so it runs
 here too; the weight gradient stays oneDNN's direct one.
 
-``lowering.conv_general_dilated`` routes a convolution here where ``eligible`` holds (only
-where the oneDNN convolutions run, and only while ``enabled()``; ``JAXCNN_WINOGRAD=0`` or
-``with winograd.disabled():`` turns it off). Reverse mode only, like the oneDNN convolution.
+``ops.conv_general_dilated`` routes a convolution here where ``eligible`` holds (only
+where the oneDNN convolutions run, and only while ``policy.winograd_enabled()``;
+``JAXCNN_WINOGRAD=0`` or ``with cpu.winograd_disabled():`` turns it off). Reverse mode only, like the oneDNN convolution.
 For weights that stay fixed over many calls, ``with_transforms`` makes the kernels' transforms once
 and hands them to ``layers.Conv`` with the variables (``conv_transformed``, ``eligible_transformed``).
 """
@@ -25,9 +25,7 @@ and hands them to ``layers.Conv`` with the variables (``conv_transformed``, ``el
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
-import os
 import weakref
 from collections.abc import Mapping
 
@@ -36,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from jaxcnn import onednn
+from jaxcnn.cpu import build, onednn, policy
 
 # Below these the direct convolution wins (``python benchmarks/winograd.py --layers``): with few
 # tiles the transformed kernel (36 C x O floats, 4x a 3x3 kernel) costs more to make and stream than
@@ -51,24 +49,6 @@ MIN_CHANNELS = {3: 32, 5: 64}
 # each thread's caches, instead of once for all (36 C x O floats through memory).
 FEW_TILES = 128
 
-_enabled = os.environ.get("JAXCNN_WINOGRAD", "1") != "0"
-
-
-def enabled() -> bool:
-    return _enabled
-
-
-@contextlib.contextmanager
-def disabled():
-    """Traces with the direct convolutions only (for before/after measurements and tests)."""
-    global _enabled
-    previous, _enabled = _enabled, False
-    try:
-        yield
-    finally:
-        _enabled = previous
-
-
 def _tile(r: int) -> int:
     """Outputs per tile side: 4 for a 3x3 kernel (F(4x4, 3x3)), 2 for a 5x5 one (F(2x2, 5x5))."""
     return 7 - r
@@ -81,9 +61,9 @@ def _tiles(n: int, oh: int, ow: int, r: int = 3) -> int:
 
 def _defined(x, w, strides, padding, dilation, groups) -> int:
     """The number of tiles where this NHWC x HWIO convolution (explicit ``padding`` pairs) is one that
-    ``conv`` computes while ``enabled()``, else 0."""
+    ``conv`` computes while ``policy.winograd_enabled()``, else 0."""
     r = w.shape[0] if w.ndim == 4 and w.shape[0] == w.shape[1] else 0
-    if not (_enabled and x.dtype == jnp.float32 and w.dtype == jnp.float32 and x.ndim == 4
+    if not (policy.winograd_enabled() and x.dtype == jnp.float32 and w.dtype == jnp.float32 and x.ndim == 4
             and r in MIN_TILES and w.shape[2] == x.shape[3] and tuple(strides) == (1, 1)
             and tuple(dilation) == (1, 1) and groups == 1 and all(0 <= p < r for pair in padding for p in pair)):
         return 0
@@ -150,8 +130,8 @@ _POINTS = 36   # the transforms' 6 x 6 points
 
 
 def _needs_shim() -> None:
-    if not onednn.available():
-        raise RuntimeError(f"the Winograd convolution needs the oneDNN shim: {onednn.why_unavailable()}")
+    if not build.available():
+        raise RuntimeError(f"the Winograd convolution needs the oneDNN shim: {build.why_unavailable()}")
 
 
 def transform(w, flip: bool = False):
@@ -209,10 +189,9 @@ def with_transforms(variables, *, remember: bool = True):
     ``InputOptimizer`` call it); it holds 8x the kernels' memory. With ``remember``, the last
     ``REMEMBER`` results are kept for the same parameter arrays (for calls that cannot hold them, like
     the attacks). ``variables`` comes back as it is where the Winograd convolution does not run (off the
-    CPU fast path, ``enabled()`` false) or the collection is there already."""
-    from jaxcnn import lowering   # lowering imports this module
+    CPU fast path, Winograd disabled) or the collection is there already."""
     if (not isinstance(variables, Mapping) or COLLECTION in variables or "params" not in variables
-            or not (_enabled and lowering.onednn_convs() and onednn.available())):
+            or not (policy.winograd_enabled() and policy.onednn_convs() and build.available())):
         return variables
     params = dict(variables["params"])
     transforms = _remembered_transforms(params) if remember else _transforms(params)
@@ -272,7 +251,7 @@ def conv_transformed(x, w, forward, backward, padding):
 
 def conv(x, w, padding):
     """``lax.conv_general_dilated(x, w, (1, 1), padding)`` for NHWC x HWIO float32 and an r x r kernel,
-    r = 3 or 5, with every padding in 0..r-1 (``eligible``); needs ``onednn.available()``."""
+    r = 3 or 5, with every padding in 0..r-1 (``eligible``); needs ``build.available()``."""
     _needs_shim()
     padding = tuple(tuple(int(p) for p in pair) for pair in padding)
     if (x.ndim != 4 or w.ndim != 4 or w.shape[0] not in MIN_TILES or w.shape[1] != w.shape[0]

@@ -1,141 +1,24 @@
-"""2-D convolutions and matrix products through oneDNN on the CPU, as XLA FFI custom calls.
+"""2-D convolutions and matrix products through oneDNN, as XLA FFI custom calls under custom VJPs.
 
-XLA:CPU runs convolution *weight gradients* at 30-70 GFLOP/s on this project's CPU
-while its GEMMs reach 340, and it computes bfloat16 convolutions in float32. oneDNN
-(the library PyTorch uses on CPUs) runs the same three convolutions (forward, input
-gradient, weight gradient) at 400-470 GFLOP/s in float32 and, on CPUs with AMX,
-1.8-3.8 TFLOP/s in bfloat16 (``benchmarks/RESULTS.md``). ``matmul`` does the same for
-dense layers. This module builds the small C++ shims in ``csrc/`` (``onednn_conv.cc``,
-``onednn_matmul.cc``, ``max_pool.cc``, ``batch_norm.cc`` and ``winograd.cc``; the last three are
-the C++ max pool, training-mode batch norm and Winograd convolutions ``lowering`` uses)
-into one shared object on first use (``g++``, the oneDNN headers
-and library of the ``onednn-devel-cpu-gomp`` / ``onednn-cpu-gomp`` wheels, and
-jaxlib's FFI headers), caches the shared object under ``~/.cache/jaxcnn``
-(``JAXCNN_CACHE`` overrides), and registers its handlers with XLA.
-
-``conv`` is a ``jax.custom_vjp`` over three FFI calls. ``lowering.conv_general_dilated``
-routes NHWC/HWIO float32 and bfloat16 convolutions here on the CPU fast path when
-``available()``; anything else (no compiler, no oneDNN, another dtype, input
-dilation) stays on XLA's convolution. Like the max-pool fast path this is reverse
-mode only: ``jax.jvp`` through it needs ``lowering.mode("reference")``.
+XLA:CPU runs convolution weight gradients far below its matmul peak and computes bfloat16
+convolutions and dots in float32; oneDNN (the library PyTorch uses on CPUs) runs the forward,
+input-gradient and weight-gradient primitives near the machine's peak, with AMX for bfloat16
+where the CPU has it (``benchmarks/cpu/conv_layers.py``, ``benchmarks/cpu/dense_layers.py``).
+``conv`` and ``matmul`` are ``jax.custom_vjp`` functions over those calls; ``ops`` routes
+NHWC/HWIO convolutions and dense layers here on the fast path when ``build.available()``.
+Reverse mode only: ``jax.jvp`` through them needs ``cpu.mode("reference")``.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import hashlib
-import importlib.metadata
-import os
-import pathlib
-import subprocess
-import tempfile
-import warnings
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 import numpy as np
+from jax import lax
 
-_SOURCES = [pathlib.Path(__file__).parent / "csrc" / f for f in ("onednn_conv.cc", "onednn_matmul.cc",
-                                                                      "max_pool.cc", "batch_norm.cc", "winograd.cc")]
-_TARGETS = {"jaxcnn_conv_forward": "JaxcnnConvForward", "jaxcnn_conv_backward_data": "JaxcnnConvBackwardData",
-            "jaxcnn_conv_backward_weights": "JaxcnnConvBackwardWeights",
-            "jaxcnn_matmul": "JaxcnnMatMul",                              # onednn_matmul.cc
-            "jaxcnn_max_pool_forward": "JaxcnnMaxPoolForward",          # max_pool.cc, see lowering.max_pool
-            "jaxcnn_max_pool_forward_train": "JaxcnnMaxPoolForwardTrain",
-            "jaxcnn_max_pool_backward": "JaxcnnMaxPoolBackward",
-            "jaxcnn_batch_norm_forward": "JaxcnnBatchNormForward",      # batch_norm.cc, see lowering.batch_norm
-            "jaxcnn_batch_norm_backward": "JaxcnnBatchNormBackward",
-            "jaxcnn_winograd_conv": "JaxcnnWinogradConv",                 # winograd.cc, see jaxcnn.winograd
-            "jaxcnn_winograd_conv_transformed": "JaxcnnWinogradConvTransformed",
-            "jaxcnn_winograd_kernel": "JaxcnnWinogradKernel"}
-_why_not: str | None = None
-
-
-def _wheel_dir(dist: str, suffix: str) -> pathlib.Path:
-    """The directory holding the file of ``dist`` whose path ends with ``suffix``."""
-    files = importlib.metadata.distribution(dist).files or ()
-    for f in files:
-        if str(f).endswith(suffix):
-            return pathlib.Path(f.locate()).resolve().parent
-    raise FileNotFoundError(f"{dist} has no {suffix}")
-
-
-def _cpu_flags() -> bytes:
-    try:
-        return next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "").encode()
-    except OSError:
-        return b""
-
-
-def _build() -> pathlib.Path:
-    include = _wheel_dir("onednn-devel-cpu-gomp", "oneapi/dnnl/dnnl.hpp").parent.parent
-    lib = _wheel_dir("onednn-cpu-gomp", "libdnnl.so.3")
-    flags = ["-O3", "-march=native", "-w", "-std=c++17", "-fopenmp", "-shared", "-fPIC", f"-I{include}",
-             f"-I{jax.ffi.include_dir()}", f"-L{lib}", "-l:libdnnl.so.3", f"-Wl,-rpath,{lib}"]
-    tag = hashlib.sha256(b"".join(f.read_bytes() for f in (*_SOURCES, _SOURCES[0].with_name("shim.h")))
-                         + " ".join(flags).encode()
-                         + jax.__version__.encode() + _cpu_flags()).hexdigest()[:16]   # -march=native: per CPU
-    cache = pathlib.Path(os.environ.get("JAXCNN_CACHE", pathlib.Path.home() / ".cache" / "jaxcnn"))
-    out = cache / f"onednn_conv-{tag}.so"
-    if out.exists():
-        return out
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:   # build aside, then rename: safe across processes
-        part = pathlib.Path(tmp) / out.name
-        cmd = [os.environ.get("CXX", "g++"), *map(str, _SOURCES), "-o", str(part), *flags]
-        run = subprocess.run(cmd, capture_output=True, text=True)
-        if run.returncode != 0:
-            errors = [line for line in run.stderr.splitlines() if "error" in line] or run.stderr.splitlines()
-            raise RuntimeError(f"building {out.name} failed: {errors[0].strip() if errors else run.returncode}")
-        os.replace(part, out)
-    return out
-
-
-@functools.cache
-def _library() -> ctypes.CDLL | None:
-    global _why_not
-    if os.environ.get("JAXCNN_ONEDNN", "1") == "0":
-        _why_not = "disabled by JAXCNN_ONEDNN=0"
-        return None
-    # OpenMP threads that sleep when idle instead of spinning, so that an idle team leaves the
-    # cores to XLA's threads (tiny FCN train step 10.1 -> 8.0 ms; ResNet-50 unchanged). Read
-    # when libgomp loads, so it only holds where no OpenMP runtime was loaded before.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    try:
-        lib = ctypes.CDLL(str(_build()))
-        for name, symbol in _TARGETS.items():
-            jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)),
-                                        platform="cpu")
-        return lib
-    except (OSError, RuntimeError, FileNotFoundError, importlib.metadata.PackageNotFoundError) as err:
-        _why_not = f"{type(err).__name__}: {err}"
-        warnings.warn(f"jaxcnn: oneDNN convolutions unavailable, using XLA's ({_why_not})", stacklevel=3)
-        return None
-
-
-def available() -> bool:
-    """Whether the oneDNN convolutions can be used here (builds them on the first call)."""
-    return _library() is not None
-
-
-def why_unavailable() -> str | None:
-    _library()
-    return _why_not
-
-
-@functools.cache
-def _bf16() -> bool:
-    lib = _library()
-    return lib is not None and bool(lib.JaxcnnBf16Supported())
-
-
-def dtype_supported(dtype) -> bool:
-    """Whether oneDNN's convolutions and matrix products take ``dtype`` on this CPU: float32
-    always; bfloat16 where oneDNN builds those primitives (3.2: from AVX-512 on; on an AVX2-only
-    CPU, such as AMD's Zen 3, XLA's bfloat16 ops stay)."""
-    return dtype == jnp.float32 or (dtype == jnp.bfloat16 and _bf16())
+from jaxcnn.cpu import build
 
 
 def _call(name: str, out: jax.ShapeDtypeStruct, a, b, geometry):
@@ -219,8 +102,8 @@ def backward_weights(x, g, w_shape, padding, strides=(1, 1), dilation=(1, 1), gr
 
 
 def supports(x, w, lhs_dilation=None, feature_group_count: int = 1) -> bool:
-    """Whether ``conv`` takes these operands (it needs ``available()`` as well)."""
-    return (x.ndim == 4 and w.ndim == 4 and x.dtype == w.dtype and dtype_supported(x.dtype)
+    """Whether ``conv`` takes these operands (it needs ``build.available()`` as well)."""
+    return (x.ndim == 4 and w.ndim == 4 and x.dtype == w.dtype and build.dtype_supported(x.dtype)
             and all(d == 1 for d in (lhs_dilation or (1, 1))) and min(x.shape) > 0
             and x.shape[3] == w.shape[2] * feature_group_count)
 
@@ -234,9 +117,9 @@ def conv(x, w, strides, padding, dilation=(1, 1), groups: int = 1):
     copy the whole input (ResNet-50's three downsampling 1x1 convolutions: 24 ms of a 645 ms
     inference batch).
     """
-    if _library() is None:
-        raise RuntimeError(f"oneDNN convolutions are unavailable: {_why_not}")
-    if not dtype_supported(x.dtype):
+    if not build.available():
+        raise RuntimeError(f"oneDNN convolutions are unavailable: {build.why_unavailable()}")
+    if not build.dtype_supported(x.dtype):
         raise ValueError(f"oneDNN has no {jnp.dtype(x.dtype).name} convolutions on this CPU (see dtype_supported)")
     strides, dilation = tuple(int(s) for s in strides), tuple(int(d) for d in dilation)
     lo, hi, out_hw, crop = [], [], [], []
@@ -293,7 +176,7 @@ matmul.defvjp(_matmul_fwd, _matmul_bwd)
 @jax.custom_vjp
 def gram(f):
     """``f.T @ f`` for a 2-D float32 ``f`` of P rows (pixels) and C columns (channels), by oneDNN
-    (why: ``lowering``'s docstring); its gradient ``f @ (g + g.T)`` too."""
+    (why: ``ops.gram``); its gradient ``f @ (g + g.T)`` too."""
     return _mm(f, f, transpose_a=True)
 
 

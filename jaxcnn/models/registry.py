@@ -1,5 +1,8 @@
 """Model registry: name -> Flax module constructor plus what is known about it.
 
+A leaf: each family module registers its variants here at import, and ``jaxcnn.models``
+imports every family before it hands out ``create_model``, so the registry imports no model.
+
 A variant is a table row (``functools.partial`` of its family's module with
 the stage sizes / widths fixed); ``create_model`` adds the user's options
 (``num_classes``, ``dtype``, ``param_dtype``, ``dropout_rate`` ...). Unknown
@@ -52,20 +55,14 @@ def register(name: str, constructor: Callable[..., nn.Module], *, family: str, r
                                 tuple(sorted((pretrained_options or {}).items())))
 
 
-def _ensure_loaded() -> None:
-    from jaxcnn import models  # noqa: F401  (importing the families registers them)
-
-
 def list_models(family: str | None = None, task: str | None = None) -> list[str]:
     """Sorted registry names, optionally filtered by family or task."""
-    _ensure_loaded()
     return sorted(n for n, i in _REGISTRY.items()
                   if (family is None or i.family == family) and (task is None or i.task == task))
 
 
 def model_info(name: str) -> ModelInfo:
     """The ``ModelInfo`` of a registered model; unknown names list the valid ones."""
-    _ensure_loaded()
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
