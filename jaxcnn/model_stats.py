@@ -24,8 +24,8 @@ def init_variables(model: nn.Module, resolution: int | tuple[int, int] = 224, se
     The parameters are drawn with JAX's non-partitionable threefry (``jax.threefry_partitionable(False)``)
     from a ``threefry2x32`` key, so they depend on ``seed`` alone. The partitionable scheme, JAX's default,
     hashes a 2x32-bit counter built from every dimension's iota for every element; XLA:CPU takes about
-    four times as long to compile each such draw, and a model's init is one draw per parameter array:
-    GoogLeNet's init compiles in 12.8 s instead of 21.3 (``benchmarks/init_compile.py``). Initial
+    four times as long to compile each such draw, and a model's init is one draw per parameter array
+    (``python -m benchmarks.cpu.init_compile``). Initial
     parameters are replicated, so the partitionable scheme's sharding benefit does not apply here.
     """
     h, w = (resolution, resolution) if isinstance(resolution, int) else resolution

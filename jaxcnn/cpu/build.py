@@ -89,7 +89,7 @@ def _library() -> ctypes.CDLL | None:
         _why_not = "disabled by JAXCNN_ONEDNN=0"
         return None
     # OpenMP threads that sleep when idle instead of spinning, so that an idle team leaves the
-    # cores to XLA's threads (tiny FCN train step 10.1 -> 8.0 ms; ResNet-50 unchanged). Read
+    # cores to XLA's threads (small train steps run faster; large ones are unchanged). Read
     # when libgomp loads, so it only holds where no OpenMP runtime was loaded before.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:

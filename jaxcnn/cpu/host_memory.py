@@ -1,17 +1,17 @@
 """Keep freed host memory in the process, so XLA:CPU's per-call buffers do not fault in fresh pages.
 
-XLA:CPU allocates the temporary buffer of a compiled call (about 2 GB for a ResNet-50
-train step at batch 16) with ``malloc`` on every call and frees it afterwards. glibc
-serves such large blocks with ``mmap`` and returns them with ``munmap``, so every step
-touches brand-new pages: 540,000 minor page faults per step, about 0.3 s of a 2.1 s
-step. With one malloc arena, no ``mmap`` for large blocks and no trimming of the heap,
-the freed block is reused by the next call without a single fault (ResNet-50 train
-step 7.5 -> 8.7 images/s, ``benchmarks/train_step.py``). The price: the process keeps its peak
+XLA:CPU allocates the temporary buffer of a compiled call (gigabytes for a ResNet-50
+train step) with ``malloc`` on every call and frees it afterwards. glibc serves such
+large blocks with ``mmap`` and returns them with ``munmap``, so every step touches
+brand-new pages: hundreds of thousands of minor page faults per step. With one malloc
+arena, no ``mmap`` for large blocks and no trimming of the heap, the freed block is
+reused by the next call without a single fault (``python -m benchmarks.train_step``
+prints the page faults per step, and ``--no-keep-heap`` measures without). The price: the process keeps its peak
 heap instead of returning it to the system, which a training or benchmark process
 wants anyway.
 
-One malloc arena also makes XLA's multi-threaded compilation contend for its lock:
-the ResNet-50 train step compiles in 24 s instead of 17. So this is a choice for
+One malloc arena also makes XLA's multi-threaded compilation contend for its lock, so
+compiling gets slower. So this is a choice for
 long runs: the ``jaxcnn`` command line and the benchmarks apply it at start (before
 XLA starts its threads; an arena a thread already holds is kept), a library import
 applies it only with ``JAXCNN_KEEP_HEAP=1``, and ``JAXCNN_KEEP_HEAP=0`` turns it off

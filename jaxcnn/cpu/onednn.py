@@ -50,12 +50,10 @@ def _conv_bwd(geometry, out_hw, res, g):
 
 
 # oneDNN's input gradient of a strided convolution into a few channels (the stem of an image model,
-# which input optimisation differentiates) runs at a quarter of its forward's speed (PGD's profile:
-# ResNet-18's 7x7/2 stem, backward data 17.5 ms/step against 3.9 forward). As one matrix product
+# which input optimisation differentiates) runs far slower than its forward. As one matrix product
 # into the taps (dY @ W^T: every output pixel's 7 x 7 x 3 patch of input gradient) and the
-# overlapping sum of the taps it takes about half the time: batch 8, 128 px, 15.7 -> 8.5 ms; 224
-# px 47.5 -> 23.7; batch 1, 224 px 6.6 -> 3.9 (``python benchmarks/conv_layers.py --stems``,
-# benchmarks/RESULTS.md).
+# overlapping sum of the taps it takes about half the time (``python -m benchmarks.cpu.conv_layers
+# --stems``).
 MAX_TAPS_CHANNELS = 4
 
 
@@ -114,8 +112,7 @@ def conv(x, w, strides, padding, dilation=(1, 1), groups: int = 1):
     Negative padding is cropped from the input first. Input past the last window (a 1x1
     stride-2 convolution of an even size never reads the last row and column) is not: oneDNN
     takes the geometry as long as floor division gives the same output size, and a crop would
-    copy the whole input (ResNet-50's three downsampling 1x1 convolutions: 24 ms of a 645 ms
-    inference batch).
+    copy the whole input (ResNet-50's three downsampling 1x1 convolutions).
     """
     if not build.available():
         raise RuntimeError(f"oneDNN convolutions are unavailable: {build.why_unavailable()}")
@@ -163,8 +160,8 @@ def _matmul_fwd(a, b):
 def _matmul_bwd(res, g):
     a, b = res
     # The weight gradient a^T g has a small inner dimension (the batch): in float32 XLA's dot
-    # runs it faster than oneDNN's (AlexNet fc6 at batch 32: 15 vs 22 ms); in bfloat16 XLA
-    # would compute it in float32 with conversions around it (4x slower than oneDNN here).
+    # runs it faster than oneDNN's; in bfloat16 XLA would compute it in float32 with conversions
+    # around it, several times slower than oneDNN (``python -m benchmarks.cpu.dense_layers``).
     dw = _mm(a, g, transpose_a=True) if a.dtype == jnp.bfloat16 else jnp.dot(a.T, g)
     return _mm(g, b, transpose_b=True), dw
 

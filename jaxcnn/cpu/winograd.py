@@ -36,7 +36,7 @@ from flax import traverse_util
 
 from jaxcnn.cpu import build, onednn, policy
 
-# Below these the direct convolution wins (``python benchmarks/winograd.py --layers``): with few
+# Below these the direct convolution wins (``python -m benchmarks.cpu.winograd --layers``): with few
 # tiles the transformed kernel (36 C x O floats, 4x a 3x3 kernel) costs more to make and stream than
 # the products save, for 3x3 kernels the more so the wider the layer (MIN_TILES per 256 channels of
 # the wider side); with few channels the 36 products are too thin for the GEMM. Per kernel size: a
@@ -122,8 +122,8 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 # with the variables (``with_transforms``): each call then reads a kernel's transform instead of
 # making it, forward and backward, which is most of a batch-1 or small-image layer's time, and the
 # Winograd convolution beats the direct one also with few tiles, as long as the layer is wide
-# (``MIN_WORK_TRANSFORMED``: tiles x C x O; ``python benchmarks/winograd.py --layers``: VGG-19's 512
-# channels at 4x4, one tile, 3.8 -> 2.4 ms; GoogLeNet's 192 -> 384 at 4x4 1.1 -> 1.2 ms, a loss).
+# (``MIN_WORK_TRANSFORMED``: tiles x C x O; ``python -m benchmarks.cpu.winograd --layers`` measures
+# where it wins: VGG-19's 512-channel conv4 at one tile does, GoogLeNet's 192 -> 384 does not).
 COLLECTION = "winograd"
 MIN_WORK_TRANSFORMED = 1 << 18
 _POINTS = 36   # the transforms' 6 x 6 points
@@ -161,7 +161,7 @@ def _transforms(params):
 
 # The transforms last made, by the identity of the parameters they were made of (jax arrays cannot
 # change), held weakly: an entry goes when any of its parameters does. Making them again costs
-# about 0.2 s for ResNet-18 (350 MB), which a ten-step PGD call would otherwise pay on every call.
+# a noticeable share of a short attack call, which would otherwise pay it on every call.
 _remembered: collections.OrderedDict = collections.OrderedDict()
 REMEMBER = 2
 

@@ -13,7 +13,7 @@
 // x may be float32 or bfloat16; y, dy, the statistics, scale and bias are float32 (jaxcnn's
 // batch norm computes in float32 whatever the compute dtype); dx has x's dtype.
 //
-// Built with onednn_conv.cc into one shared object by jaxcnn/onednn.py.
+// Built with onednn_conv.cc into one shared object by jaxcnn/cpu/build.py.
 
 #include <algorithm>
 #include <cmath>

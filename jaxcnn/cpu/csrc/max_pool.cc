@@ -2,7 +2,7 @@
 // position of each window's maximum) and the gradient from those positions.
 //
 // XLA:CPU differentiates reduce_window(max) into select_and_scatter, which it runs
-// 5-8x slower than PyTorch; the strided-slice VJP in lowering.py is better but
+// several times slower than PyTorch; the strided-slice VJP in ops.py is better but
 // still reads the input k*k times. Here the forward records, per output element,
 // which of the kh*kw window cells held the maximum (one byte: i * kw + j, the
 // first maximum in row-major window order, as select_and_scatter picks with
@@ -14,7 +14,7 @@
 // after it) never win: a window's maximum is taken over its cells inside the
 // input, and a NaN among them wins (it propagates, as lax.max does).
 //
-// Built with onednn_conv.cc into one shared object by jaxcnn/onednn.py.
+// Built with onednn_conv.cc into one shared object by jaxcnn/cpu/build.py.
 
 #include <algorithm>
 #include <cmath>

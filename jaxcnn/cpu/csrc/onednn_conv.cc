@@ -9,7 +9,7 @@
 // serialised by one mutex (shared with max_pool.cc): oneDNN already uses every core
 // through OpenMP, and two concurrent OpenMP teams would only oversubscribe them.
 //
-// Built on first use by jaxcnn/onednn.py; see there for the Python side.
+// Built on first use by jaxcnn/cpu/build.py; see there for the Python side.
 
 #include <cstdint>
 #include <cstdlib>

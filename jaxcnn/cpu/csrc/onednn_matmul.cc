@@ -4,9 +4,10 @@
 // (x @ W), input gradient (g @ W^T) and weight gradient (x^T @ g): the transposes are
 // strides of oneDNN's memory descriptors, nothing is copied.
 //
-// XLA:CPU runs a dense layer's backward at 60-100 GFLOP/s (its YNN dot fusions; Eigen's are
-// slower still), and rewrites every bfloat16 dot into a float32 one with conversions
-// around it. Built with onednn_conv.cc into one shared object by jaxcnn/onednn.py.
+// XLA:CPU runs a dense layer's backward well below its matmul peak (its YNN dot fusions), and
+// rewrites every bfloat16 dot into a float32 one with conversions around it
+// (python -m benchmarks.cpu.dense_layers). Built with onednn_conv.cc into one shared object by
+// jaxcnn/cpu/build.py.
 
 #include <cstdint>
 #include <map>

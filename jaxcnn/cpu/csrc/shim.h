@@ -1,4 +1,4 @@
-// What the C++ shims built into one shared object by jaxcnn/onednn.py share (defined in
+// What the C++ shims built into one shared object by jaxcnn/cpu/build.py share (defined in
 // onednn_conv.cc): the oneDNN engine, one lock for every OpenMP team they start, the
 // scratch buffer they reuse under it, reusable buffers, a scoped OpenMP team size, and bfloat16 loads and stores.
 

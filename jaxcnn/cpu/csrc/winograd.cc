@@ -22,8 +22,8 @@
 // (JaxcnnWinogradKernel) and passed in its place (JaxcnnWinogradConvTransformed): the same
 // schedules, reading U instead of making it.
 //
-// Built with the oneDNN shims by jaxcnn/onednn.py; lowering.conv_general_dilated routes
-// eligible convolutions here (see jaxcnn/winograd.py).
+// Built with the oneDNN shims by jaxcnn/cpu/build.py; ops.conv_general_dilated routes
+// eligible convolutions here (see jaxcnn/cpu/winograd.py).
 
 #include <algorithm>
 #include <cstdint>
