@@ -118,7 +118,6 @@ def _pgd() -> dict:
 def _deepdream() -> dict:
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     from jaxcnn.data.image_io import center_crop, resize_shorter, sample_photos
     from jaxcnn.imagenet import preprocess
