@@ -1,9 +1,14 @@
 """Recipes, overrides, the train/eval commands' errors, 10-crop and ensembles."""
 
+import dataclasses
 import glob
+import math
 import os
+import types
+import typing
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -11,8 +16,11 @@ import jaxcnn
 import jaxcnn.data.sources
 from jaxcnn import cli
 from jaxcnn.data.sources import ArraySource
+from jaxcnn.data.tfds_sources import TFDS_DATASETS
+from jaxcnn.data.transforms import make_eval_transform, make_train_transform
 from jaxcnn.training import TrainConfig, load_config, train
 from jaxcnn.training import evaluation
+from jaxcnn.training.optimizer import make_optimizer
 from jaxcnn.training.evaluation import evaluate_runs, predict_probs, restore_run, ten_crops
 from tests.tiny_model import register
 
@@ -20,14 +28,61 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "train", "*.py")))
 
 
+# What the recipes' data sets hold without opening them: classes, and whether examples carry masks
+RECIPE_DATA = {"digits": (10, False), "imagenet2012": (1000, False), "voc2012": (21, True),
+               "oxford_iiit_pet": (TFDS_DATASETS["oxford_iiit_pet"].num_mask_classes, True)}
+
+
+STRATEGIES = ("jit", "pmap", "towers", "towers_jit")   # jaxcnn.training.config: TrainConfig.strategy
+FIELD_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def _admitted(hint) -> tuple[type, ...]:
+    """The runtime types a field annotation admits (``float`` takes an int, ``str | None`` either)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return tuple(t for a in typing.get_args(hint) for t in _admitted(a))
+    return (int, float) if hint is float else (typing.get_origin(hint) or hint,)
+
+
 @pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
 def test_recipe_is_valid(path):
+    """A recipe's parts fit together: a known data set of the model's task, its classes and image size
+    through the model, transforms that make examples of that size, a strategy and a schedule that exist."""
     cfg = load_config(path)
     assert isinstance(cfg, TrainConfig)
-    model = jaxcnn.create_model(cfg.model, **cfg.model_options)  # model and options exist
-    assert model is not None and cfg.batch_size > 0 and cfg.epochs > 0
+    assert cfg.dataset in jaxcnn.data.sources.SOURCES and cfg.dataset in RECIPE_DATA, cfg.dataset
+    classes, masks = RECIPE_DATA[cfg.dataset]
+    task = jaxcnn.model_info(cfg.model).task
+    assert task == ("segmentation" if masks else "classification"), (cfg.model, cfg.dataset)
+    for f in dataclasses.fields(cfg):   # every field holds a value of its annotated type
+        assert isinstance(getattr(cfg, f.name), _admitted(FIELD_TYPES[f.name])), (f.name, getattr(cfg, f.name))
+    assert cfg.strategy in STRATEGIES and cfg.batch_size > 0 and cfg.epochs > 0
+    assert cfg.batch_size % cfg.accum_steps == 0 and cfg.pretrained is None and cfg.backbone_weights is None
+    make_optimizer(cfg.optimizer, steps_per_epoch=100, total_steps=100 * math.ceil(cfg.epochs))
+
+    # the model with the recipe's options, classes and dtype, traced (not compiled) at the recipe's size
+    model = jaxcnn.create_model(cfg.model, **{**cfg.model_options, "num_classes": classes, "dtype": cfg.dtype})
+    x = jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
+    (logits, _), _ = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x, train=False), x)
+    size = (cfg.image_size,) * 2
+    assert logits.shape == ((1, *size, classes) if masks else (1, classes)), logits.shape
+
+    # the training and evaluation transforms turn a photo of the data set's kind into the model's input
+    hw = size if cfg.dataset == "digits" else (375, 500)
+    rng = np.random.default_rng(0)
+    example = {"image": rng.integers(0, 256, (*hw, 3), dtype=np.uint8),
+               **({"mask": rng.integers(0, classes, hw, dtype=np.uint8)} if masks else {"label": 1})}
+    train_tf = make_train_transform(cfg.augment, cfg.image_size, **cfg.augment_options)
+    eval_tf = make_eval_transform(cfg.image_size, cfg.eval_transform)
+    for tf in (train_tf, eval_tf):
+        out = tf(example, np.random.default_rng(1))
+        assert out["image"].shape == (*size, 3) and out["image"].dtype == np.uint8, (tf, out["image"].shape)
+        if masks:
+            assert out["mask"].shape == size
+
     with open(path) as f:
         doc = f.read()
+    assert f"jaxcnn train --config train/{os.path.basename(path)}" in doc, "the Run: line names another file"
     assert "Run:" in doc and ("Expected:" in doc or "Reached:" in doc) and "Source:" in doc
 
 
