@@ -9,20 +9,7 @@ import time
 
 import numpy as np
 
-from jaxcnn.cli.loading import add_model_args, load_images, load_model
-
-
-def _size(args) -> int:
-    from jaxcnn import model_info
-    return args.size or model_info(args.model).resolution
-
-
-def _dataset(name: str, split: str, size: int, limit: int | None):
-    from jaxcnn.data.sources import get_source
-    src = get_source(name, split, size=size)
-    n = len(src) if limit is None else min(limit, len(src))
-    ex = [src[i] for i in range(n)]
-    return np.stack([e["image"] for e in ex]).astype(np.float32) / 255.0, np.array([e["label"] for e in ex])
+from jaxcnn.cli.loading import add_model_args, check_classes, dataset_name, load_dataset, load_images, load_model
 
 
 def _caption(probs, names) -> str:
@@ -38,21 +25,22 @@ def _cmd_attack(args: argparse.Namespace) -> None:
     from jaxcnn.inputopt.robustness import markdown_table, plot_robustness, robustness_curve
     from jaxcnn.viz import image_grid, save_png
 
-    size = _size(args)
-    model, variables = load_model(args, size)
-    os.makedirs(args.out, exist_ok=True)
+    loaded = load_model(args, task="classification")
+    model, variables, size = loaded.model, loaded.variables, loaded.size
     options = {"steps": args.steps} if args.method in ("bim", "pgd") else {}
     if args.method == "pgd":
         options.update(norm=args.norm, restarts=args.restarts)
     if args.dataset:
-        x, y = _dataset(args.dataset, "test", size, args.limit)
+        x, y, classes = load_dataset(args.dataset, "test", size, limit=args.limit, run=loaded.run)
+        check_classes(loaded, args.dataset, classes)
         t0 = time.perf_counter()
         rows = robustness_curve(model, variables, x, y, attack=args.method, epsilons=[0.0, *args.eps], **options)
         plot_robustness({args.method: rows}, os.path.join(args.out, "robustness.png"))
         with open(os.path.join(args.out, "robustness.json"), "w") as f:
             json.dump(rows, f, indent=1)
         print(markdown_table(rows, args.method))
-        print(f"{len(x)} images of {args.dataset} in {time.perf_counter() - t0:.1f} s -> {args.out}/robustness.png")
+        print(f"{len(x)} images of {args.dataset} at {size} px in {time.perf_counter() - t0:.1f} s "
+              f"-> {args.out}/robustness.png")
         return
     names_, x = load_images(args.images, size)
     probs = np.asarray(jax.nn.softmax(clean_logits(model, variables, x)))
@@ -87,8 +75,8 @@ def _cmd_fool(args: argparse.Namespace) -> None:
     from jaxcnn.inputopt.fooling import fool_evolution, fool_gradient, noise_probe
     from jaxcnn.viz import image_grid, save_png
 
-    size = _size(args)
-    model, variables = load_model(args, size)
+    loaded = load_model(args, task="classification")
+    model, variables, size = loaded.model, loaded.variables, loaded.size
     classes = [int(c) for c in args.classes.split(",")]
     t0 = time.perf_counter()
     if args.method == "gradient":
@@ -103,7 +91,7 @@ def _cmd_fool(args: argparse.Namespace) -> None:
                         scale=max(1, 96 // size)))
     report = {"method": args.method, "confidence": dict(zip(map(str, classes), map(float, res.confidence)))}
     if args.dataset:
-        x, _ = _dataset(args.dataset, "test", size, 512)
+        x, _, _ = load_dataset(args.dataset, "test", size, limit=512, run=loaded.run)
         probe = noise_probe(model, variables, x)
         report["noise_probe"] = {k: v for k, v in probe.items() if k != "confidences"}
     with open(os.path.join(args.out, f"fool_{args.method}.json"), "w") as f:
@@ -118,10 +106,12 @@ def _cmd_patch(args: argparse.Namespace) -> None:
     from jaxcnn.inputopt.patch import apply_patch, patch_success, train_patch
     from jaxcnn.viz import image_grid, save_png
 
-    size = _size(args)
-    model, variables = load_model(args, size)
-    x_train, _ = _dataset(args.dataset, "train", size, args.limit)
-    x_test, y_test = _dataset(args.dataset, "test", size, args.limit)
+    loaded = load_model(args, task="classification")
+    model, variables, size = loaded.model, loaded.variables, loaded.size
+    dataset = dataset_name(args, loaded, "digits")
+    x_train, _, classes = load_dataset(dataset, "train", size, limit=args.limit, run=loaded.run)
+    check_classes(loaded, dataset, classes)
+    x_test, y_test, _ = load_dataset(dataset, "test", size, limit=args.limit, run=loaded.run)
     scale = (args.scale_min, args.scale_max)
     t0 = time.perf_counter()
     patch, losses = train_patch(model, variables, x_train, args.target, steps=args.steps, scale=scale)
@@ -150,7 +140,6 @@ def add_commands(sub) -> None:
     p.add_argument("--labels", type=int, nargs="+", help="true labels (default: the clean predictions)")
     p.add_argument("--dataset", help="evaluate robustness on this data set's test split instead (e.g. digits)")
     p.add_argument("--limit", type=int, help="at most this many data set images")
-    p.add_argument("--size", type=int)
     p.add_argument("--out", default="out/attack")
     p.set_defaults(func=_cmd_attack)
 
@@ -161,18 +150,16 @@ def add_commands(sub) -> None:
     p.add_argument("--steps", type=int, default=200, help="ascent steps or generations")
     p.add_argument("--population", type=int, default=64)
     p.add_argument("--dataset", help="also probe N(0.5, 0.25^2) noise against this data set's confidences")
-    p.add_argument("--size", type=int)
     p.add_argument("--out", default="out/fool")
     p.set_defaults(func=_cmd_fool)
 
     p = sub.add_parser("patch", help="train a universal adversarial patch on a data set")
     add_model_args(p, "resnet50")
     p.add_argument("--target", type=int, required=True)
-    p.add_argument("--dataset", default="digits")
+    p.add_argument("--dataset", help="data set (default: the --checkpoint run's, else digits)")
     p.add_argument("--limit", type=int, default=1024)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--scale-min", type=float, default=0.3)
     p.add_argument("--scale-max", type=float, default=0.45)
-    p.add_argument("--size", type=int)
     p.add_argument("--out", default="out/patch")
     p.set_defaults(func=_cmd_patch)

@@ -12,23 +12,18 @@ import numpy as np
 from jaxcnn.cli.loading import add_model_args, load_images, load_model
 
 
-def _size(args, model_name: str) -> int:
-    from jaxcnn import model_info
-    return args.size or model_info(model_name).resolution
-
-
 def _cmd_visualize(args: argparse.Namespace) -> None:
     from jaxcnn import class_names
     from jaxcnn.inputopt.dream import visualize_classes
     from jaxcnn.viz import image_grid, save_png
 
-    size = _size(args, args.model)
-    model, variables = load_model(args, size)
+    loaded = load_model(args)
+    model, variables, size = loaded.model, loaded.variables, loaded.size
     labels = [int(c) for c in args.classes.split(",")]
     t0 = time.perf_counter()
     res = visualize_classes(model, variables, labels, size=size, steps=args.steps, learning_rate=args.lr,
                             param=args.param, tv_weight=args.tv, l2_weight=args.l2, progress=True)
-    names = class_names() if _num_classes(model, variables, size) == 1000 else None
+    names = class_names() if loaded.num_classes == 1000 else None
     captions = [names[c] if names and 0 <= c < 1000 else str(c) for c in labels]
     for c, im in zip(labels, np.asarray(res.images)):
         save_png(os.path.join(args.out, f"class_{c}.png"), im)
@@ -38,19 +33,12 @@ def _cmd_visualize(args: argparse.Namespace) -> None:
           f"-> {args.out}/grid.png; mean objective {res.history[0].mean():.3g} -> {res.history[-1].mean():.3g}")
 
 
-def _num_classes(model, variables, size: int) -> int:
-    import jax
-    import jax.numpy as jnp
-    logits, _ = jax.eval_shape(lambda v, x: model.apply(v, x), variables, jnp.zeros((1, size, size, 3)))
-    return logits.shape[-1]
-
-
 def _cmd_dream(args: argparse.Namespace) -> None:
     from jaxcnn.inputopt.dream import deepdream
     from jaxcnn.viz import save_png
 
-    size = _size(args, args.model)
-    model, variables = load_model(args, size)
+    loaded = load_model(args)
+    model, variables, size = loaded.model, loaded.variables, loaded.size
     names, images = load_images(args.images, size)
     t0 = time.perf_counter()
     out = deepdream(model, variables, images, args.layer, octaves=args.octaves, steps_per_octave=args.steps,
@@ -64,8 +52,8 @@ def _cmd_invert(args: argparse.Namespace) -> None:
     from jaxcnn.inputopt.dream import invert
     from jaxcnn.viz import image_grid, save_png
 
-    size = _size(args, args.model)
-    model, variables = load_model(args, size)
+    loaded = load_model(args)
+    model, variables, size = loaded.model, loaded.variables, loaded.size
     names, images = load_images(args.images, size)
     report = {}
     for layer in args.layer:
@@ -84,8 +72,8 @@ def _cmd_style(args: argparse.Namespace) -> None:
     from jaxcnn.inputopt.style import style_transfer
     from jaxcnn.viz import save_png
 
-    size = _size(args, args.model) if args.size else 256
-    model, variables = load_model(args, size)
+    loaded = load_model(args, default_size=256)
+    model, variables, size = loaded.model, loaded.variables, loaded.size
     _, content = load_images([args.content], size)
     styles = [load_images([p], args.style_size or size)[1][0] for p in args.styles]
     t0 = time.perf_counter()
@@ -107,7 +95,6 @@ def add_commands(sub) -> None:
     p = sub.add_parser("visualize", help="class visualization: images that a model rates as given classes")
     add_model_args(p, "googlenet")
     p.add_argument("--classes", default="1,9,130,309", help="comma-separated class indices")
-    p.add_argument("--size", type=int, help="image size (default: the model's resolution)")
     p.add_argument("--steps", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--param", default="fourier", choices=["fourier", "pixels"])
@@ -120,7 +107,6 @@ def add_commands(sub) -> None:
     add_model_args(p, "googlenet")
     p.add_argument("images", nargs="*", help="image files (default: scikit-image's sample photos)")
     p.add_argument("--layer", default="inception4c")
-    p.add_argument("--size", type=int)
     p.add_argument("--octaves", type=int, default=4)
     p.add_argument("--steps", type=int, default=10, help="steps per octave")
     p.add_argument("--lr", type=float, default=0.01)
@@ -132,7 +118,6 @@ def add_commands(sub) -> None:
     add_model_args(p, "vgg16")
     p.add_argument("images", nargs="*", help="image files (default: scikit-image's sample photos)")
     p.add_argument("--layer", nargs="+", default=["conv2_2", "conv5_1"])
-    p.add_argument("--size", type=int)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--tv", type=float, default=1e-2)
@@ -140,11 +125,10 @@ def add_commands(sub) -> None:
     p.set_defaults(func=_cmd_invert)
 
     p = sub.add_parser("style", help="Gatys style transfer: CONTENT in the style of STYLE [STYLE ...]")
-    add_model_args(p, "vgg19")
+    add_model_args(p, "vgg19", size_help="content size (default: the run's with --checkpoint, else 256)")
     p.add_argument("content", help="content image")
     p.add_argument("styles", nargs="+", help="style image(s); several are blended")
     p.add_argument("--style-blend", type=float, nargs="+", help="one weight per style image (default equal)")
-    p.add_argument("--size", type=int, help="content size (default 256)")
     p.add_argument("--style-size", type=int, help="style image size (default: the content size)")
     p.add_argument("--content-layer", default=CONTENT_LAYER)
     p.add_argument("--style-layers", nargs="+", default=list(STYLE_LAYERS))

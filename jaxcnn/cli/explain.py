@@ -8,14 +8,9 @@ import time
 
 import numpy as np
 
-from jaxcnn.cli.loading import add_model_args, load_images, load_model
+from jaxcnn.cli.loading import add_model_args, dataset_name, load_dataset, load_images, load_model
 
 GRADIENT_METHODS = ("saliency", "deconvnet", "guided", "ig", "smoothgrad")
-
-
-def _size(args) -> int:
-    from jaxcnn import model_info
-    return args.size or model_info(args.model).resolution
 
 
 def _unit_for(args, model, variables, image, label):
@@ -29,13 +24,14 @@ def _unit_for(args, model, variables, image, label):
     return O.neuron(args.layer, args.channel, y=int(y), x=int(x)), f"{args.layer}:{args.channel}@({y},{x})"
 
 
-def _explain_images(args, model, variables, size) -> None:
+def _explain_images(args, loaded) -> None:
     import jax
 
     from jaxcnn.inputopt import attribution as at
     from jaxcnn.inputopt.attacks import clean_logits
     from jaxcnn.viz import heatmap_overlay, image_grid, save_png
 
+    model, variables, size = loaded.model, loaded.variables, loaded.size
     names, x = load_images(args.images, size)
     probs = np.asarray(jax.nn.softmax(clean_logits(model, variables, x)))
     tiles, captions = [], []
@@ -65,8 +61,7 @@ def _explain_images(args, model, variables, size) -> None:
              image_grid(np.stack(tiles), cols=2, labels=captions, scale=max(1, 128 // size)))
 
 
-def _explain_top_patches(args, model, variables, size) -> None:
-    from jaxcnn.cli.attack import _dataset
+def _explain_top_patches(args, loaded) -> None:
     from jaxcnn.inputopt import objectives as O
     from jaxcnn.inputopt.attribution import input_gradient
     from jaxcnn.inputopt.inspection import top_patches
@@ -74,7 +69,9 @@ def _explain_top_patches(args, model, variables, size) -> None:
 
     if args.layer is None:
         raise ValueError("top-patches needs --layer and --channel")
-    images, _ = _dataset(args.dataset, "test", size, args.limit)
+    model, variables = loaded.model, loaded.variables
+    images, _, _ = load_dataset(dataset_name(args, loaded, "digits"), "test", loaded.size, limit=args.limit,
+                                run=loaded.run)
     top = top_patches(model, variables, images, args.layer, args.channel, k=args.k, progress=True)
     h = max(b[1] - b[0] for b in top.box)
     w = max(b[3] - b[2] for b in top.box)
@@ -95,12 +92,12 @@ def _explain_top_patches(args, model, variables, size) -> None:
           f"(activations {top.value.min():.3g}..{top.value.max():.3g}) -> {args.out}")
 
 
-def _explain_filters(args, model, variables, size) -> None:
+def _explain_filters(args, loaded) -> None:
     from jaxcnn.data.image_io import sample_photos
     from jaxcnn.inputopt.inspection import as_kernels, first_layer, patch_factorizations, sample_patches
     from jaxcnn.viz import filter_mosaic, save_png
 
-    kernels = first_layer(variables)
+    kernels = first_layer(loaded.variables)
     k, n = kernels.shape[0], min(kernels.shape[-1], args.k_filters)
     photos = list(sample_photos().values()) if not args.images else [im for im in load_images(args.images, 256)[1]]
     patches = sample_patches(photos, k, args.patches)
@@ -120,18 +117,17 @@ def _explain_filters(args, model, variables, size) -> None:
 
 
 def _cmd_explain(args: argparse.Namespace) -> None:
-    size = _size(args)
-    model, variables = load_model(args, size)
-    os.makedirs(args.out, exist_ok=True)
+    loaded = load_model(args)
     if args.method == "top-patches":
-        _explain_top_patches(args, model, variables, size)
+        _explain_top_patches(args, loaded)
     elif args.method == "filters":
-        _explain_filters(args, model, variables, size)
+        _explain_filters(args, loaded)
     else:
-        _explain_images(args, model, variables, size)
+        _explain_images(args, loaded)
 
 
 def add_commands(sub) -> None:
+    """Registers ``explain`` on the ``jaxcnn`` parser."""
     p = sub.add_parser("explain", help="attribution maps, deconvnet views, top patches, filter mosaics")
     add_model_args(p, "alexnet")
     p.add_argument("images", nargs="*", help="image files (default: scikit-image's sample photos)")
@@ -143,11 +139,10 @@ def add_commands(sub) -> None:
     p.add_argument("--occluder", type=int, default=32, help="occluder side in pixels")
     p.add_argument("--stride", type=int, default=8)
     p.add_argument("--fill", type=float, default=0.5, help="occluder grey level in [0, 1]")
-    p.add_argument("--dataset", default="digits", help="data set searched by top-patches")
+    p.add_argument("--dataset", help="data set searched by top-patches (default: the --checkpoint run's, else digits)")
     p.add_argument("--limit", type=int)
     p.add_argument("--k", type=int, default=9, help="top-patches: how many")
     p.add_argument("--k-filters", type=int, default=64, help="filters: how many kernels and atoms")
     p.add_argument("--patches", type=int, default=20000, help="filters: photo patches to factorise")
-    p.add_argument("--size", type=int)
     p.add_argument("--out", default="out/explain")
     p.set_defaults(func=_cmd_explain)

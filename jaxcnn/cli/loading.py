@@ -1,45 +1,198 @@
-"""What the input-optimisation commands read: a model with its weights, and images.
+"""What the commands read: a model with its weights and image size, photos, and data sets.
 
-``add_model_args`` / ``load_model`` give every command the same
-``--model/--weights/--checkpoint`` options; ``load_images`` reads photos (or
-scikit-image's sample photos when none are given) at one size.
+Every command that runs a model takes ``--model/--weights/--checkpoint/--size`` (``add_model_args``)
+and gets a ``LoadedModel`` from ``load_model`` (``choose_model`` makes the choice without reading
+weights, for commands that check their other input first):
+
+- ``--checkpoint RUN`` (a ``jaxcnn train`` run directory): the run's model with its options, its
+  latest weights, its image size, and its data settings (``load_dataset`` reads the run's data set
+  with its data directory and evaluation transform). ``--model`` may be left out; one that is not
+  the run's model is an error, as is ``--weights`` beside ``--checkpoint``.
+- ``--weights FILE``: a torchvision state dict (.safetensors, .npz or .pth) for ``--model``.
+- neither: ``--model`` with random weights, with a note on stderr.
+
+The image size is ``image_size``'s: ``--size``, else the run's, else the command's own default
+(style transfer's 256 px), else the model's native resolution.
+
+``load_images`` reads photos (or scikit-image's sample photos when none are given) at one size;
+``load_dataset`` reads a data set split as float images in [0, 1] and labels, and
+``check_classes`` refuses a model whose classes are not the data set's.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+from typing import Any
 
 import numpy as np
 
 
-def add_model_args(p: argparse.ArgumentParser, default_model: str) -> None:
-    p.add_argument("--model", default=default_model, help=f"registry name (default: {default_model})")
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for ``model.apply(variables, x, train=False)`` on ``size`` x ``size`` images.
+
+    ``name``: its registry name; ``num_classes``: the width of its output; ``origin``: where the
+    weights came from, for messages; ``run``: the ``TrainConfig`` of the ``--checkpoint`` run, else None.
+    """
+
+    name: str
+    model: Any
+    variables: Any
+    size: int
+    num_classes: int
+    origin: str
+    run: Any = None
+
+
+def add_model_args(p: argparse.ArgumentParser, default_model: str, *, size_help: str | None = None) -> None:
+    """``--model``, ``--weights``, ``--checkpoint`` and ``--size`` on the sub-command parser ``p``."""
+    p.add_argument("--model", help=f"registry name (default: {default_model}; with --checkpoint: the run's model)")
     p.add_argument("--weights", help="torchvision state dict for --model: .safetensors, .npz or .pth")
-    p.add_argument("--checkpoint", help="a `jaxcnn train` run directory: its latest checkpoint and model")
+    p.add_argument("--checkpoint", help="a `jaxcnn train` run directory: its latest checkpoint, model, image size "
+                                        "and data settings")
+    p.add_argument("--size", type=int, help=size_help or "image size (default: the run's with --checkpoint, "
+                                                         "else the model's native resolution)")
+    p.set_defaults(default_model=default_model)
 
 
-def load_model(args: argparse.Namespace, size: int):
-    """(model, variables) from --checkpoint, --weights, or random weights (with a note on stderr)."""
+def image_size(args: argparse.Namespace, model_name: str, run=None, default: int | None = None) -> int:
+    """The size the command works at: ``--size``, else the run's, else ``default``, else the model's resolution."""
+    from jaxcnn import model_info
+
+    if args.size is not None:
+        if args.size <= 0:
+            raise ValueError(f"--size must be > 0, got {args.size}")
+        return args.size
+    if run is not None:
+        return int(run.image_size)
+    return default or model_info(model_name).resolution
+
+
+def output_classes(model, variables, size: int) -> int:
+    """The number of classes ``model`` scores (the last axis of its logits), from shapes only."""
+    import jax
+    import jax.numpy as jnp
+
+    logits, _ = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
+                               jnp.zeros((1, size, size, 3), jnp.float32))
+    return int(logits.shape[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelChoice:
+    """What ``--model/--checkpoint/--size`` select, before any weights are read: the registry name, the
+    image size and the ``--checkpoint`` run's config (or None)."""
+
+    name: str
+    size: int
+    run: Any = None
+
+
+def choose_model(args: argparse.Namespace, *, default_size: int | None = None,
+                 task: str | None = None) -> ModelChoice:
+    """The model and image size the options select (reading only a run's config); the one-line errors:
+    an unknown model, a ``--model`` that is not the run's, ``--weights`` beside ``--checkpoint``, a model
+    whose task is not ``task``."""
+    from jaxcnn import model_info
+
+    run = None
+    if args.checkpoint:
+        from jaxcnn.training.evaluation import run_config
+
+        if args.weights:
+            raise ValueError("give --weights or --checkpoint, not both")
+        run = run_config(args.checkpoint)
+        if args.model and args.model != run.model:
+            raise ValueError(f"--model {args.model} contradicts the checkpoint, a run of {run.model} "
+                             f"({args.checkpoint}); leave --model out to use the run's")
+    name = run.model if run is not None else args.model or args.default_model
+    info = model_info(name)
+    if task and info.task != task:
+        raise ValueError(f"{name} is a {info.task} model; {args.command} needs a {task} model")
+    return ModelChoice(name=name, size=image_size(args, name, run, default_size), run=run)
+
+
+def load_model(args: argparse.Namespace, *, default_size: int | None = None, task: str | None = None,
+               choice: ModelChoice | None = None) -> LoadedModel:
+    """The model of ``--checkpoint``, ``--weights`` or random weights (with a note on stderr), at the size
+    ``choose_model`` selects (``choice``, when the command made it already)."""
     from jaxcnn import create_model, init_variables, load_pretrained
 
-    if args.checkpoint:
+    choice = choice or choose_model(args, default_size=default_size, task=task)
+    name, size = choice.name, choice.size
+    if choice.run is not None:
         from jaxcnn.training.evaluation import restore_run
-        cfg, model, variables = restore_run(args.checkpoint)
-        args.model = cfg.model
-        return model, variables
-    if args.weights:
-        return load_pretrained(args.model, args.weights)
-    model = create_model(args.model)
-    print(f"note: {args.model} has random weights (no --weights or --checkpoint given); "
-          "the pictures show what an untrained network responds to", file=sys.stderr)
-    return model, init_variables(model, size)
+
+        _, model, variables = restore_run(args.checkpoint)
+        origin = f"checkpoint {args.checkpoint}"
+    elif args.weights:
+        model, variables = load_pretrained(name, args.weights)
+        origin = f"weights {args.weights}"
+    else:
+        model = create_model(name)
+        print(f"note: {name} has random weights (no --weights or --checkpoint given): what follows is an "
+              "untrained network's", file=sys.stderr)
+        variables = init_variables(model, size)
+        origin = "random weights"
+    args.model = name
+    return LoadedModel(name=name, model=model, variables=variables, size=size,
+                       num_classes=output_classes(model, variables, size), origin=origin, run=choice.run)
 
 
-def load_images(paths: list[str], size: int) -> tuple[list[str], np.ndarray]:
-    """(names, (N, size, size, 3) float32 in [0, 1]): shorter side resized to ``size``, centre-cropped."""
+def load_images(paths: list[str], size: int, *, resize: int | None = None) -> tuple[list[str], np.ndarray]:
+    """(names, (N, size, size, 3) float32 in [0, 1]): shorter side resized to ``resize`` (default ``size``),
+    then the central ``size`` x ``size`` crop; a name is the file's name without its extension. No paths:
+    scikit-image's sample photos."""
     from jaxcnn.data.image_io import center_crop, load_image, resize_shorter, sample_photos
 
-    photos = {os.path.splitext(os.path.basename(p))[0]: load_image(p) for p in paths} if paths else sample_photos()
-    return list(photos), np.stack([center_crop(resize_shorter(im, size), size) for im in photos.values()])
+    photos = [(os.path.splitext(os.path.basename(p))[0], load_image(p)) for p in paths] if paths else \
+        list(sample_photos().items())
+    return [n for n, _ in photos], np.stack([center_crop(resize_shorter(im, resize or size), size) for _, im in photos])
+
+
+def dataset_name(args: argparse.Namespace, loaded: LoadedModel, default: str | None = None) -> str | None:
+    """``--dataset``, else the ``--checkpoint`` run's data set, else ``default``."""
+    if getattr(args, "dataset", None):
+        return args.dataset
+    return loaded.run.dataset if loaded.run is not None else default
+
+
+def load_dataset(name: str, split: str, size: int, *, limit: int | None = None,
+                 run=None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(images (N, size, size, 3) float32 in [0, 1], labels (N,), number of classes) of the first ``limit``
+    examples of ``split``.
+
+    The data set of the ``--checkpoint`` run (``run``) is read with the run's data directory and
+    evaluation transform; a data set whose images are not all ``size`` x ``size`` is resized and
+    centre-cropped (``jaxcnn.data.transforms``' ``center`` policy).
+    """
+    from jaxcnn.data.sources import TransformedSource, get_source
+    from jaxcnn.data.transforms import make_eval_transform
+
+    own = run is not None and name == run.dataset
+    options = {"data_dir": run.data_dir} if own and run.data_dir else {}
+    src = get_source(name, split, size=size, **options)
+    policy = run.eval_transform if own else "none"
+    if policy == "none" and tuple(getattr(src, "image_shape", (0, 0))[:2]) != (size, size):
+        policy = "center"
+    if policy != "none":
+        src = TransformedSource(src, make_eval_transform(size, policy))
+    n = len(src) if limit is None else min(limit, len(src))
+    ex = [src[i] for i in range(n)]
+    images = np.stack([e["image"] for e in ex]).astype(np.float32) / 255.0
+    return images, np.array([e["label"] for e in ex]), int(src.num_classes)
+
+
+def check_classes(loaded: LoadedModel, dataset: str, num_classes: int) -> None:
+    """Refuses (one line) a model whose number of classes is not the data set's: its scores would be meaningless."""
+    if loaded.num_classes != num_classes:
+        raise ValueError(
+            f"{loaded.name} ({loaded.origin}) scores {loaded.num_classes} classes but {dataset} has {num_classes}; "
+            f"give --checkpoint of a run trained on {dataset}, or --weights of a model with {num_classes} classes")
+
+
+__all__ = ["LoadedModel", "ModelChoice", "add_model_args", "check_classes", "choose_model", "dataset_name",
+           "image_size", "load_dataset", "load_images", "load_model", "output_classes"]

@@ -6,26 +6,30 @@
                                          top-1/top-5 of checkpoints, and of their ensemble
   jaxcnn models [NAME ...] [--family F] every model (or those named): parameters, GFLOPs at native size,
                                          torchvision twin
-  jaxcnn predict [--model M] [--weights FILE] [IMAGE ...]
+  jaxcnn predict [--model M] [--weights FILE | --checkpoint RUN] [IMAGE ...]
                                          top-5 classes of photos (default: scikit-image's sample photos)
   jaxcnn visualize | dream | invert | style ...      (jaxcnn/cli/dream.py)
   jaxcnn attack | fool | patch ...                     (jaxcnn/cli/attack.py)
   jaxcnn explain --method occlusion|saliency|deconvnet|guided|ig|smoothgrad|top-patches|filters
                                                        (jaxcnn/cli/explain.py)
                                          input optimisation; each takes --model/--weights/--checkpoint
-                                         and writes PNGs and a report under out/
+                                         (jaxcnn/cli/loading.py) and writes PNGs and a report under out/
 
-Errors in what the user gave (unknown model, unreadable file, bad weights) are
-one line on stderr and exit status 2.
+Errors in what the user gave (unknown model, unreadable file, bad weights, a value of the wrong
+type, an output directory that cannot be written) are one line on stderr and exit status 2;
+output directories are checked before any work starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 
 from jaxcnn.cli import compile_cache
+from jaxcnn.cli.loading import add_model_args
 from jaxcnn.cpu import host_memory
 
 
@@ -56,22 +60,15 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     import jax
     import numpy as np
 
-    from jaxcnn import class_names, create_model, init_variables, load_pretrained, model_info, preprocess
-    from jaxcnn.data import center_crop, load_image, resize_shorter, sample_photos
+    from jaxcnn import class_names, preprocess
+    from jaxcnn.cli.loading import choose_model, load_images, load_model
 
-    info = model_info(args.model)
-    if info.task != "classification":
-        raise ValueError(f"{args.model} is a {info.task} model; predict needs a classifier")
-    size = args.size or info.resolution
-    photos = {p: load_image(p) for p in args.images} if args.images else sample_photos()
-    batch = np.stack([center_crop(resize_shorter(img, round(size * 256 / 224)), size) for img in photos.values()])
-    if args.weights:
-        model, variables = load_pretrained(args.model, args.weights)
-    else:
-        model = create_model(args.model)
-        variables = init_variables(model, size)
-        print(f"note: {args.model} has random weights (no --weights given), so its predictions are noise; "
-              "pass a torchvision state dict (.pth/.safetensors/.npz) for real ones", file=sys.stderr)
+    choice = choose_model(args, task="classification")
+    size = choice.size
+    labels, batch = load_images(args.images, size, resize=round(size * 256 / 224))
+    labels = args.images or labels
+    loaded = load_model(args, choice=choice)
+    model, variables = loaded.model, loaded.variables
     forward = jax.jit(lambda v, x: jax.nn.softmax(model.apply(v, preprocess(x), train=False)[0]))
     t0 = time.perf_counter()
     probs = jax.block_until_ready(forward(variables, batch))
@@ -79,10 +76,10 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     probs = np.asarray(jax.block_until_ready(forward(variables, batch)))
     t2 = time.perf_counter()
     names = class_names()
-    for (label, _), p in zip(photos.items(), probs):
+    for label, p in zip(labels, probs):
         top = np.argsort(-p)[: args.top]
         print(f"{label}: " + ", ".join(f"{names[i] if len(p) == len(names) else i} {p[i]:.3f}" for i in top))
-    print(f"{args.model} on {len(batch)} image(s) at {size}x{size}: first call (compile + run) {t1 - t0:.2f} s, "
+    print(f"{loaded.name} on {len(batch)} image(s) at {size}x{size}: first call (compile + run) {t1 - t0:.2f} s, "
           f"then {1000 * (t2 - t1) / len(batch):.1f} ms/image on {jax.devices()[0].device_kind}")
 
 
@@ -95,6 +92,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from jaxcnn.training import load_config, train
 
     cfg = load_config(args.config).with_overrides(args.overrides)
+    writable_dir(cfg.workdir, "workdir")
     t0 = time.perf_counter()
     result = train(cfg, progress=not args.no_progress)
     if jax.process_index() == 0:
@@ -115,11 +113,32 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         print(f"{name:<40} {100 * r['top1']:>6.2f}% {100 * r['top5']:>6.2f}%")
 
 
+def writable_dir(path: str, what: str) -> None:
+    """Creates ``path`` if needed and checks that a file can be written there, before any work is done."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".jaxcnn-write-test"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{what} {path} is not a writable directory ({e.strerror or e})") from None
+
+
+def _config_fields_help() -> str:
+    from jaxcnn.training.config import override_fields
+
+    rows = override_fields()
+    width = max(len(f"{k}: {t}") for k, t, _ in rows)
+    lines = [f"  {f'{k}: {t}':<{width}}  = {v!r}" for k, t, v in rows]
+    return ("config fields, set as key=value anywhere among the options (a value is a Python literal; text\n"
+            "may go unquoted), with the default run's values:\n" + "\n".join(lines))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxcnn", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train a model (default: the offline digits run)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=3")
+    p = sub.add_parser("train", help="train a model (default: the offline digits run)", epilog=_config_fields_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=3 (see below)")
     p.add_argument("--config", help="recipe file under train/ (default: the digits run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--coordinator", help="host:port of process 0, for multi-host runs")
@@ -136,9 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_models)
     p = sub.add_parser("predict", help="classify photos (default: scikit-image's sample photos)")
     p.add_argument("images", nargs="*", help="image files (JPEG/PNG/...)")
-    p.add_argument("--model", default="resnet50")
-    p.add_argument("--weights", help="torchvision state dict: .safetensors, .npz or .pth")
-    p.add_argument("--size", type=int, help="crop size (default: the model's native resolution)")
+    add_model_args(p, "resnet50", size_help="crop size (default: the run's with --checkpoint, else the model's "
+                                            "native resolution)")
     p.add_argument("--top", type=int, default=5)
     p.set_defaults(func=_cmd_predict)
     from jaxcnn.cli import attack, dream, explain
@@ -148,9 +166,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line; ``train``'s key=value overrides may come before, between or after its options."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "train" and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
+        if getattr(args, "out", None):
+            writable_dir(args.out, "--out")
         args.func(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"jaxcnn {args.command}: error: {e}", file=sys.stderr)

@@ -12,9 +12,12 @@ needs no download.
 from __future__ import annotations
 
 import ast
+import collections.abc
 import dataclasses
 import importlib.util
 import os
+import types
+import typing
 from typing import Any
 
 from jaxcnn.training.optimizer import OptimizerConfig
@@ -54,30 +57,126 @@ class TrainConfig:
     adversarial: dict = dataclasses.field(default_factory=dict)  # PGD training: {"eps": 0.03, "steps": 3}
 
     def with_overrides(self, overrides: list[str]) -> "TrainConfig":
-        """Applies ``key=value`` strings (``optimizer.learning_rate=0.05``); unknown keys list the valid ones."""
+        """Applies ``key=value`` strings (``optimizer.learning_rate=0.05``).
+
+        A value is a Python literal (``3``, ``0.5``, ``None``, ``{'a': 1}``); a string field also takes
+        unquoted text (``dataset=digits``) and a bool field ``true``/``false``. Unknown keys list the
+        valid ones; a value of the wrong type names the field, the type it takes and what was given.
+        """
         cfg = self
         for item in overrides:
             if "=" not in item:
                 raise ValueError(f"override {item!r} is not key=value")
             key, raw = item.split("=", 1)
-            try:
-                value = ast.literal_eval(raw)
-            except (ValueError, SyntaxError):
-                value = raw
-            cfg = _replace_path(cfg, key.strip().split("."), value)
+            cfg = _replace_path(cfg, key.strip().split("."), raw.strip())
         return cfg
 
 
-def _replace_path(obj: Any, path: list[str], value: Any) -> Any:
+def _literal(raw: str) -> Any:
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return raw
+
+
+def type_name(hint: Any) -> str:
+    """``int``, ``float``, ``str | None``, ``Sequence[float]`` ...: a field's type as the overrides see it."""
+    if hint is type(None):
+        return "None"
+    if isinstance(hint, type):
+        return hint.__name__
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if origin is not None and args:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(a) for a in args)}]"
+    return str(hint).replace("typing.", "")
+
+
+def _typed(key: str, hint: Any, raw: str) -> Any:
+    """``raw`` as a value of type ``hint``, or a one-line ``ValueError`` naming ``key``."""
+    value = _literal(raw)
+
+    def fits(h: Any) -> tuple[bool, Any]:
+        origin = typing.get_origin(h)
+        if h is Any:
+            return True, value
+        if h is type(None):
+            return value is None, None
+        if origin in (typing.Union, types.UnionType):
+            for a in typing.get_args(h):
+                ok, v = fits(a)
+                if ok:
+                    return True, v
+            return False, None
+        if h is bool:
+            if isinstance(value, bool):
+                return True, value
+            return (raw.lower() in ("true", "false")), raw.lower() == "true"
+        if h is int:
+            return isinstance(value, int) and not isinstance(value, bool), value
+        if h is float:
+            return isinstance(value, (int, float)) and not isinstance(value, bool), value
+        if h is str:
+            return value is not None, value if isinstance(value, str) else raw
+        if h is dict or origin is dict:
+            return isinstance(value, dict), value
+        if origin in (collections.abc.Sequence, tuple, list):
+            (elem, *_) = typing.get_args(h) or (Any,)
+            if not isinstance(value, (list, tuple)):
+                return False, None
+            for v in value:
+                if not _fits_scalar(elem, v):
+                    return False, None
+            return True, tuple(value)
+        return isinstance(value, h) if isinstance(h, type) else True, value
+
+    ok, out = fits(hint)
+    if not ok:
+        raise ValueError(f"config field {key} takes {type_name(hint)}, got {raw!r}")
+    return out
+
+
+def _fits_scalar(hint: Any, v: Any) -> bool:
+    if hint is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if hint is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    return hint is Any or not isinstance(hint, type) or isinstance(v, hint)
+
+
+def _replace_path(obj: Any, path: list[str], raw: str, prefix: str = "") -> Any:
     names = [f.name for f in dataclasses.fields(obj)]
     if path[0] not in names:
         raise ValueError(f"unknown config field {path[0]!r}; valid: {', '.join(names)}")
-    if len(path) == 1:
-        return dataclasses.replace(obj, **{path[0]: value})
+    hint = typing.get_type_hints(type(obj))[path[0]]
+    key, here = prefix + ".".join(path), prefix + path[0]
     child = getattr(obj, path[0])
+    if len(path) == 1:
+        if dataclasses.is_dataclass(child):
+            fields = ", ".join(f"{here}.{f.name}" for f in dataclasses.fields(child))
+            raise ValueError(f"config field {key} is a group; set its fields: {fields}")
+        return dataclasses.replace(obj, **{path[0]: _typed(key, hint, raw)})
     if isinstance(child, dict):
-        return dataclasses.replace(obj, **{path[0]: {**child, path[1]: value}})
-    return dataclasses.replace(obj, **{path[0]: _replace_path(child, path[1:], value)})
+        return dataclasses.replace(obj, **{path[0]: {**child, ".".join(path[1:]): _literal(raw)}})
+    if not dataclasses.is_dataclass(child):
+        raise ValueError(f"config field {here} is a {type_name(hint)}; it has no field {path[1]!r}")
+    return dataclasses.replace(obj, **{path[0]: _replace_path(child, path[1:], raw, here + ".")})
+
+
+def override_fields(cfg: Any = None, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """(key, type, value) of every field an override can set, nested groups as ``optimizer.learning_rate``;
+    values from ``cfg`` (default: the default run)."""
+    cfg = TrainConfig() if cfg is None else cfg
+    hints = typing.get_type_hints(type(cfg))
+    rows = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            rows += override_fields(value, f"{prefix}{f.name}.")
+        else:
+            rows.append((f"{prefix}{f.name}", type_name(hints[f.name]), value))
+    return rows
 
 
 def load_config(path: str | None) -> TrainConfig:

@@ -46,17 +46,32 @@ def _config_from_meta(meta: dict) -> TrainConfig:
     return TrainConfig(**raw)
 
 
-def restore_run(workdir: str):
-    """(config, model, variables) of the latest checkpoint in ``workdir``."""
-    from jaxcnn.training.loop import build_model
+def run_config(workdir: str) -> TrainConfig:
+    """The config of the run in ``workdir``, as its latest checkpoint stores it (strategy ``jit``: one device
+    layout that every command can use)."""
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=1)
     meta = ckpt.read_meta()
+    ckpt.close()
     if meta is None:
         raise ValueError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
-    cfg = dataclasses.replace(_config_from_meta(meta), strategy="jit")
-    src = get_source(cfg.dataset, "test", size=cfg.image_size)
+    return dataclasses.replace(_config_from_meta(meta), strategy="jit")
+
+
+def run_source(cfg: TrainConfig, split: str):
+    """``split`` of the run's data set with the run's data settings (data dir, image size)."""
+    return get_source(cfg.dataset, split, size=cfg.image_size, **({"data_dir": cfg.data_dir} if cfg.data_dir else {}))
+
+
+def restore_run(workdir: str):
+    """(config, model, variables) of the latest checkpoint in ``workdir``: the run's model with its options,
+    built for the run's data set's classes."""
+    from jaxcnn.training.loop import build_model
+    cfg = run_config(workdir)
+    src = run_source(cfg, "test")
     model = build_model(cfg, src.num_classes)
-    target = create_train_state(model, make_optimizer(cfg.optimizer, 1, 1), src.image_shape, seed=cfg.seed)
+    image_shape = getattr(src, "image_shape", None) or (cfg.image_size, cfg.image_size, 3)
+    target = create_train_state(model, make_optimizer(cfg.optimizer, 1, 1), tuple(image_shape), seed=cfg.seed)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=1)
     state, _ = ckpt.restore(target)
     ckpt.close()
     return cfg, model, state.variables
