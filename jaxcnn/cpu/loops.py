@@ -44,7 +44,11 @@ class _PolicyJit:
         key = policy.key()
         compiled = self._by_policy.get(key)
         if compiled is None:
-            compiled = self._by_policy[key] = jax.jit(self._fun, **self._options)
+            # jax.jit's trace cache is keyed on the function object: a wrapper of its own per policy,
+            # or a second policy would reuse the first one's trace
+            fun = self._fun
+            compiled = self._by_policy[key] = jax.jit(functools.wraps(fun)(lambda *a, **k: fun(*a, **k)),
+                                                      **self._options)
         return compiled
 
     def __call__(self, *args, **kwargs):
@@ -88,7 +92,7 @@ def fori_loop(n: int, body, init):
 def cond_tree(pred, on_true, on_false):
     """``on_true()`` if ``pred`` else ``on_false()`` (two no-argument functions returning pytrees of the
     same structure): one ``lax.cond`` on the CPU fast path, ``where`` per leaf elsewhere."""
-    if policy.fast_paths():
+    if policy.fast_paths() and policy.enabled("cond_tree"):
         return lax.cond(pred, on_true, on_false)
     return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), on_true(), on_false())
 

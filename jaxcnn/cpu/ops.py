@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcnn.cpu import build, onednn, winograd
+from jaxcnn.cpu import build, onednn, policy, winograd
 from jaxcnn.cpu.policy import fast_paths, onednn_convs
 
 # ---------------------------------------------------------------- max pool
@@ -96,8 +96,8 @@ _max_pool_native.defvjp(_max_pool_native_fwd, _max_pool_native_bwd)
 
 def _native_pool(x, window) -> bool:
     """The C++ pool (``csrc/max_pool.cc``, built with the oneDNN shim): where the oneDNN convolutions run."""
-    return (onednn_convs() and x.ndim == 4 and x.dtype in (jnp.float32, jnp.bfloat16)
-            and window[1] * window[2] <= 255 and build.available())
+    return (onednn_convs() and policy.enabled("max_pool") and x.ndim == 4
+            and x.dtype in (jnp.float32, jnp.bfloat16) and window[1] * window[2] <= 255 and build.available())
 
 
 def max_pool(x, window: Sequence[int], strides: Sequence[int], pads: Sequence[tuple[int, int]]):
@@ -151,8 +151,8 @@ _batch_norm_native.defvjp(_batch_norm_native_fwd, _batch_norm_native_bwd)
 
 def native_batch_norm(x) -> bool:
     """Whether ``batch_norm`` runs the C++ kernel for ``x`` (where the oneDNN convolutions run)."""
-    return (onednn_convs() and x.ndim >= 2 and x.dtype in (jnp.float32, jnp.bfloat16) and x.size > 0
-            and build.available())
+    return (onednn_convs() and policy.enabled("batch_norm") and x.ndim >= 2
+            and x.dtype in (jnp.float32, jnp.bfloat16) and x.size > 0 and build.available())
 
 
 def batch_norm(x, scale, bias, eps: float):
@@ -193,7 +193,7 @@ def bias_add(y, b):
     of magnitude slower than a float32 sum (``python -m benchmarks.cpu.bias_grad``); the float32 sum
     is also exact to float32 rounding instead of bfloat16's.
     """
-    if fast_paths() and y.dtype == jnp.bfloat16:
+    if fast_paths() and policy.enabled("bias_add") and y.dtype == jnp.bfloat16:
         return _bias_add_f32_grad(y, b)
     return y + b.astype(y.dtype)
 
@@ -256,6 +256,7 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
 def gram(flat: jax.Array) -> jax.Array:
     """Per image ``F^T F`` of float32 features ``flat`` (B, P, C) -> (B, C, C): oneDNN's product where
     its convolutions are used (``onednn.gram``), else XLA's dot."""
-    if onednn_convs() and flat.dtype == jnp.float32 and min(flat.shape) > 0 and build.available():
+    if onednn_convs() and policy.enabled("gram") and flat.dtype == jnp.float32 and min(flat.shape) > 0 \
+            and build.available():
         return jnp.stack([onednn.gram(flat[b]) for b in range(flat.shape[0])])
     return jnp.einsum("bpc,bpd->bcd", flat, flat)

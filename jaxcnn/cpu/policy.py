@@ -13,7 +13,8 @@ the next call of any of them; a user's own ``jax.jit`` keeps what it traced firs
   ``"fast"``: the fast paths everywhere, oneDNN included on several devices (for testing them).
 
 ``JAXCNN_WINOGRAD=0`` or ``with winograd_disabled():`` keeps the direct convolutions where the
-Winograd ones would run.
+Winograd ones would run. ``with disabled(*names):`` turns single parts of the fast path off (see
+``SWITCHES``), so that a benchmark measures one of them inside a whole model or loop.
 """
 
 from __future__ import annotations
@@ -26,6 +27,19 @@ import jax
 MODES = ("auto", "reference", "fast")
 _mode = "auto"
 _winograd = os.environ.get("JAXCNN_WINOGRAD", "1") != "0"
+_disabled: frozenset[str] = frozenset()
+
+# The parts of the fast path ``disabled`` turns off one by one, each with what runs in its place and
+# the benchmark that compares the two.
+SWITCHES = {
+    "max_pool": "the strided-slice VJP instead of the C++ max pool (benchmarks.cpu.pool_layers)",
+    "batch_norm": "flax's batch-norm formula in XLA instead of the C++ kernel (benchmarks.cpu.batch_norm_layers)",
+    "bias_add": "the plain bfloat16 bias gradient instead of the float32 sum (benchmarks.cpu.bias_grad)",
+    "gram": "XLA's dot for style losses' Gram matrices instead of oneDNN's (benchmarks.cpu.gram)",
+    "cond_tree": "where per leaf instead of one lax.cond in cond_tree (benchmarks.cpu.nan_guard)",
+    "winograd_5x5": "the direct convolution for 5x5 kernels, Winograd for 3x3 only (benchmarks.cpu.winograd)",
+    "fixed_weights": "no Winograd kernel transforms made beforehand for fixed weights (benchmarks.cpu.winograd)",
+}
 
 
 def get_mode() -> str:
@@ -66,9 +80,29 @@ def winograd_disabled():
         _winograd = previous
 
 
+@contextlib.contextmanager
+def disabled(*names: str):
+    """``with disabled("batch_norm"):`` traces with those parts of the fast path off (``SWITCHES``: what
+    runs instead), everything else as it is, then restores the previous set: for measurements."""
+    global _disabled
+    unknown = [n for n in names if n not in SWITCHES]
+    if unknown:
+        raise ValueError(f"unknown fast-path switch {unknown[0]!r}; valid: {', '.join(SWITCHES)}")
+    previous, _disabled = _disabled, _disabled | frozenset(names)
+    try:
+        yield
+    finally:
+        _disabled = previous
+
+
+def enabled(name: str) -> bool:
+    """Whether the part ``name`` of ``SWITCHES`` is on (it still applies only where the fast path does)."""
+    return name not in _disabled
+
+
 def key() -> tuple:
-    """What a compiled program depends on: the mode and the Winograd switch."""
-    return (_mode, _winograd)
+    """What a compiled program depends on: the mode, the Winograd switch and the parts switched off."""
+    return (_mode, _winograd, _disabled)
 
 
 def fast_paths() -> bool:

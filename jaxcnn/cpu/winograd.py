@@ -63,8 +63,9 @@ def _defined(x, w, strides, padding, dilation, groups) -> int:
     """The number of tiles where this NHWC x HWIO convolution (explicit ``padding`` pairs) is one that
     ``conv`` computes while ``policy.winograd_enabled()``, else 0."""
     r = w.shape[0] if w.ndim == 4 and w.shape[0] == w.shape[1] else 0
-    if not (policy.winograd_enabled() and x.dtype == jnp.float32 and w.dtype == jnp.float32 and x.ndim == 4
-            and r in MIN_TILES and w.shape[2] == x.shape[3] and tuple(strides) == (1, 1)
+    if not (policy.winograd_enabled() and (r != 5 or policy.enabled("winograd_5x5"))
+            and x.dtype == jnp.float32 and w.dtype == jnp.float32 and x.ndim == 4 and r in MIN_TILES
+            and w.shape[2] == x.shape[3] and tuple(strides) == (1, 1)
             and tuple(dilation) == (1, 1) and groups == 1 and all(0 <= p < r for pair in padding for p in pair)):
         return 0
     oh, ow = (x.shape[1 + a] + sum(padding[a]) - (r - 1) for a in range(2))
@@ -191,7 +192,8 @@ def with_transforms(variables, *, remember: bool = True):
     the attacks). ``variables`` comes back as it is where the Winograd convolution does not run (off the
     CPU fast path, Winograd disabled) or the collection is there already."""
     if (not isinstance(variables, Mapping) or COLLECTION in variables or "params" not in variables
-            or not (policy.winograd_enabled() and policy.onednn_convs() and build.available())):
+            or not (policy.winograd_enabled() and policy.enabled("fixed_weights") and policy.onednn_convs()
+                    and build.available())):
         return variables
     params = dict(variables["params"])
     transforms = _remembered_transforms(params) if remember else _transforms(params)
