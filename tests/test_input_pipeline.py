@@ -8,7 +8,7 @@ from PIL import Image
 
 from jaxcnn.data.image_io import sample_photos
 from jaxcnn.data.sources import get_source
-from jaxcnn.training import TrainConfig, train
+from jaxcnn.training import OptimizerConfig, TrainConfig, train
 from tests.tiny_model import register
 
 
@@ -31,13 +31,20 @@ def test_train_on_a_folder_with_inception_crops_and_center_eval(tmp_path):
     _photo_folder(tmp_path / "photos")
     src = get_source(f"folder:{tmp_path / 'photos'}", "train")
     assert len(src) == 36 and len(src.skipped) == 1          # the corrupt file is skipped and counted
+    # 6 epochs of 4 steps: over seeds 0-7 the final held-out top-1 was 8/12 to 11/12 (chance: 4/12), the
+    # eval loss 0.45-0.90 (a uniform guess: ln 3 = 1.10), the last logged train loss 0.27-0.60x the first
     cfg = TrainConfig(model="tiny_cnn", dataset=f"folder:{tmp_path / 'photos'}", image_size=32, batch_size=8,
-                      eval_batch_size=8, epochs=1, augment="inception", eval_transform="center",
-                      workdir=str(tmp_path / "run"), log_every_steps=2, checkpoint_every_steps=100)
+                      eval_batch_size=8, epochs=6, augment="inception", eval_transform="center",
+                      optimizer=OptimizerConfig(learning_rate=0.05, momentum=0.9, weight_decay=5e-4, warmup_epochs=1),
+                      workdir=str(tmp_path / "run"), log_every_steps=4, checkpoint_every_steps=100)
     result = train(cfg, progress=False)
-    assert result["step"] == 4 and 0.0 <= result["eval"]["top1"] <= 1.0
+    assert result["step"] == 24
     rows = [json.loads(line) for line in open(result["metrics"])]
     assert any("input_wait" in r for r in rows)                # the loop reports how long it waited for data
+    losses = [r["train/loss"] for r in rows if "train/loss" in r]
+    assert len(losses) == 6 and losses[-1] < 0.75 * losses[0], losses
+    ev = result["eval"]
+    assert ev["top1"] >= 7 / 12 and ev["loss"] < np.log(3), ev   # it learnt the three photos apart
 
 
 def test_shapes_is_a_registered_source():
