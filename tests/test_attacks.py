@@ -152,10 +152,10 @@ def test_adversarial_training_is_a_train_option():
 def test_repeated_calls_reuse_their_compiled_forward(clf):
     """robustness_curve's clean rows, noise_probe and channel_maps compile once per model (and layer), not
     once per call."""
-    from jaxcnn.inputopt import fooling, inspection, robustness
+    from jaxcnn.inputopt import inspection, problem
     model, variables, x, y, _ = clf
     x, y = x[:16], y[:16]
-    fns = (robustness._clean_logits, fooling._probs, inspection._channel_map)
+    fns = (problem.logits, inspection._channel_map)
 
     def calls():
         robustness_curve(model, variables, x, y, epsilons=[0.0])

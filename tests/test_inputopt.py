@@ -178,16 +178,16 @@ def test_bad_input_gives_one_line_errors(classifier):
 def test_argument_checks_trace_the_model_once_per_shape(classifier, monkeypatch):
     # InputOptimizer.run and the attacks check layers and labels against the model's output shapes;
     # those are traced once per (module, variable shapes, image shape), not on every call
-    from jaxcnn.inputopt import optimize
+    from jaxcnn.inputopt import problem
     model, variables, *_ = classifier
     traced = []
-    original = optimize._trace_shapes
-    monkeypatch.setattr(optimize, "_trace_shapes", lambda *a: traced.append(a[2]) or original(*a))
-    optimize._feature_shapes.cache_clear()
-    first = optimize.feature_shapes(model, variables, (3, SIZE, SIZE, 3))
+    original = problem._trace_shapes
+    monkeypatch.setattr(problem, "_trace_shapes", lambda *a: traced.append(a[2]) or original(*a))
+    problem._feature_shapes.cache_clear()
+    first = problem.feature_shapes(model, variables, (3, SIZE, SIZE, 3))
     copy = jax.tree_util.tree_map(lambda a: np.asarray(a) + 1, variables)   # other values, same shapes
-    again = optimize.feature_shapes(model, copy, (3, SIZE, SIZE, 3))
-    other = optimize.feature_shapes(model, variables, (1, 2 * SIZE, 2 * SIZE, 3))
+    again = problem.feature_shapes(model, copy, (3, SIZE, SIZE, 3))
+    other = problem.feature_shapes(model, variables, (1, 2 * SIZE, 2 * SIZE, 3))
     monkeypatch.undo()
     assert traced == [(3, SIZE, SIZE, 3), (1, 2 * SIZE, 2 * SIZE, 3)]
     assert again is first and first[0].shape == (3, 10)

@@ -2,9 +2,9 @@
 
 Every attack takes pixel-space images x (B, H, W, 3) in [0, 1] and their
 true labels (B,), optionally ``target`` labels (targeted: make the model say
-``target``; untargeted: make it say anything but the label), runs as one
-compiled program (``jax.jit`` over ``lax`` loops; a batch that divides over
-the devices is split along a ``("data",)`` mesh) and returns an
+``target``; untargeted: make it say anything but the label), runs compiled
+(the iterative ones by the loop rule of ``problem.Ascent``; a batch that
+divides over the devices is split along a ``("data",)`` mesh) and returns an
 ``AttackResult``: the adversarial images (inside the budget and [0, 1]),
 per-example success, L-inf and L2 perturbation sizes, and the predictions.
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -24,8 +23,7 @@ import numpy as np
 import optax
 
 from jaxcnn import cpu
-from jaxcnn.imagenet import preprocess
-from jaxcnn.inputopt.optimize import batch_sharding, check_images01, feature_shapes
+from jaxcnn.inputopt import problem
 
 
 @dataclasses.dataclass
@@ -43,9 +41,7 @@ class AttackResult:
         return float(np.mean(self.success))
 
 
-def clean_logits(model, variables, x):
-    """float32 logits of pixel-space images (B, H, W, 3) in [0, 1] (eval mode)."""
-    return model.apply(variables, preprocess(x), train=False)[0].astype(jnp.float32)
+clean_logits = problem.logits   # float32 logits of pixel-space images (eval mode), compiled once per model
 
 
 def _loss(model, variables, x, labels, target):
@@ -128,30 +124,6 @@ def _fooled(model, variables, x, labels, target):
     return pred != labels if target is None else pred == target
 
 
-def _validate(model, variables, x, labels, target, eps=None):
-    check_images01(x)
-    x = jnp.asarray(x, jnp.float32)
-    labels = jnp.asarray(labels, jnp.int32).reshape(-1)
-    if labels.shape[0] != x.shape[0]:
-        raise ValueError(f"{x.shape[0]} images but {labels.shape[0]} labels")
-    if eps is not None and (not math.isfinite(float(eps)) or float(eps) < 0):
-        raise ValueError(f"epsilon must be a finite number >= 0, got {eps}")
-    n = feature_shapes(model, variables, (1, *x.shape[1:]))[0].shape[-1]
-    for name, arr in (("label", labels), ("target class", target)):
-        if arr is None:
-            continue
-        a = np.asarray(arr)
-        if a.size and (a.min() < 0 or a.max() >= n):
-            raise ValueError(f"{name} out of range: got {a.min()}..{a.max()}, the model has {n} classes")
-    if target is not None:
-        target = jnp.broadcast_to(jnp.asarray(target, jnp.int32), labels.shape)
-    sharding = batch_sharding(x.shape[0])
-    if sharding is not None:
-        x, labels = jax.device_put(x, sharding), jax.device_put(labels, sharding)
-        target = None if target is None else jax.device_put(target, sharding)
-    return x, labels, target
-
-
 @functools.partial(cpu.jit, static_argnames=("model",))
 def _summary(model, variables, x, adv, labels, target):
     pred = jnp.argmax(clean_logits(model, variables, adv), axis=-1)
@@ -176,8 +148,8 @@ def pgd(model, variables, x, labels, *, eps: float, steps: int = 10, step_size: 
         raise ValueError(f"unknown norm {norm!r}; valid: linf, l2")
     if steps < 1 or restarts < 1:
         raise ValueError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
-    x, labels, target = _validate(model, variables, x, labels, target, eps)
-    variables = cpu.fixed_weights(variables)   # fixed weights: their transforms made once
+    x, labels, target = problem.attack_batch(model, variables, x, labels, target, eps)
+    variables = problem.fixed_weights(variables)   # fixed weights: their transforms made once
     step_size = 2.5 * eps / steps if step_size is None else step_size
     adv = _pgd(model, variables, x, labels, target, jax.random.key(key), jnp.float32(eps), jnp.float32(step_size),
                steps=steps, norm=norm, random_start=random_start, restarts=restarts)
@@ -197,40 +169,42 @@ def bim(model, variables, x, labels, *, eps: float, steps: int = 10, step_size: 
 
 
 # ---------------------------------------------------------------- Carlini-Wagner L2
-@functools.partial(cpu.jit, static_argnames=("model", "steps"))
-def _cw_inner(model, variables, x, labels, target, c, confidence, lr, *, steps):
-    w0 = jnp.arctanh(jnp.clip(x * 2 - 1, -1 + 1e-6, 1 - 1e-6))
-    n = clean_logits(model, variables, x).shape[-1]
-    tx = optax.adam(lr)
+def _cw_margin(model, variables, adv, labels, target, confidence):
+    """max(Z_own - max_other Z, -confidence) (untargeted) or max(max_other Z - Z_target, -confidence)."""
+    z = clean_logits(model, variables, adv)
+    cls = labels if target is None else target
+    own = jnp.take_along_axis(z, cls[:, None], 1)[:, 0]
+    other = jnp.max(jnp.where(jax.nn.one_hot(cls, z.shape[-1]) > 0, -jnp.inf, z), axis=-1)
+    return jnp.maximum(own - other if target is None else other - own, -confidence)
 
-    def margin(adv):
-        z = clean_logits(model, variables, adv)
-        if target is None:
-            own = jnp.take_along_axis(z, labels[:, None], 1)[:, 0]
-            other = jnp.max(jnp.where(jax.nn.one_hot(labels, n) > 0, -jnp.inf, z), axis=-1)
-            return jnp.maximum(own - other, -confidence)
-        own = jnp.take_along_axis(z, target[:, None], 1)[:, 0]
-        other = jnp.max(jnp.where(jax.nn.one_hot(target, n) > 0, -jnp.inf, z), axis=-1)
-        return jnp.maximum(other - own, -confidence)
+
+@cpu.jit
+def _cw_init(x):
+    w0 = jnp.arctanh(jnp.clip(x * 2 - 1, -1 + 1e-6, 1 - 1e-6))
+    return w0, optax.adam(0.0).init(w0), jnp.copy(x), jnp.full((x.shape[0],), jnp.inf)
+
+
+def _cw_step(consts, carry, _, *, model):
+    """One Adam step in tanh space on ||delta||^2 + c * margin, keeping each example's smallest successful
+    perturbation."""
+    variables, x, labels, target, c, confidence, lr = consts
+    w, opt_state, best, best_dist = carry
 
     def loss(w):
         adv = (jnp.tanh(w) + 1) / 2
         dist = jnp.sum(jnp.square(adv - x).reshape(x.shape[0], -1), axis=1)
-        return jnp.sum(dist + c * margin(adv)), (adv, dist)
+        return jnp.sum(dist + c * _cw_margin(model, variables, adv, labels, target, confidence)), (adv, dist)
 
-    def body(carry, _):
-        w, opt_state, best, best_dist = carry
-        (_, (adv, dist)), g = jax.value_and_grad(loss, has_aux=True)(w)
-        ok = _fooled(model, variables, adv, labels, target)
-        better = ok & (dist < best_dist)
-        best = jnp.where(better[:, None, None, None], adv, best)
-        best_dist = jnp.where(better, dist, best_dist)
-        updates, opt_state = tx.update(g, opt_state, w)
-        return (optax.apply_updates(w, updates), opt_state, best, best_dist), None
+    (_, (adv, dist)), g = jax.value_and_grad(loss, has_aux=True)(w)
+    ok = _fooled(model, variables, adv, labels, target)
+    better = ok & (dist < best_dist)
+    best = jnp.where(better[:, None, None, None], adv, best)
+    best_dist = jnp.where(better, dist, best_dist)
+    updates, opt_state = optax.adam(lr).update(g, opt_state, w)
+    return (optax.apply_updates(w, updates), opt_state, best, best_dist), None
 
-    init = (w0, tx.init(w0), x, jnp.full((x.shape[0],), jnp.inf))
-    (_, _, best, best_dist), _ = jax.lax.scan(body, init, None, length=steps)
-    return best, best_dist
+
+_cw_loop = problem.Ascent(_cw_step)
 
 
 def carlini_wagner(model, variables, x, labels, *, target=None, c: float = 1.0, confidence: float = 0.0,
@@ -239,15 +213,16 @@ def carlini_wagner(model, variables, x, labels, *, target=None, c: float = 1.0, 
 
     Returns the smallest-L2 successful perturbation found (the original image where none was).
     """
-    x, labels, target = _validate(model, variables, x, labels, target)
-    variables = cpu.fixed_weights(variables)
+    x, labels, target = problem.attack_batch(model, variables, x, labels, target)
+    variables = problem.fixed_weights(variables)
     b = x.shape[0]
     lo, hi = np.zeros(b), np.full(b, 1e10)
     cs = np.full(b, float(c))
     best, best_dist = np.array(x), np.full(b, np.inf)
     for _ in range(binary_search_steps):
-        adv, dist = _cw_inner(model, variables, x, labels, target, jnp.asarray(cs, jnp.float32),
-                              jnp.float32(confidence), jnp.float32(learning_rate), steps=steps)
+        consts = (variables, x, labels, target, jnp.asarray(cs, jnp.float32), jnp.float32(confidence),
+                  jnp.float32(learning_rate))
+        (_, _, adv, dist), _ = _cw_loop(consts, _cw_init(x), length=steps, model=model)
         adv, dist = np.asarray(adv), np.asarray(dist)
         found = np.isfinite(dist)
         improve = found & (dist < best_dist)
@@ -259,48 +234,54 @@ def carlini_wagner(model, variables, x, labels, *, target=None, c: float = 1.0, 
 
 
 # ---------------------------------------------------------------- DeepFool
-@functools.partial(cpu.jit, static_argnames=("model", "max_iter", "candidates"))
-def _deepfool(model, variables, x, overshoot, *, max_iter, candidates):
+@functools.partial(cpu.jit, static_argnames=("model", "candidates"))
+def _deepfool_init(model, variables, x, *, candidates):
     logits0 = clean_logits(model, variables, x)
-    orig = jnp.argmax(logits0, -1)
     cand = jax.lax.top_k(logits0, candidates)[1]                     # (B, K): the original class first
+    return jnp.argmax(logits0, -1), cand, (jnp.zeros_like(x), jnp.ones(x.shape[0], bool))
 
-    def grads_of(adv):
-        def picked(a, k):
-            return jnp.sum(jnp.take_along_axis(clean_logits(model, variables, a), cand[:, k:k + 1], 1))
-        vals = jnp.take_along_axis(clean_logits(model, variables, adv), cand, 1)         # (B, K)
-        gs = jnp.stack([jax.grad(picked)(adv, k) for k in range(candidates)], 1)   # (B, K, H, W, C)
-        return vals, gs
 
-    def body(_, carry):
-        r_total, active = carry
-        adv = jnp.clip(x + (1 + overshoot) * r_total, 0, 1)
-        vals, gs = grads_of(adv)
-        f = vals[:, 1:] - vals[:, :1]                                   # (B, K-1) <= 0 while not fooled
-        w = gs[:, 1:] - gs[:, :1]
-        wn = jnp.sqrt(jnp.sum(jnp.square(w.reshape(w.shape[0], w.shape[1], -1)), -1)) + 1e-8
-        dist = jnp.abs(f) / wn
-        k = jnp.argmin(dist, axis=1)
-        wk = jnp.take_along_axis(w, k[:, None, None, None, None], 1)[:, 0]
-        step = (jnp.take_along_axis(dist, k[:, None], 1)[:, 0] + 1e-4) / jnp.take_along_axis(wn, k[:, None], 1)[:, 0]
-        r = step[:, None, None, None] * wk
-        pred = jnp.argmax(clean_logits(model, variables, adv), -1)
-        active = active & (pred == orig)
-        return r_total + jnp.where(active[:, None, None, None], r, 0.0), active
+def _deepfool_step(consts, carry, _, *, model, candidates):
+    """One linearisation: the smallest L2 step to the nearest candidate's boundary, for examples still
+    classified as their original class."""
+    variables, x, overshoot, orig, cand = consts
+    r_total, active = carry
+    adv = jnp.clip(x + (1 + overshoot) * r_total, 0, 1)
 
-    r_total, _ = jax.lax.fori_loop(0, max_iter, body, (jnp.zeros_like(x), jnp.ones(x.shape[0], bool)))
-    return jnp.clip(x + (1 + overshoot) * r_total, 0, 1)
+    def picked(a, k):
+        return jnp.sum(jnp.take_along_axis(clean_logits(model, variables, a), cand[:, k:k + 1], 1))
+
+    vals = jnp.take_along_axis(clean_logits(model, variables, adv), cand, 1)          # (B, K)
+    gs = jnp.stack([jax.grad(picked)(adv, k) for k in range(candidates)], 1)    # (B, K, H, W, C)
+    f = vals[:, 1:] - vals[:, :1]                                   # (B, K-1) <= 0 while not fooled
+    w = gs[:, 1:] - gs[:, :1]
+    wn = jnp.sqrt(jnp.sum(jnp.square(w.reshape(w.shape[0], w.shape[1], -1)), -1)) + 1e-8
+    dist = jnp.abs(f) / wn
+    k = jnp.argmin(dist, axis=1)
+    wk = jnp.take_along_axis(w, k[:, None, None, None, None], 1)[:, 0]
+    step = (jnp.take_along_axis(dist, k[:, None], 1)[:, 0] + 1e-4) / jnp.take_along_axis(wn, k[:, None], 1)[:, 0]
+    r = step[:, None, None, None] * wk
+    pred = jnp.argmax(clean_logits(model, variables, adv), -1)
+    active = active & (pred == orig)
+    return (r_total + jnp.where(active[:, None, None, None], r, 0.0), active), None
+
+
+_deepfool_loop = problem.Ascent(_deepfool_step)
 
 
 def deepfool(model, variables, x, labels, *, max_iter: int = 50, overshoot: float = 0.02,
              candidates: int = 10) -> AttackResult:
     """DeepFool (Moosavi-Dezfooli et al. 2016): the smallest L2 step to the nearest linearised boundary,
     repeated until the prediction changes; ``candidates`` highest-scoring classes are considered. Untargeted."""
-    x, labels, _ = _validate(model, variables, x, labels, None)
-    variables = cpu.fixed_weights(variables)
-    n = jax.eval_shape(lambda v, x: clean_logits(model, v, x), variables, x).shape[-1]
-    adv = _deepfool(model, variables, x, jnp.float32(overshoot), max_iter=max_iter, candidates=min(candidates, n))
-    return _result(model, variables, x, adv, labels, None)
+    x, labels, _ = problem.attack_batch(model, variables, x, labels)
+    variables = problem.fixed_weights(variables)
+    k = min(candidates, problem.num_classes(model, variables, x.shape))
+    orig, cand, carry = _deepfool_init(model, variables, x, candidates=k)
+    # every example off its original class: the remaining steps would add nothing
+    settled = lambda carry, *_: not bool(jnp.any(carry[1]))
+    (r_total, _), _ = _deepfool_loop((variables, x, jnp.float32(overshoot), orig, cand), carry, length=max_iter,
+                                     after=settled, model=model, candidates=k)
+    return _result(model, variables, x, jnp.clip(x + (1 + overshoot) * r_total, 0, 1), labels, None)
 
 
 ATTACKS = {"fgsm": fgsm, "bim": bim, "pgd": pgd, "cw": carlini_wagner, "deepfool": deepfool}

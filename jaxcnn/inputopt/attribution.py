@@ -12,7 +12,9 @@ re-evaluated with every ``relu`` replaced by a ReLU carrying the chosen VJP.
 
 A *unit* is any ``jaxcnn.inputopt.objectives`` objective (``neuron``,
 ``channel``, ``class_logit`` ...), so the same objects name what to explain
-and what to optimise.
+and what to optimise. Integrated gradients and SmoothGrad sum gradients over
+a path or over noise with ``problem.Ascent`` (one compiled gradient per call
+on the CPU fast path, one ``lax.scan`` elsewhere).
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from jax.extend import core as jcore
 
 from jaxcnn import cpu
 from jaxcnn.imagenet import preprocess
+from jaxcnn.inputopt import problem
 from jaxcnn.inputopt.objectives import Objective
-from jaxcnn.inputopt.optimize import check_images01, check_objective, feature_shapes
 
 METHODS = ("saliency", "deconvnet", "guided")
 
@@ -104,10 +106,7 @@ def input_gradient(model, variables, images, unit: Objective, method: str = "sal
     """d unit / d image for images (B, H, W, 3) in [0, 1] -> (B, H, W, 3), with ``method``'s ReLU rule."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
-    check_images01(images)
-    x = jnp.asarray(images, jnp.float32)
-    logits, features = feature_shapes(model, variables, x.shape)
-    check_objective(unit, logits.shape, features)
+    x = problem.check_unit(model, variables, images, unit)
     return _gradient(model, variables, x, unit, method)
 
 
@@ -132,45 +131,36 @@ def integrated_gradients(model, variables, images, unit: Objective, *, baseline=
     Completeness: attributions sum to about unit(x) - unit(x0); baseline
     defaults to a black image.
     """
-    check_images01(images)
-    x = jnp.asarray(images, jnp.float32)
+    x = problem.check_unit(model, variables, images, unit)
     x0 = jnp.zeros_like(x) if baseline is None else jnp.broadcast_to(jnp.asarray(baseline, jnp.float32), x.shape)
-    logits, features = feature_shapes(model, variables, x.shape)
-    check_objective(unit, logits.shape, features)
-    return _ig(model, variables, x, x0, unit, steps=steps)
-
-
-@functools.partial(cpu.jit, static_argnames=("model", "steps"))
-def _ig(model, variables, x, x0, unit, *, steps):
-    grad = jax.grad(_score_fn(model, variables, unit))
-
-    def body(total, alpha):
-        return total + grad(x0 + alpha * (x - x0)), None
-
     alphas = (jnp.arange(steps, dtype=jnp.float32) + 0.5) / steps
-    total, _ = jax.lax.scan(body, jnp.zeros_like(x), alphas)
+    total, _ = _ig_loop((variables, x, x0, unit), jnp.zeros_like(x), alphas, model=model)
     return (x - x0) * total / steps
+
+
+def _ig_step(consts, total, alpha, *, model):
+    variables, x, x0, unit = consts
+    return total + jax.grad(_score_fn(model, variables, unit))(x0 + alpha * (x - x0)), None
+
+
+_ig_loop = problem.Ascent(_ig_step)
 
 
 def smoothgrad(model, variables, images, unit: Objective, *, samples: int = 32, sigma: float = 0.15,
                key: int = 0) -> jax.Array:
     """Smilkov et al. 2017: the mean gradient over ``samples`` copies with N(0, sigma^2) pixel noise."""
-    check_images01(images)
-    x = jnp.asarray(images, jnp.float32)
-    logits, features = feature_shapes(model, variables, x.shape)
-    check_objective(unit, logits.shape, features)
-    return _smooth(model, variables, x, unit, jax.random.key(key), jnp.float32(sigma), samples=samples)
-
-
-@functools.partial(cpu.jit, static_argnames=("model", "samples"))
-def _smooth(model, variables, x, unit, key, sigma, *, samples):
-    grad = jax.grad(_score_fn(model, variables, unit))
-
-    def body(total, k):
-        return total + grad(x + sigma * jax.random.normal(k, x.shape)), None
-
-    total, _ = jax.lax.scan(body, jnp.zeros_like(x), jax.random.split(key, samples))
+    x = problem.check_unit(model, variables, images, unit)
+    keys = jax.random.split(jax.random.key(key), samples)
+    total, _ = _smooth_loop((variables, x, unit, jnp.float32(sigma)), jnp.zeros_like(x), keys, model=model)
     return total / samples
+
+
+def _smooth_step(consts, total, k, *, model):
+    variables, x, unit, sigma = consts
+    return total + jax.grad(_score_fn(model, variables, unit))(x + sigma * jax.random.normal(k, x.shape)), None
+
+
+_smooth_loop = problem.Ascent(_smooth_step)
 
 
 # ---------------------------------------------------------------- occlusion (Zeiler & Fergus)
@@ -189,7 +179,7 @@ def occlusion(model, variables, image, label: int, *, size: int, stride: int, fi
 
     All positions run as batched compiled forwards of ``batch`` occluded copies.
     """
-    check_images01(jnp.asarray(image)[None])
+    problem.check_images01(np.asarray(image)[None])
     h, w, _ = np.shape(image)
     ys, xs = occlusion_positions(h, w, size, stride)
     corners = np.stack(np.meshgrid(ys, xs, indexing="ij"), -1).reshape(-1, 2).astype(np.int32)
@@ -209,5 +199,4 @@ def _occluded_probs(model, variables, image, corners, label, fill, *, size):
     cy, cx = corners[:, 0, None, None], corners[:, 1, None, None]
     inside = (yy >= cy) & (yy < cy + size) & (xx >= cx) & (xx < cx + size)
     x = jnp.where(inside[..., None], fill, image[None])
-    logits = model.apply(variables, preprocess(x), train=False)[0].astype(jnp.float32)
-    return jax.nn.softmax(logits, axis=-1)[:, label]
+    return jax.nn.softmax(problem.logits(model, variables, x), axis=-1)[:, label]

@@ -21,7 +21,8 @@ import numpy as np
 from jaxcnn.imagenet import preprocess
 
 from jaxcnn.inputopt import objectives as O
-from jaxcnn.inputopt.optimize import InputOptimizer, Result, check_images01, evaluate
+from jaxcnn.inputopt.optimize import InputOptimizer, Result, evaluate
+from jaxcnn.inputopt.problem import check_images01
 from jaxcnn.inputopt.transforms import Jitter, standard_transforms
 
 

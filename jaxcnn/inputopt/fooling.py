@@ -3,8 +3,8 @@
 ``fool_gradient``: gradient ascent on log p(class) from noise (pixels, no
   regulariser), one image per class in one compiled loop.
 ``fool_evolution``: no gradients. A population per class evolves on device
-  (one ``lax.scan`` over generations; every generation is one batched forward
-  pass of classes x population): the best quarter survive unchanged and the
+  (generations run by ``problem.Ascent``; every generation is one batched
+  forward pass of classes x population): the best quarter survive unchanged and the
   rest are mutated copies of survivors. Two encodings: ``direct`` (the genome
   is the pixels; a random 10% of values get Gaussian noise) and ``cppn``
   (a compositional pattern-producing network: the genome is the weights of a
@@ -25,9 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn import cpu
-from jaxcnn.imagenet import preprocess
-from jaxcnn.inputopt import objectives as O
-from jaxcnn.inputopt.optimize import InputOptimizer, check_images01, feature_shapes
+from jaxcnn.inputopt import objectives as O, problem
+from jaxcnn.inputopt.optimize import InputOptimizer
 from jaxcnn.inputopt.param import Pixels
 
 
@@ -40,17 +39,13 @@ class FoolingResult:
     history: np.ndarray
 
 
-@functools.partial(cpu.jit, static_argnames=("model",))    # once per model, not per call
 def _probs(model, variables, x):
-    return jax.nn.softmax(model.apply(variables, preprocess(x), train=False)[0].astype(jnp.float32), axis=-1)
+    return jax.nn.softmax(problem.logits(model, variables, x), axis=-1)
 
 
 def _check_classes(model, variables, labels, size) -> jax.Array:
     labels = jnp.asarray(labels, jnp.int32).reshape(-1)
-    n = feature_shapes(model, variables, (1, size, size, 3))[0].shape[-1]
-    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= n):
-        raise ValueError(f"target class out of range: got {int(labels.min())}..{int(labels.max())}, "
-                         f"the model has {n} classes")
+    problem.check_classes(labels, problem.num_classes(model, variables, (1, size, size, 3)))
     return labels
 
 
@@ -107,38 +102,52 @@ def _render(encoding, genome, size):
     return genome if encoding == "direct" else _cppn_image(genome, size)
 
 
-@functools.partial(cpu.jit, static_argnames=("model", "encoding", "size", "population", "generations"))
-def _evolve(model, variables, labels, key, *, encoding, size, population, generations):
+def _fitness(model, variables, labels, pop, *, encoding, size, population):
+    """p(label) of every member: (C, N), one batched forward of all C x N images."""
     c = labels.shape[0]
-    survivors = max(1, population // 4)
+    imgs = jax.vmap(jax.vmap(lambda g: _render(encoding, g, size)))(pop).reshape(c * population, size, size, 3)
+    p = _probs(model, variables, imgs).reshape(c, population, -1)
+    return jnp.take_along_axis(p, labels[:, None, None], axis=2)[..., 0]
+
+
+@functools.partial(cpu.jit, static_argnames=("model", "encoding", "size", "population"))
+def _populations(model, variables, labels, key, *, encoding, size, population):
+    c = labels.shape[0]
     k0, key = jax.random.split(key)
     init = jax.vmap(jax.vmap(lambda k: _init_genome(encoding, k, size)))(
         jax.random.split(k0, c * population).reshape(c, population))
-    render = jax.vmap(jax.vmap(lambda g: _render(encoding, g, size)))
+    fit = _fitness(model, variables, labels, init, encoding=encoding, size=size, population=population)
+    return (init, fit), key
 
-    def fitness(pop):
-        imgs = render(pop).reshape(c * population, size, size, 3)
-        p = _probs(model, variables, imgs).reshape(c, population, -1)
-        return jnp.take_along_axis(p, labels[:, None, None], axis=2)[..., 0]     # (C, N)
 
-    def generation(carry, k):
-        pop, fit = carry
-        order = jnp.argsort(-fit, axis=1)
-        take = lambda a, idx: jax.tree.map(lambda x: jnp.take_along_axis(
-            x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1), a)
-        elite = take(pop, order[:, :survivors])
-        ks, km = jax.random.split(k)
-        parents = jax.random.randint(ks, (c, population - survivors), 0, survivors)
-        children = jax.vmap(jax.vmap(lambda g, kk: _mutate(encoding, g, kk)))(
-            take(elite, parents), jax.random.split(km, c * (population - survivors)).reshape(c, population - survivors))
-        pop = jax.tree.map(lambda e, ch: jnp.concatenate([e, ch], axis=1), elite, children)
-        fit = fitness(pop)
-        return (pop, fit), jnp.max(fit, axis=1)
+def _generation(consts, carry, k, *, model, encoding, size, population):
+    """The best quarter of each population survives; the rest are mutated copies of survivors."""
+    variables, labels = consts
+    pop, fit = carry
+    c = labels.shape[0]
+    survivors = max(1, population // 4)
+    order = jnp.argsort(-fit, axis=1)
+    take = lambda a, idx: jax.tree.map(lambda x: jnp.take_along_axis(
+        x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1), a)
+    elite = take(pop, order[:, :survivors])
+    ks, km = jax.random.split(k)
+    parents = jax.random.randint(ks, (c, population - survivors), 0, survivors)
+    children = jax.vmap(jax.vmap(lambda g, kk: _mutate(encoding, g, kk)))(
+        take(elite, parents), jax.random.split(km, c * (population - survivors)).reshape(c, population - survivors))
+    pop = jax.tree.map(lambda e, ch: jnp.concatenate([e, ch], axis=1), elite, children)
+    fit = _fitness(model, variables, labels, pop, encoding=encoding, size=size, population=population)
+    return (pop, fit), jnp.max(fit, axis=1)
 
-    (pop, fit), history = jax.lax.scan(generation, (init, fitness(init)), jax.random.split(key, generations))
+
+_evolution = problem.Ascent(_generation)
+
+
+@functools.partial(cpu.jit, static_argnames=("encoding", "size"))
+def _winners(pop, fit, *, encoding, size):
+    c = fit.shape[0]
     best = jnp.argmax(fit, axis=1)
     winner = jax.tree.map(lambda x: jnp.take_along_axis(x, best.reshape((c, 1) + (1,) * (x.ndim - 2)), 1)[:, 0], pop)
-    return jax.vmap(lambda g: _render(encoding, g, size))(winner), jnp.max(fit, axis=1), history
+    return jax.vmap(lambda g: _render(encoding, g, size))(winner), jnp.max(fit, axis=1)
 
 
 def fool_evolution(model, variables, labels, *, size: int, encoding: str = "direct", population: int = 64,
@@ -149,8 +158,11 @@ def fool_evolution(model, variables, labels, *, size: int, encoding: str = "dire
     if population < 2 or generations < 1:
         raise ValueError(f"population must be >= 2 and generations >= 1, got {population}, {generations}")
     labels = _check_classes(model, variables, labels, size)
-    images, conf, history = _evolve(model, variables, labels, jax.random.key(key), encoding=encoding, size=size,
-                                    population=population, generations=generations)
+    settings = {"encoding": encoding, "size": size, "population": population}
+    carry, key = _populations(model, variables, labels, jax.random.key(key), **settings)
+    (pop, fit), history = _evolution((variables, labels), carry, jax.random.split(key, generations), model=model,
+                                     **settings)
+    images, conf = _winners(pop, fit, encoding=encoding, size=size)
     return FoolingResult(images, np.asarray(conf), np.asarray(history))
 
 
@@ -162,7 +174,7 @@ def noise_probe(model, variables, real_images, *, n: int = 256, key: int = 0, ke
     fraction of noise images that pass it (a detector that thresholds
     confidence lets these through).
     """
-    check_images01(real_images)
+    problem.check_images01(real_images)
     shape = (n, *np.shape(real_images)[1:])
     noise = jnp.clip(0.5 + 0.25 * jax.random.normal(jax.random.key(key), shape), 0, 1)
     p_noise = np.asarray(_probs(model, variables, noise))

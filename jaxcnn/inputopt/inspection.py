@@ -25,8 +25,7 @@ import numpy as np
 
 from jaxcnn import cpu
 from jaxcnn.imagenet import preprocess
-from jaxcnn.inputopt import objectives as O
-from jaxcnn.inputopt.optimize import check_images01, feature_shapes
+from jaxcnn.inputopt import objectives as O, problem
 
 
 @dataclasses.dataclass
@@ -44,8 +43,8 @@ class TopPatches:
 def channel_maps(model, variables, images, layer: str, channel: int, *, batch: int = 128,
                  progress: bool = False) -> np.ndarray:
     """(N, h, w) activation maps of one channel over images (N, H, W, 3) in [0, 1]."""
-    check_images01(images)
-    _, feats = feature_shapes(model, variables, (1, *np.shape(images)[1:]))
+    problem.check_images01(images)
+    _, feats = problem.feature_shapes(model, variables, (1, *np.shape(images)[1:]))
     if layer not in feats:
         raise ValueError(f"the model has no layer {layer!r}; valid: {', '.join(feats)}")
     if feats[layer].ndim != 4 or not 0 <= channel < feats[layer].shape[-1]:

@@ -3,8 +3,8 @@
 Training maximises E[log p(target | A(patch, x, l, s, r))] over images x of
 a set and random placements: location l, size s (a fraction of the image
 side) and rotation r ("expectation over transformation"), with Adam on the
-patch pixels, clipped to [0, 1]. The whole training is one compiled
-``lax.scan``. ``apply_patch`` pastes a patch at random placements;
+patch pixels, clipped to [0, 1], run by ``problem.Ascent`` (one compiled
+step per call on the CPU fast path, one ``lax.scan`` elsewhere). ``apply_patch`` pastes a patch at random placements;
 ``patch_success`` measures how often held-out images become ``target``.
 """
 
@@ -19,8 +19,7 @@ import optax
 from jax.scipy.ndimage import map_coordinates
 
 from jaxcnn import cpu
-from jaxcnn.imagenet import preprocess
-from jaxcnn.inputopt.optimize import check_images01, feature_shapes
+from jaxcnn.inputopt import problem
 
 
 def _place_one(image, patch, key, scale, max_degrees):
@@ -49,61 +48,60 @@ def apply_patch(images, patch, key, *, scale=(0.3, 0.5), max_degrees: float = 45
     return _apply_patch(images, patch, key, scale=tuple(scale), max_degrees=float(max_degrees))
 
 
-@functools.partial(cpu.jit, static_argnames=("scale", "max_degrees"))   # op by op: 1.5 s for 128 digits
+@functools.partial(cpu.jit, static_argnames=("scale", "max_degrees"))   # one program, not op by op
 def _apply_patch(images, patch, key, *, scale, max_degrees):
     keys = jax.random.split(key, images.shape[0])
     return jax.vmap(_place_one, in_axes=(0, None, 0, None, None))(images, patch, keys, scale, max_degrees)
 
 
-@functools.partial(cpu.jit, static_argnames=("model", "steps", "batch_size", "scale", "max_degrees", "patch_size"))
-def _train(model, variables, images, target, key, lr, *, steps, batch_size, scale, max_degrees, patch_size):
-    tx = optax.adam(lr)
+@functools.partial(cpu.jit, static_argnames=("patch_size",))
+def _init(key, *, patch_size):
     k0, key = jax.random.split(key)
     patch = jax.random.uniform(k0, (patch_size, patch_size, 3))
+    return (patch, optax.adam(0.0).init(patch)), key
+
+
+def _step(consts, carry, k, *, model, batch_size, scale, max_degrees):
+    """One Adam step on the patch over a random batch of the images, each at a random placement."""
+    variables, images, target, lr = consts
+    patch, opt_state = carry
 
     def loss(patch, idx, k):
         x = apply_patch(images[idx], patch, k, scale=scale, max_degrees=max_degrees)
-        logits = model.apply(variables, preprocess(x), train=False)[0].astype(jnp.float32)
+        logits = problem.logits(model, variables, x)
         return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, jnp.full((x.shape[0],), target)))
 
-    def step(carry, k):
-        patch, opt_state = carry
-        ki, kp = jax.random.split(k)
-        idx = jax.random.randint(ki, (batch_size,), 0, images.shape[0])
-        value, g = jax.value_and_grad(loss)(patch, idx, kp)
-        updates, opt_state = tx.update(g, opt_state, patch)
-        return (jnp.clip(optax.apply_updates(patch, updates), 0, 1), opt_state), value
+    ki, kp = jax.random.split(k)
+    idx = jax.random.randint(ki, (batch_size,), 0, images.shape[0])
+    value, g = jax.value_and_grad(loss)(patch, idx, kp)
+    updates, opt_state = optax.adam(lr).update(g, opt_state, patch)
+    return (jnp.clip(optax.apply_updates(patch, updates), 0, 1), opt_state), value
 
-    (patch, _), losses = jax.lax.scan(step, (patch, tx.init(patch)), jax.random.split(key, steps))
-    return patch, losses
+
+_loop = problem.Ascent(_step)
 
 
 def train_patch(model, variables, images, target: int, *, patch_size: int | None = None, steps: int = 500,
                 batch_size: int = 16, learning_rate: float = 0.05, scale=(0.3, 0.5), max_degrees: float = 45.0,
                 key: int = 0):
     """A universal patch (P, P, 3) for ``target`` trained over ``images`` (N, H, W, 3); returns (patch, losses)."""
-    check_images01(images, "patch training images")
-    n = _num_classes(model, variables, images)
-    if not 0 <= int(target) < n:
-        raise ValueError(f"target class out of range: {target}, the model has {n} classes")
+    problem.check_images01(images, "patch training images")
+    problem.check_classes(int(target), problem.num_classes(model, variables, np.shape(images)))
     if not 0 < scale[0] <= scale[1] <= 1:
         raise ValueError(f"patch scale must satisfy 0 < min <= max <= 1 (fractions of the image side), got {scale}")
     patch_size = patch_size or max(4, int(images.shape[1] * scale[1]))
-    variables = cpu.fixed_weights(variables)   # fixed weights: their kernels' transforms made once
-    patch, losses = _train(model, variables, jnp.asarray(images, jnp.float32), jnp.int32(target), jax.random.key(key),
-                           jnp.float32(learning_rate), steps=steps, batch_size=batch_size, scale=tuple(scale),
-                           max_degrees=float(max_degrees), patch_size=patch_size)
+    variables = problem.fixed_weights(variables)
+    carry, key = _init(jax.random.key(key), patch_size=patch_size)
+    consts = (variables, jnp.asarray(images, jnp.float32), jnp.int32(target), jnp.float32(learning_rate))
+    (patch, _), losses = _loop(consts, carry, jax.random.split(key, steps), model=model, batch_size=batch_size,
+                               scale=tuple(scale), max_degrees=float(max_degrees))
     return patch, np.asarray(losses)
-
-
-def _num_classes(model, variables, images) -> int:
-    return feature_shapes(model, variables, (1, *np.shape(images)[1:]))[0].shape[-1]
 
 
 def patch_success(model, variables, images, labels, patch, target: int, *, key: int = 0, scale=(0.3, 0.5),
                   max_degrees: float = 45.0) -> dict[str, float]:
     """Target rate with and without the patch over images whose label is not ``target`` (random placements)."""
-    check_images01(images)
+    problem.check_images01(images)
     keep = np.asarray(labels) != target
     x = jnp.asarray(images, jnp.float32)[keep]
     patched = apply_patch(x, jnp.asarray(patch), jax.random.key(key), scale=tuple(scale), max_degrees=max_degrees)
@@ -111,6 +109,5 @@ def patch_success(model, variables, images, labels, patch, target: int, *, key: 
             "target_rate_patched": float(jnp.mean(_predict(model, variables, patched) == target))}
 
 
-@functools.partial(cpu.jit, static_argnames=("model",))
 def _predict(model, variables, x):
-    return jnp.argmax(model.apply(variables, preprocess(x), train=False)[0], -1)
+    return np.argmax(np.asarray(problem.logits(model, variables, x)), -1)

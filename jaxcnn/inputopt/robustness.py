@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import jax
 import numpy as np
 
-from jaxcnn import cpu
-from jaxcnn.inputopt.attacks import ATTACKS, clean_logits
-
-
-_clean_logits = cpu.jit(clean_logits, static_argnames=("model",))   # once per model, not per call
+from jaxcnn.inputopt import problem
+from jaxcnn.inputopt.attacks import ATTACKS
 
 
 def robustness_curve(model, variables, images, labels, *, attack: str = "pgd", epsilons: Sequence[float],
@@ -29,7 +25,7 @@ def robustness_curve(model, variables, images, labels, *, attack: str = "pgd", e
         for i in range(0, len(images), batch_size):
             x, y = images[i:i + batch_size], labels[i:i + batch_size]
             if eps == 0:
-                correct.append(np.argmax(np.asarray(_clean_logits(model, variables, x)), -1) == y)
+                correct.append(np.argmax(np.asarray(problem.logits(model, variables, x)), -1) == y)
             else:
                 res = ATTACKS[attack](model, variables, x, y, eps=float(eps), **attack_options)
                 correct.append(res.predictions == y)

@@ -20,7 +20,8 @@ import numpy as np
 
 from jaxcnn.imagenet import preprocess
 from jaxcnn.inputopt import objectives as O
-from jaxcnn.inputopt.optimize import InputOptimizer, Result, check_images01, evaluate
+from jaxcnn.inputopt.optimize import InputOptimizer, Result, evaluate
+from jaxcnn.inputopt.problem import check_images01
 
 CONTENT_LAYER = "conv4_2"
 STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
