@@ -1,5 +1,5 @@
-"""The float32/bfloat16 style-transfer, DeepDream and PGD loops of ``inputopt_vs_torch.py``, for the benchmarks
-that time or profile one alone: style transfer on VGG-19 (random weights, content astronaut, style coffee,
+"""The float32/bfloat16 style-transfer, DeepDream and PGD loops of ``benchmarks.inputopt_vs_torch``, for the
+benchmarks that time or profile one alone: style transfer on VGG-19 (random weights, content astronaut, style coffee,
 Adam on the pixels), DeepDream on GoogLeNet (inception4c, normalised-gradient ascent, jitter 16), and
 PGD on ResNet-18 (batch 8, random images)."""
 

@@ -17,35 +17,29 @@ sides, jaxcnn runs each workload with the model computing in bfloat16 (``dtype="
 objectives, Gram matrices and the image stay float32) and PyTorch under bfloat16 autocast, by
 default only where the CPU multiplies bfloat16 natively (``--dtypes``).
 
-Run (needs torch + torchvision beside jaxcnn; see benchmarks/README.md):
-    python benchmarks/inputopt_vs_torch.py --size 128 --steps 10 --repeats 3
-Writes benchmarks/results/inputopt_vs_torch.json and prints a Markdown table.
+PyTorch runs in ``--torch-python`` (or ``$JAXCNN_TORCH_PYTHON``, or this Python if it has torch):
+
+    python -m benchmarks.inputopt_vs_torch --size 128 --steps 10 --repeats 3
+
+Writes benchmarks/results/inputopt_vs_torch_SIZE.MACHINE.json and prints a Markdown table.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from worker import Worker, serve  # noqa: E402
+from benchmarks import harness
+from benchmarks.worker import Worker, serve
+
+MODULE = "benchmarks.inputopt_vs_torch"
 
 STYLE = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")    # jaxcnn's style layers (torch_loops.STYLE)
 _runs: dict = {}     # the worker's runs: label -> a function running the whole loop
-
-
-def _time(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def jax_worker() -> None:
@@ -82,10 +76,11 @@ def jax_worker() -> None:
             content_obj, style_obj = style_objectives(vgg, v_vgg, content, [style_img])
             if dtype == "float32":   # PyTorch's targets: the float32 ones
                 save(os.path.join(tmp, "vgg19.npz"), v_vgg, content_target=np.asarray(content_obj.terms[0].params),
-                     **{f"gram_{l}": np.asarray(t.params) for l, t in zip(STYLE, style_obj.terms)})
+                     **{f"gram_{name}": np.asarray(t.params) for name, t in zip(STYLE, style_obj.terms)})
             objective = content_obj + 1e3 * style_obj
             opt = InputOptimizer(vgg, v_vgg, steps=steps, optimizer="adam", learning_rate=0.02, shard=False)
-            _runs[f"style {dtype}"] = lambda opt=opt, o=objective: jax.block_until_ready(opt.run(o, content[None]).images)
+            _runs[f"style {dtype}"] = lambda opt=opt, o=objective: jax.block_until_ready(
+                opt.run(o, content[None]).images)
             net = jaxcnn.create_model("googlenet", aux_logits=False, dtype=dtype)
             dream = InputOptimizer(net, v_net, steps=steps, optimizer="normalized_sgd", learning_rate=0.01,
                                    transforms=(Jitter(16),), shard=False)
@@ -96,18 +91,18 @@ def jax_worker() -> None:
                 pgd(m, v_r18, xb, yb, eps=4 / 255, steps=steps).images)
         compile_s = {}
         for label, fn in _runs.items():     # compile: the first call minus a warm one
-            first = _time(fn)
-            compile_s[label] = max(first - _time(fn), 0.0)
-        return {"compile_s": compile_s, "jax": jax.__version__, "device": jax.devices()[0].device_kind}
+            first = harness.timed_once(fn)
+            compile_s[label] = max(first - harness.timed_once(fn), 0.0)
+        return {"compile_s": compile_s, "versions": harness.versions()}
 
-    serve({"setup": setup, "time": lambda label: {"seconds": _time(_runs[label])}})
+    serve({"setup": setup, "time": lambda label: {"seconds": harness.timed_once(_runs[label])}})
 
 
 def torch_worker() -> None:
     import torch
     import torchvision
 
-    import torch_loops as T
+    from benchmarks import torch_loops as T
     assert T.STYLE == STYLE
     torch.set_num_threads(os.cpu_count() or 1)
 
@@ -119,7 +114,7 @@ def torch_worker() -> None:
         vgg = T.load_model("vgg19", vgg_file)
         saved = np.load(vgg_file)
         target = torch.from_numpy(saved["content_target"].transpose(0, 3, 1, 2).copy())
-        grams = {l: torch.from_numpy(saved[f"gram_{l}"]) for l in STYLE}
+        grams = {name: torch.from_numpy(saved[f"gram_{name}"]) for name in STYLE}
         net = T.load_model("googlenet", os.path.join(tmp, "googlenet.npz"), aux_logits=False, init_weights=False)
         r18 = T.load_model("resnet18", os.path.join(tmp, "resnet18.npz"))
         gen = torch.Generator().manual_seed(0)
@@ -138,15 +133,17 @@ def torch_worker() -> None:
             fn()
         return {"torch": torch.__version__, "torchvision": torchvision.__version__}
 
-    serve({"setup": setup, "time": lambda label: {"seconds": _time(_runs[label])}})
+    serve({"setup": setup, "time": lambda label: {"seconds": harness.timed_once(_runs[label])}})
 
 
 NAMES = {"style": "style transfer (VGG-19, Adam)", "dream": "DeepDream (GoogLeNet inception4c)",
          "pgd": "PGD (ResNet-18, batch {batch})"}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> str | None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ap = harness.parser(MODULE, __doc__, keep_heap_option=False)
+    harness.add_torch_python(ap)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
@@ -154,15 +151,13 @@ def main() -> None:
     ap.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"],
                     help="default: both where the CPU multiplies bfloat16 natively (AVX512-BF16, AMX), else "
                          "float32 (PyTorch's emulated bfloat16 autocast runs several times slower than float32)")
-    ap.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "inputopt_vs_torch.json"))
-    args = ap.parse_args()
+    ap.add_argument("--worker", choices=["jax", "torch"], help="(internal) serve one framework's loops")
+    args = ap.parse_args(argv)
     if args.worker:
         return jax_worker() if args.worker == "jax" else torch_worker()
-    from models_vs_torch import _cpu_has_bf16
-    dtypes = args.dtypes or (["float32", "bfloat16"] if _cpu_has_bf16() else ["float32"])
-    script = os.path.abspath(__file__)
-    jw, tw = Worker(script, "jax"), Worker(script, "torch")
+    dtypes = args.dtypes or (["float32", "bfloat16"] if harness.bf16_native() else ["float32"])
+    torch_python = harness.torch_python(args.torch_python)
+    jw, tw = Worker(MODULE, "jax"), Worker(MODULE, "torch", torch_python)
     with tempfile.TemporaryDirectory() as tmp:
         js = jw("setup", size=args.size, steps=args.steps, batch=args.batch, tmp=tmp, dtypes=dtypes)
         ts = tw("setup", size=args.size, steps=args.steps, batch=args.batch, tmp=tmp, dtypes=dtypes)
@@ -183,31 +178,19 @@ def main() -> None:
                      "jax_s_per_step": j / args.steps, "torch_s_per_step": t / args.steps, "speed_ratio": t / j,
                      "speed_ratio_vs_torch_f32": t32 / j, "jax_compile_s": js["compile_s"][label],
                      "jax_runs_s": times["jax", label], "torch_runs_s": times["torch", label]})
-    meta = {"cpu": _cpu_name(), "cores": os.cpu_count(), "jax": js["jax"], "device": js["device"],
-            "torch": ts["torch"], "torchvision": ts["torchvision"], "size": args.size, "steps": args.steps,
-            "repeats": args.repeats,
-            "command": f"python benchmarks/inputopt_vs_torch.py --size {args.size} --steps {args.steps} "
-                       f"--repeats {args.repeats} --batch {args.batch} --dtypes {' '.join(dtypes)}"}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    print(f"\n{meta['cpu']}; jax {meta['jax']}, torch {meta['torch']}; {args.size} px, {args.steps} steps\n")
+    versions = {**js["versions"], "torch": ts["torch"], "torchvision": ts["torchvision"]}
+    meta = {"size": args.size, "steps": args.steps, "repeats": args.repeats, "batch": args.batch, "dtypes": dtypes}
+    path = harness.write_result(f"inputopt_vs_torch_{args.size}", MODULE, argv, rows, out=args.out,
+                                settings=harness.settings(args), extra={"meta": meta}, known_versions=versions)
+    cpu = harness.machine()["cpu"]
+    print(f"\n{cpu}; jax {versions['jax']}, torch {versions['torch']}; {args.size} px, {args.steps} steps\n")
     print("| workload | dtype (jaxcnn model / PyTorch autocast) | jaxcnn s/step | PyTorch s/step | jaxcnn / PyTorch "
           "same dtype | jaxcnn / PyTorch f32 | jaxcnn compile s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['workload']} | {r['dtype']} | {r['jax_s_per_step']:.3f} | {r['torch_s_per_step']:.3f} | "
               f"{r['speed_ratio']:.2f}x | {r['speed_ratio_vs_torch_f32']:.2f}x | {r['jax_compile_s']:.1f} |")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    return path
 
 
 if __name__ == "__main__":

@@ -5,38 +5,36 @@ update), compile time apart, achieved GFLOP/s from the analytic FLOP count (``ja
 a training step counted as 3x the forward), MFU against the matmul peak measured in the same run,
 and the worker's peak RSS. Variants:
 
-  jaxcnn f32            the default (``lowering`` mode "auto": CPU fast paths, oneDNN convolutions)
-  jaxcnn f32 reference  XLA's own lowerings everywhere (the "before" of every CPU fast path)
+  jaxcnn f32            the default (``cpu.mode("auto")``: CPU fast paths, oneDNN convolutions)
+  jaxcnn f32 reference  XLA's own lowerings everywhere (``cpu.mode("reference")``: the "before" of every fast path)
   jaxcnn bf16           compute in bfloat16, parameters float32
   torch eager / channels-last (NCHW, and channels_last memory format), float32
   torch channels-last bf16  the same under ``torch.autocast(..., torch.bfloat16)``; by default only
-                        where bfloat16 is native (``--torch-bf16 on`` forces it: on an AVX2-only CPU
-                        oneDNN emulates it, 8-25x slower than float32 in run 9a, an hour of this benchmark)
+                        where bfloat16 is native (``--torch-bf16 on`` forces it: on a CPU without it,
+                        oneDNN emulates bfloat16 many times slower than float32)
   torch.compile         channels-last float32 through ``torch.compile`` (its compile time apart);
-                        ``--no-torch-compile`` leaves it out (its first calls take 30-80 s here)
+                        ``--no-torch-compile`` leaves it out (its first calls take the longest)
 
 MFU is against the matmul peak of the row's compute dtype, both measured here (float32: the
 better of JAX's and PyTorch's 2048x2048 matmul, as either library's GEMM may be the faster one on
 a given CPU; bfloat16 with PyTorch, whose oneDNN reaches AMX where XLA's own dot does not); on a CPU
 without native bfloat16 (no AVX512-BF16 or AMX) bfloat16 rows are against the float32 peak. Each
-framework runs in a worker process of its own (``benchmarks/worker.py``), a fresh pair per
-model; the jaxcnn worker keeps its heap (``jaxcnn.cpu.host_memory``, as the ``jaxcnn`` command does).
+framework runs in a worker process of its own (``benchmarks/worker.py``), a fresh pair per model;
+the jaxcnn worker keeps its heap (``jaxcnn.cpu.host_memory``, as the ``jaxcnn`` command does), the
+PyTorch one runs in ``--torch-python`` (or ``$JAXCNN_TORCH_PYTHON``, or this Python if it has torch).
 Cases are interleaved (one variant after the other, the order rotating each round), median of
 ``--repeats``, with ``--settle`` seconds of quiet before each timed call (the other worker's OpenMP
-threads spin a while after its calls; on the Zen 3 VM 0 and 0.5 s gave the same GoogLeNet ratios
-within noise, so it is insurance). A plot of images/s per model and variant goes next to the JSON.
+threads spin a while after its calls). A plot of images/s per model and variant goes next to the JSON.
 
-    python benchmarks/models_vs_torch.py --models resnet50 vgg16 alexnet googlenet --repeats 3
-Writes benchmarks/results/models_vs_torch.json and prints a Markdown table. The same command runs
-on a GPU (PyTorch then runs on CUDA, and MFU is against the GPU's measured matmul peak).
+    python -m benchmarks.models_vs_torch --models resnet50 vgg16 alexnet googlenet --repeats 3
+
+Writes benchmarks/results/models_vs_torch.MACHINE.json and prints a Markdown table. The same command
+runs on a GPU (PyTorch then runs on CUDA, and MFU is against the GPU's measured matmul peak).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -45,8 +43,10 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from worker import Worker, serve  # noqa: E402
+from benchmarks import harness
+from benchmarks.worker import Worker, serve
+
+MODULE = "benchmarks.models_vs_torch"
 
 BATCH = {"resnet50": 16, "vgg16": 8, "alexnet": 32, "googlenet": 16}
 JAX_VARIANTS = (("jaxcnn f32", "auto", "float32"), ("jaxcnn f32 reference", "reference", "float32"),
@@ -55,21 +55,14 @@ _cases: dict = {}     # the worker's cases: label -> (infer, train)
 
 
 def _best_time(fn, n: int = 10) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(n):     # the best of n: a peak, not an average disturbed by anything else
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+    """The best of ``n`` calls: a peak, not an average disturbed by anything else."""
+    return harness.time_call(fn, n).best
 
 
 def _timed(label: str, kind: str) -> dict:
     fn = _cases[label][0 if kind == "infer" else 1]
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    t = time.perf_counter()
-    fn()
-    seconds = time.perf_counter() - t
+    seconds = harness.timed_once(fn)
     return {"seconds": seconds, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0}
 
 
@@ -84,20 +77,12 @@ def jax_case(name: str, batch: int, size: int, dtype: str = "float32", mode: str
     before JAX starts, as the ``jaxcnn`` command does."""
     import jax
     import jax.numpy as jnp
-    import optax
 
-    import jaxcnn
     from jaxcnn import cpu
-    from jaxcnn.training.state import create_train_state
     from jaxcnn.training.steps import make_train_step
 
-    rng = np.random.default_rng(0)
-    data = {"image": jnp.asarray(rng.integers(0, 256, (batch, size, size, 3)), jnp.uint8),
-            "label": jnp.asarray(rng.integers(0, 1000, batch), jnp.int32)}
-    model = jaxcnn.create_model(name, dtype=dtype, **({"aux_logits": False} if name == "googlenet" else {}))
-    tx = optax.sgd(0.01, momentum=0.9)
     with cpu.mode(mode):     # the lowering is chosen at trace time: compile inside the mode
-        state = create_train_state(model, tx, (size, size, 3), seed=0)
+        model, tx, state, data = harness.model_case(name, batch, size, dtype)
         infer = jax.jit(lambda v, x: model.apply(v, x.astype(jnp.float32) / 255.0, train=False)[0])
         infer_c = infer.lower(state.variables, data["image"]).compile()
         t = time.perf_counter()
@@ -116,7 +101,6 @@ def jax_case(name: str, batch: int, size: int, dtype: str = "float32", mode: str
 
 
 def jax_worker() -> None:
-    from jaxcnn import cpu
     from jaxcnn.cpu import host_memory
     host_memory.keep_freed_memory()     # before JAX's first computation starts XLA's threads
     import jax
@@ -129,7 +113,7 @@ def jax_worker() -> None:
         a = jnp.ones((2048, 2048), jnp.float32)
         f = jax.jit(lambda a: a @ a)
         return {"gflop_s": 2 * 2048 ** 3 / _best_time(lambda: f(a).block_until_ready()) / 1e9,
-                "device": jax.devices()[0].device_kind, "backend": jax.default_backend(), "jax": jax.__version__,
+                "device": jax.devices()[0].device_kind, "versions": harness.versions(),
                 "keep_heap": host_memory.applied}
 
     def setup(name: str, batch: int, size: int, weights: str) -> dict:
@@ -194,7 +178,7 @@ def torch_worker() -> None:
         return 2 * 2048 ** 3 / _best_time(lambda: (a @ a, sync())) / 1e9
 
     def peak() -> dict:     # bfloat16 only where native: emulated, one 2048^3 matmul takes a minute
-        native = device == "cuda" or _cpu_has_bf16()
+        native = device == "cuda" or harness.bf16_native()
         return {"gflop_s": matmul_gflop_s(torch.bfloat16) if native else None,
                 "f32_gflop_s": matmul_gflop_s(torch.float32), "device": device,
                 "torch": torch.__version__, "torchvision": torchvision.__version__, "bf16_native": native}
@@ -227,8 +211,10 @@ def torch_worker() -> None:
 
 
 # ------------------------------------------------------------------------------- main process
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> str | None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ap = harness.parser(MODULE, __doc__, keep_heap_option=False)
+    harness.add_torch_python(ap)
     ap.add_argument("--models", nargs="+", default=list(BATCH))
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=3)
@@ -239,20 +225,21 @@ def main() -> None:
                     help="seconds of quiet before each timed call, for the other worker's spinning threads to sleep")
     ap.add_argument("--torch-bf16", choices=["auto", "on", "off"], default="auto",
                     help="PyTorch's bf16 autocast rows: auto = only where bfloat16 is native (GPU, AVX512-BF16, AMX)")
-    ap.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "models_vs_torch.json"))
-    args = ap.parse_args()
+    ap.add_argument("--worker", choices=["jax", "torch"], help="(internal) serve one framework's cases")
+    args = ap.parse_args(argv)
     if args.worker:
         return jax_worker() if args.worker == "jax" else torch_worker()
-    script = os.path.abspath(__file__)
-    rows, meta = [], {}
+    torch_python = harness.torch_python(args.torch_python)
+    rows, meta, versions = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for mi, name in enumerate(args.models):
             batch = max(1, int(BATCH.get(name, 8) * args.batch_scale))
-            workers = {"jax": Worker(script, "jax"), "torch": Worker(script, "torch")}
+            workers = {"jax": Worker(MODULE, "jax"), "torch": Worker(MODULE, "torch", torch_python)}
             if mi == 0:
                 jp, tp = workers["jax"]("peak"), workers["torch"]("peak")
-                meta = {"cpu": _cpu_name(), "cores": os.cpu_count(), **jp, **tp,
+                versions = {**jp.pop("versions"), "torch": tp["torch"], "torchvision": tp["torchvision"]}
+                machine = harness.machine()
+                meta = {"cpu": machine["cpu"], "cores": machine["cores"], "jax": versions["jax"], **jp, **tp,
                         "matmul_peak_gflop_s": max(jp["gflop_s"], tp["f32_gflop_s"]),
                         "jax_matmul_gflop_s": jp["gflop_s"], "torch_matmul_gflop_s": tp["f32_gflop_s"],
                         "bf16_matmul_peak_gflop_s": tp["gflop_s"]}
@@ -293,21 +280,16 @@ def main() -> None:
                              "peak_rss_gb": rss[owner[label]], "infer_s": times[label]["infer"],
                              "train_s": times[label]["train"]})
             print(f"{name} done", flush=True)
-    meta.update(size=args.size, repeats=args.repeats, warmup=args.warmup,
-                command="python benchmarks/models_vs_torch.py --models " + " ".join(args.models)
-                        + f" --size {args.size} --repeats {args.repeats} --warmup {args.warmup}"
-                        + f" --batch-scale {args.batch_scale} --settle {args.settle}"
-                        + (" --no-torch-compile" if args.no_torch_compile else "")
-                        + (f" --torch-bf16 {args.torch_bf16}" if args.torch_bf16 != "auto" else ""))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    meta.update(size=args.size, repeats=args.repeats, warmup=args.warmup)
+    path = harness.write_result("models_vs_torch", MODULE, argv, rows, out=args.out, settings=harness.settings(args),
+                                extra={"meta": meta}, known_versions=versions)
     print(f"\n{meta['cpu']}, {meta['cores']} cores; jax {meta['jax']} ({meta['jax_device']}), "
           f"torch {meta['torch']} ({meta['torch_device']}); matmul peak f32 {meta['matmul_peak_gflop_s']:.0f} GFLOP/s, "
           + (f"bf16 {meta['bf16_matmul_peak_gflop_s']:.0f} GFLOP/s" if meta['bf16_native']
              else "no native bf16: bf16 MFU against the f32 peak") + f"; {args.size} px\n")
     print(table(rows))
-    plot(rows, meta, os.path.splitext(args.out)[0] + ".png")
+    plot(rows, meta, os.path.splitext(path)[0] + ".png")
+    return path
 
 
 def table(rows) -> str:
@@ -348,26 +330,6 @@ def plot(rows, meta, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"plot: {path}")
-
-
-def _cpu_has_bf16() -> bool:
-    """Whether the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): without it PyTorch's bfloat16
-    matmul is emulated and its "peak" is no peak, so bfloat16 rows' MFU is taken against the f32 peak."""
-    try:
-        flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

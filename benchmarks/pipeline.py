@@ -4,26 +4,27 @@ Writes ``--images`` JPEGs (ImageNet-like 500x375, cut from scikit-image's photos
 folder, then measures (a) one core: a plain loop over ``ImageFolder`` + the transform, and (b) the
 loader (grain, one thread per core, batches of 32) end to end.
 
-    python benchmarks/pipeline.py --images 256
+    python -m benchmarks.pipeline --images 256
 """
 
 from __future__ import annotations
 
-import argparse
 import os
+import sys
 import tempfile
 import time
 
-import numpy as np
-from PIL import Image
+from benchmarks import harness
 
-from jaxcnn.data.image_io import sample_photos
-from jaxcnn.data.loader import train_batches
-from jaxcnn.data.sources import get_source
-from jaxcnn.data.transforms import make_train_transform
+MODULE = "benchmarks.pipeline"
 
 
 def write_folder(root: str, n: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from jaxcnn.data.image_io import sample_photos
+
     rng = np.random.default_rng(0)
     photos = [np.asarray(Image.fromarray((p * 255).astype(np.uint8)).resize((750, 560))) for p in
               sample_photos().values()]
@@ -35,11 +36,18 @@ def write_folder(root: str, n: int) -> None:
         Image.fromarray(p[y:y + 375, x:x + 500]).save(os.path.join(d, f"{i}.jpg"), quality=90)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> str:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ap = harness.parser(MODULE, __doc__, keep_heap_option=False)
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--size", type=int, default=224)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    import numpy as np
+
+    from jaxcnn.data.loader import train_batches
+    from jaxcnn.data.sources import get_source
+    from jaxcnn.data.transforms import make_train_transform
+
     with tempfile.TemporaryDirectory() as root:
         write_folder(root, args.images)
         src = get_source(f"folder:{root}", "train")
@@ -61,6 +69,10 @@ def main() -> None:
     print(f"decode + random-resized crop {args.size} + flip, 500x375 JPEGs, {cores} cores")
     print(f"| path | images/s | per core |\n|---|---|---|\n| one core, plain loop | {one_core:.0f} | {one_core:.0f} |\n"
           f"| loader (grain, {cores} threads) | {loader:.0f} | {loader / cores:.0f} |")
+    rows = [{"path": "one core, plain loop", "images_per_s": one_core, "per_core": one_core},
+            {"path": f"loader (grain, {cores} threads)", "images_per_s": loader, "per_core": loader / cores}]
+    return harness.write_result("pipeline", MODULE, argv, rows, out=args.out, settings=harness.settings(args),
+                                jax_versions=False)
 
 
 if __name__ == "__main__":

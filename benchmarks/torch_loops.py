@@ -1,4 +1,6 @@
-"""The plain PyTorch loops that ``inputopt_vs_torch.py`` compares jaxcnn with (run in its PyTorch worker)."""
+"""The plain PyTorch loops that ``benchmarks.inputopt_vs_torch`` compares jaxcnn with (run in its PyTorch worker).
+
+Imported only in that worker (it needs torch and torchvision)."""
 
 from __future__ import annotations
 

@@ -3,22 +3,21 @@
 Each device count runs in its own process (XLA_FLAGS is read when JAX starts). On a CPU the simulated
 devices share the same cores: this shows the cost of the strategies' bookkeeping, not scaling.
 
-    python benchmarks/train_scaling.py --model resnet18 --size 64 --batch 32
+    python -m benchmarks.train_scaling --model resnet18 --size 64 --batch 32
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import subprocess
 import sys
-import time
+
+from benchmarks import harness
+
+MODULE = "benchmarks.train_scaling"
 
 
 def worker(args) -> None:
     import jax
-    import jax.numpy as jnp
     import numpy as np
     import optax
 
@@ -37,42 +36,38 @@ def worker(args) -> None:
         rng = np.random.default_rng(0)
         batch = {"image": rng.integers(0, 256, (args.batch, args.size, args.size, 3)).astype(np.uint8),
                  "label": rng.integers(0, 1000, args.batch).astype(np.int32)}
-        t = time.perf_counter()
-        state, m = step(state, dp.put_batch(batch))
-        jax.block_until_ready(m)
-        first = time.perf_counter() - t
-        times = []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            state, m = step(state, dp.put_batch(batch))
-            jax.block_until_ready(m)
-            times.append(time.perf_counter() - t)
-        best = sorted(times)[len(times) // 2]
+        box = {"state": state}
+
+        def run():
+            box["state"], m = step(box["state"], dp.put_batch(batch))
+            return m
+
+        compile_s, steady = harness.first_and_steady(run, args.repeats)
+        best = steady.median
         rows.append({"strategy": strategy, "devices": len(jax.devices()), "images_per_s": args.batch / best,
-                     "compile_s": max(first - best, 0.0)})
+                     "compile_s": compile_s, "timing": steady.as_dict()})
     print(json.dumps(rows))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> str | None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ap = harness.parser(MODULE, __doc__, keep_heap_option=False)
     ap.add_argument("--model", default="resnet18")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4, 8])
-    ap.add_argument("--worker", action="store_true")
-    ap.add_argument("--out", help="also write the rows and the command to this JSON file")
-    args = ap.parse_args()
+    ap.add_argument("--worker", action="store_true", help="(internal) measure on this process's devices")
+    args = ap.parse_args(argv)
     if args.worker:
         worker(args)
         return
     rows = []
     for n in args.devices:
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--model", args.model, "--size", str(args.size),
-               "--batch", str(args.batch), "--repeats", str(args.repeats)]
-        rows += json.loads(subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-                           .strip().splitlines()[-1])
+        out = harness.run_module(MODULE, ["--worker", "--model", args.model, "--size", str(args.size),
+                                          "--batch", str(args.batch), "--repeats", str(args.repeats)],
+                                 XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
+        rows += json.loads(out.strip().splitlines()[-1])
     print(f"{args.model} train step, {args.size} px, global batch {args.batch}\n")
     print("| devices | jit img/s | pmap img/s | jit compile s | pmap compile s |\n|---|---|---|---|---|")
     for n in args.devices:
@@ -80,11 +75,7 @@ def main() -> None:
         p = next(r for r in rows if r["devices"] == n and r["strategy"] == "pmap")
         print(f"| {n} | {j['images_per_s']:.1f} | {p['images_per_s']:.1f} | {j['compile_s']:.1f} | "
               f"{p['compile_s']:.1f} |")
-    if args.out:
-        command = (f"python benchmarks/train_scaling.py --model {args.model} --size {args.size} --batch {args.batch} "
-                   f"--repeats {args.repeats} --devices {' '.join(map(str, args.devices))}")
-        with open(args.out, "w") as f:
-            json.dump({"command": command, "rows": rows}, f, indent=1)
+    return harness.write_result("train_scaling", MODULE, argv, rows, out=args.out, settings=harness.settings(args))
 
 
 if __name__ == "__main__":

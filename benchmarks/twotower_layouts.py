@@ -9,68 +9,30 @@ Layouts (same model, weights, batch, SGD-momentum step with dropout):
                 partitioner picks the collectives
 Compile time is the first call minus a steady call; steady time is the median of ``--repeats`` calls.
 
-By default the devices are 8 simulated CPU devices
-(``XLA_FLAGS=--xla_force_host_platform_device_count=8``, set below before JAX is imported), which share
-the host's cores: the numbers compare the layouts' overheads (collectives, replicated parameter
-updates), not real multi-GPU scaling. On a machine with accelerators pass ``--real-devices``.
+By default the devices are 8 simulated CPU devices (``jax_num_cpu_devices``, set before JAX starts its
+backend), which share the host's cores: the numbers compare the layouts' overheads (collectives,
+replicated parameter updates), not real multi-GPU scaling. There the fully connected layers (58M of the
+61M parameters) at a few images per device are bound by reading their weights: every replica of
+``data8`` reads (and updates) all of them, every tower device half of them. On a machine with
+accelerators pass ``--real-devices``.
 
-Run:
-    .venv/bin/python benchmarks/twotower_layouts.py --size 127 --batch 32 --repeats 3
-
-Result of that command (2 shared cores of a Linux x86-64 container, jax 0.10.2, flax 0.12.8, CPU backend,
-8 simulated devices; other jobs were running on the same cores, so expect +-20%; 3m51s wall)::
-
-    | layout | devices | fwd img/s | fwd ms | fwd compile s | train img/s | train ms | train compile s |
-    |---|---|---|---|---|---|---|---|
-    | single | 1 | 86.5 | 370.0 | 0.53 | 15.1 | 2120.0 | 4.63 |
-    | data8 | 8 | 15.8 | 2029.4 | 0.14 | 1.5 | 21606.3 | 16.95 |
-    | tower1x2 | 2 | 131.3 | 243.6 | 0.48 | 30.4 | 1052.6 | 3.93 |
-    | tower4x2 | 8 | 95.8 | 333.9 | 0.68 | 11.0 | 2911.6 | 7.70 |
-    | towerjit4x2 | 8 | 17.0 | 1884.3 | 1.14 | 2.9 | 11152.0 | 7.57 |
-
-Reading it: the simulated devices share one memory system and two cores, and at 4 images per device the
-fully connected layers (58M of the 61M parameters) are bound by reading their weights. Every replica of
-``data8`` reads (and updates) all of them, every tower device half of them, so the tower layouts move
-2x-8x fewer bytes; on real accelerators each device has its own memory and the comparison differs.
+    python -m benchmarks.twotower_layouts --size 127 --batch 32 --repeats 3
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-if "--real-devices" not in sys.argv:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+from benchmarks import harness
 
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-import jaxcnn  # noqa: E402
-from jaxcnn.parallel import DataParallel  # noqa: E402
-from jaxcnn.parallel.model_parallel import TowerParallel, tower_mesh  # noqa: E402
-from jaxcnn.training import create_train_state, make_train_step  # noqa: E402
-
-
-def _timed(fn, repeats):
-    """(first call seconds, median steady seconds); ``fn()`` returns something to block on."""
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    first = time.perf_counter() - t
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return first, statistics.median(times)
+MODULE = "benchmarks.twotower_layouts"
 
 
 def _layouts(model, devices):
+    from jaxcnn.parallel import DataParallel
+    from jaxcnn.parallel.model_parallel import TowerParallel, tower_mesh
+
     out = {"single": None, "data8": DataParallel("jit", devices[:8])}
     if len(devices) >= 2:
         out["tower1x2"] = TowerParallel(model, tower_mesh(devices[:2]))
@@ -80,14 +42,26 @@ def _layouts(model, devices):
     return out
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> str:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ap = harness.parser(MODULE, __doc__, keep_heap_option=False)
     ap.add_argument("--size", type=int, default=127, help="square input size (>= 63)")
     ap.add_argument("--batch", type=int, default=32, help="global batch (a multiple of 8)")
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--real-devices", action="store_true", help="do not simulate 8 CPU devices")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    import jax
+
+    if not args.real_devices:
+        jax.config.update("jax_num_cpu_devices", 8)     # before the backend starts: a fresh process
+        jax.config.update("jax_platforms", "cpu")
+    import numpy as np
+    import optax
+
+    import jaxcnn
+    from jaxcnn.parallel import DataParallel
+    from jaxcnn.training import create_train_state, make_train_step
 
     devices = jax.devices()
     model = jaxcnn.create_model("alexnet_twotower", num_classes=args.classes)
@@ -99,10 +73,11 @@ def main():
     variables = {"params": state0.params}
 
     print(f"# alexnet_twotower, {args.size}px, global batch {args.batch}, {args.classes} classes; "
-          f"{len(devices)} x {devices[0].device_kind} ({platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores); jax {jax.__version__}")
+          f"{len(devices)} x {devices[0].device_kind} ({harness.machine()['cpu']}, {os.cpu_count()} cores); "
+          f"jax {jax.__version__}")
     print("| layout | devices | fwd img/s | fwd ms | fwd compile s | train img/s | train ms | train compile s |")
     print("|---|---|---|---|---|---|---|---|")
+    rows = []
     for name, layout in _layouts(model, devices).items():
         if name == "single":
             dev = devices[0]
@@ -120,17 +95,21 @@ def main():
             fwd = layout.compile_forward(variables)
             step = layout.compile_train_step(make_train_step(layout, tx), state0)
             state, b, ndev = layout.put_state(state0), layout.put_batch(batch), layout.num_devices
-        f_first, f_ms = _timed(lambda: fwd(v, x), args.repeats)
+        f_compile, f_t = harness.first_and_steady(lambda: fwd(v, x), args.repeats)
         holder = [state]
 
         def train():
             holder[0], metrics = step(holder[0], b)
             return metrics["loss"]
 
-        t_first, t_ms = _timed(train, args.repeats)
-        print(f"| {name} | {ndev} | {args.batch / f_ms:.1f} | {1e3 * f_ms:.1f} | {f_first - f_ms:.2f} "
-              f"| {args.batch / t_ms:.1f} | {1e3 * t_ms:.1f} | {t_first - t_ms:.2f} |", flush=True)
-        del state, holder, v, x, b
+        t_compile, t_t = harness.first_and_steady(train, args.repeats)
+        rows.append({"layout": name, "devices": ndev, "forward_img_s": args.batch / f_t.median,
+                     "forward_compile_s": f_compile, "train_img_s": args.batch / t_t.median,
+                     "train_compile_s": t_compile,
+                     "forward": f_t, "train": t_t})
+        print(f"| {name} | {ndev} | {args.batch / f_t.median:.1f} | {f_t.ms:.1f} | {f_compile:.2f} "
+              f"| {args.batch / t_t.median:.1f} | {t_t.ms:.1f} | {t_compile:.2f} |", flush=True)
+    return harness.write_result("twotower_layouts", MODULE, argv, rows, out=args.out, settings=harness.settings(args))
 
 
 if __name__ == "__main__":

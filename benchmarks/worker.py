@@ -1,12 +1,11 @@
 """Each framework in a long-lived process of its own, driven from the benchmark's main process.
 
-In one process, jaxcnn and PyTorch disturb each other: PyTorch's allocations fragment the
-heap that ``jaxcnn.cpu.host_memory`` keeps for XLA's per-call buffers (the ResNet-50 train step
-faulted in 124,000 pages per step next to PyTorch, none alone), and once jaxcnn's oneDNN
-calls have run, PyTorch's own OpenMP work slows down (DeepDream 0.026 -> 0.061 s/step).
-So the main process starts one worker per framework (``python SCRIPT --worker NAME``),
-sends it one JSON request per line and reads one JSON reply per line; the workers run one
-at a time, so the cases still interleave on a quiet machine.
+In one process, jaxcnn and PyTorch disturb each other: PyTorch's allocations fragment the heap
+that ``jaxcnn.cpu.host_memory`` keeps for XLA's per-call buffers (page faults on every train
+step), and once jaxcnn's oneDNN calls have run, PyTorch's own OpenMP work slows down. So the
+main process starts one worker per framework (``python -m MODULE --worker NAME``, the PyTorch one
+in the Python of ``harness.torch_python``), sends it one JSON request per line and reads one JSON
+reply per line; the workers run one at a time, so the cases still interleave on a quiet machine.
 """
 
 from __future__ import annotations
@@ -16,16 +15,19 @@ import subprocess
 import sys
 import traceback
 
+from benchmarks import harness
+
 MARK = "@@reply "   # reply lines; anything else a worker prints on stdout is passed through
 
 
 class Worker:
-    """``w = Worker(script, "torch"); w("setup", model="resnet50")`` -> the reply dict."""
+    """``w = Worker("benchmarks.models_vs_torch", "torch", python); w("setup", model="resnet50")`` -> the reply
+    dict. ``python``: the interpreter (default: this one)."""
 
-    def __init__(self, script: str, name: str):
+    def __init__(self, module: str, name: str, python: str | None = None):
         self.name = name
-        self.proc = subprocess.Popen([sys.executable, script, "--worker", name], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.proc = subprocess.Popen([python or sys.executable, "-m", module, "--worker", name], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1, env=harness.subprocess_env())
 
     def __call__(self, op: str, **kwargs) -> dict:
         self.proc.stdin.write(json.dumps({"op": op, **kwargs}) + "\n")
