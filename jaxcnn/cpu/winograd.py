@@ -4,9 +4,9 @@ A 3x3 convolution computes each 4x4 block of outputs with 36 multiplications per
 instead of 144 (F(4x4, 3x3)), a 5x5 one each 2x2 block with 36 instead of 100 (F(2x2, 5x5)): the
 input patches (6x6 for both) and the kernel are transformed, multiplied as 36 matrix products
 (oneDNN's sgemm), and transformed back (Lavin & Gray, 2016). oneDNN 3.2 has no float32 Winograd on
-this CPU (its ``convolution_winograd`` is not implemented there, and ``convolution_auto`` picks the
-direct one), and a version written in XLA ops lost to the direct convolution
-(``benchmarks/RESULTS.md``), so the kernel is C++: each thread transforms a block of tiles,
+current x86 CPUs (its ``convolution_winograd`` is not implemented there, and ``convolution_auto``
+picks the direct one), and the same algorithm written in XLA ops loses to the direct convolution
+(its transforms become separate passes over memory), so the kernel is C++: each thread transforms a block of tiles,
 multiplies and transforms back while the block is in its caches.
 
 The result differs from the direct convolution by rounding: the transforms scale by up to 16 and
