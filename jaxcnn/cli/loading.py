@@ -119,6 +119,8 @@ def load_model(args: argparse.Namespace, *, default_size: int | None = None, tas
                choice: ModelChoice | None = None) -> LoadedModel:
     """The model of ``--checkpoint``, ``--weights`` or random weights (with a note on stderr), at the size
     ``choose_model`` selects (``choice``, when the command made it already)."""
+    import jax
+
     from jaxcnn import create_model, init_variables, load_pretrained
 
     choice = choice or choose_model(args, default_size=default_size, task=task)
@@ -127,6 +129,9 @@ def load_model(args: argparse.Namespace, *, default_size: int | None = None, tas
         from jaxcnn.training.evaluation import restore_run
 
         _, model, variables = restore_run(args.checkpoint)
+        # host arrays, as --weights gives: committed to one device, they would clash with a batch that
+        # the input-optimisation code shards over all devices
+        variables = jax.device_get(variables)
         origin = f"checkpoint {args.checkpoint}"
     elif args.weights:
         model, variables = load_pretrained(name, args.weights)
