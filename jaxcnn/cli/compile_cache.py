@@ -1,11 +1,11 @@
 """JAX's persistent compilation cache, on for the ``jaxcnn`` command and the benchmarks.
 
-XLA:CPU takes 15-30 s to compile a ResNet-50 train step on this project's 2-core CPU. A run
-that is resumed after being killed, a second run of the same recipe, or a benchmark run
+Compiling a whole train step of an ImageNet model is a large part of a short run on XLA:CPU. A
+run that is resumed after being killed, a second run of the same recipe, or a benchmark run
 again compiles the same programs; with JAX's persistent cache (``jax_compilation_cache_dir``)
-they are read back from disk instead (the ResNet-50 train step: seconds instead of tens of
-seconds; ``benchmarks/train_step.py`` measures both). The key is the program, the jax/jaxlib
-version, the backend and its flags, so a stale entry is never used.
+they are read back from disk instead (``python -m benchmarks.train_step --compile-cache DIR``,
+run twice, measures a train step's compile time with the cache cold, then warm). The key is the program, the jax/jaxlib version, the
+backend and its flags, so a stale entry is never used.
 
 The cache lives in ``~/.cache/jaxcnn/xla`` (``JAXCNN_CACHE`` moves the parent, as for the
 oneDNN shim); ``JAXCNN_COMPILE_CACHE=0`` turns it off, ``JAXCNN_COMPILE_CACHE=DIR`` puts it
