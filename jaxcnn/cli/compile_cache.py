@@ -4,8 +4,8 @@ Compiling a whole train step of an ImageNet model is a large part of a short run
 run that is resumed after being killed, a second run of the same recipe, or a benchmark run
 again compiles the same programs; with JAX's persistent cache (``jax_compilation_cache_dir``)
 they are read back from disk instead (``python -m benchmarks.train_step --compile-cache DIR``,
-run twice, measures a train step's compile time with the cache cold, then warm). The key is the program, the jax/jaxlib version, the
-backend and its flags, so a stale entry is never used.
+run twice, measures a train step's compile time with the cache cold, then warm). The key is the
+program, the jax/jaxlib version, the backend and its flags, so a stale entry is never used.
 
 The cache lives in ``~/.cache/jaxcnn/xla`` (``JAXCNN_CACHE`` moves the parent, as for the
 oneDNN shim); ``JAXCNN_COMPILE_CACHE=0`` turns it off, ``JAXCNN_COMPILE_CACHE=DIR`` puts it

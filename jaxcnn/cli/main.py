@@ -99,7 +99,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         ev = result["eval"]
         scores = (f"test mIoU {100 * ev['miou']:.2f}%, pixel accuracy {100 * ev['pixel_acc']:.2f}%" if "miou" in ev
                   else f"test top-1 {100 * ev.get('top1', 0):.2f}%, top-5 {100 * ev.get('top5', 0):.2f}%")
-        print(f"{cfg.model} on {cfg.dataset}: {scores} after {result['step']} steps in {time.perf_counter() - t0:.0f} s")
+        print(f"{cfg.model} on {cfg.dataset}: {scores} after {result['step']} steps in "
+              f"{time.perf_counter() - t0:.0f} s")
         print(f"checkpoints: {result['checkpoints']}\nmetrics:     {result['metrics']} (+ tensorboard/)\n"
               f"plot:        {result.get('plot')}")
 
