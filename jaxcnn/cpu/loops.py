@@ -7,7 +7,7 @@ input-optimisation loops, the attacks) needs only this module:
   ``cpu.mode(...)`` or ``cpu.winograd_disabled()`` takes effect for the next call instead of
   silently reusing a program traced under the old policy.
 * ``steps_per_call``, ``fori_loop``: XLA:CPU runs the body of a while loop several times slower
-  than the same ops at top level (``benchmarks/cpu/inputopt_loops.py``), so on the CPU an
+  than the same ops at top level, so on the CPU an
   optimisation loop runs one compiled step per call from Python (the state stays on the device)
   and short traced loops (the PGD inside adversarial training) are unrolled; elsewhere they
   stay one ``lax.scan`` / ``lax.fori_loop``.

@@ -17,7 +17,8 @@ here too; the weight gradient stays oneDNN's direct one.
 
 ``ops.conv_general_dilated`` routes a convolution here where ``eligible`` holds (only
 where the oneDNN convolutions run, and only while ``policy.winograd_enabled()``;
-``JAXCNN_WINOGRAD=0`` or ``with cpu.winograd_disabled():`` turns it off). Reverse mode only, like the oneDNN convolution.
+``JAXCNN_WINOGRAD=0`` or ``with cpu.winograd_disabled():`` turns it off). Reverse mode only, like
+the oneDNN convolution.
 For weights that stay fixed over many calls, ``with_transforms`` makes the kernels' transforms once
 and hands them to ``layers.Conv`` with the variables (``conv_transformed``, ``eligible_transformed``).
 """
