@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from jaxcnn.cli.loading import add_model_args, check_classes, dataset_name, load_dataset, load_images, load_model
+from jaxcnn.cli.loading import add_model_args, choose_model, dataset_name, load_dataset, load_images, load_model
 
 
 def _caption(probs, names) -> str:
@@ -25,14 +25,14 @@ def _cmd_attack(args: argparse.Namespace) -> None:
     from jaxcnn.inputopt.robustness import markdown_table, plot_robustness, robustness_curve
     from jaxcnn.viz import image_grid, save_png
 
-    loaded = load_model(args, task="classification")
-    model, variables, size = loaded.model, loaded.variables, loaded.size
+    choice = choose_model(args, task="classification")
     options = {"steps": args.steps} if args.method in ("bim", "pgd") else {}
     if args.method == "pgd":
         options.update(norm=args.norm, restarts=args.restarts)
     if args.dataset:
-        x, y, classes = load_dataset(args.dataset, "test", size, limit=args.limit, run=loaded.run)
-        check_classes(loaded, args.dataset, classes)
+        x, y, classes = load_dataset(args.dataset, "test", choice.size, limit=args.limit, run=choice.run)
+        loaded = load_model(args, choice=choice, classes=(args.dataset, classes))
+        model, variables, size = loaded.model, loaded.variables, loaded.size
         t0 = time.perf_counter()
         rows = robustness_curve(model, variables, x, y, attack=args.method, epsilons=[0.0, *args.eps], **options)
         plot_robustness({args.method: rows}, os.path.join(args.out, "robustness.png"))
@@ -42,7 +42,9 @@ def _cmd_attack(args: argparse.Namespace) -> None:
         print(f"{len(x)} images of {args.dataset} at {size} px in {time.perf_counter() - t0:.1f} s "
               f"-> {args.out}/robustness.png")
         return
-    names_, x = load_images(args.images, size)
+    names_, x = load_images(args.images, choice.size)
+    loaded = load_model(args, choice=choice)
+    model, variables, size = loaded.model, loaded.variables, loaded.size
     probs = np.asarray(jax.nn.softmax(clean_logits(model, variables, x)))
     labels = probs.argmax(1) if args.labels is None else np.asarray(args.labels)
     kwargs = {} if args.method == "deepfool" else {"target": args.target}
@@ -106,12 +108,12 @@ def _cmd_patch(args: argparse.Namespace) -> None:
     from jaxcnn.inputopt.patch import apply_patch, patch_success, train_patch
     from jaxcnn.viz import image_grid, save_png
 
-    loaded = load_model(args, task="classification")
+    choice = choose_model(args, task="classification")
+    dataset = dataset_name(args, choice, "digits")
+    x_train, _, classes = load_dataset(dataset, "train", choice.size, limit=args.limit, run=choice.run)
+    x_test, y_test, _ = load_dataset(dataset, "test", choice.size, limit=args.limit, run=choice.run)
+    loaded = load_model(args, choice=choice, classes=(dataset, classes))
     model, variables, size = loaded.model, loaded.variables, loaded.size
-    dataset = dataset_name(args, loaded, "digits")
-    x_train, _, classes = load_dataset(dataset, "train", size, limit=args.limit, run=loaded.run)
-    check_classes(loaded, dataset, classes)
-    x_test, y_test, _ = load_dataset(dataset, "test", size, limit=args.limit, run=loaded.run)
     scale = (args.scale_min, args.scale_max)
     t0 = time.perf_counter()
     patch, losses = train_patch(model, variables, x_train, args.target, steps=args.steps, scale=scale)

@@ -83,7 +83,8 @@ def _cmd_style(args: argparse.Namespace) -> None:
                          init=args.init, optimizer=args.optimizer, learning_rate=args.lr, steps=args.steps,
                          preserve_color=args.preserve_color, progress=True)
     path = save_png(os.path.join(args.out, "stylized.png"), np.asarray(out.images[0]))
-    print(f"style transfer {size} px, {args.steps} {args.optimizer} steps in {time.perf_counter() - t0:.1f} s -> {path}; "
+    print(f"style transfer {size} px, {args.steps} {args.optimizer} steps in {time.perf_counter() - t0:.1f} s "
+          f"-> {path}; "
           f"content loss {out.content_loss[0]:.4g} -> {out.content_loss[1]:.4g}, "
           f"style loss {out.style_loss[0]:.4g} -> {out.style_loss[1]:.4g}")
 

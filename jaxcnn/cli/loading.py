@@ -115,10 +115,24 @@ def choose_model(args: argparse.Namespace, *, default_size: int | None = None,
     return ModelChoice(name=name, size=image_size(args, name, run, default_size), run=run)
 
 
+def abstract_classes(model, size: int) -> int:
+    """The number of classes ``model`` scores, from its initialisation's shapes (nothing is computed)."""
+    import jax
+    import jax.numpy as jnp
+
+    logits = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x, train=False)[0][0],
+                            jnp.zeros((1, size, size, 3), jnp.float32))
+    return int(logits.shape[-1])
+
+
 def load_model(args: argparse.Namespace, *, default_size: int | None = None, task: str | None = None,
-               choice: ModelChoice | None = None) -> LoadedModel:
+               choice: ModelChoice | None = None, classes: tuple[str, int] | None = None) -> LoadedModel:
     """The model of ``--checkpoint``, ``--weights`` or random weights (with a note on stderr), at the size
-    ``choose_model`` selects (``choice``, when the command made it already)."""
+    ``choose_model`` selects (``choice``, when the command made it already).
+
+    ``classes``: (data set, its number of classes) the model must score (``check_classes``), checked
+    before random weights are drawn.
+    """
     import jax
 
     from jaxcnn import create_model, init_variables, load_pretrained
@@ -138,13 +152,18 @@ def load_model(args: argparse.Namespace, *, default_size: int | None = None, tas
         origin = f"weights {args.weights}"
     else:
         model = create_model(name)
+        if classes:
+            _check_classes(name, "random weights", abstract_classes(model, size), *classes)
         print(f"note: {name} has random weights (no --weights or --checkpoint given): what follows is an "
               "untrained network's", file=sys.stderr)
         variables = init_variables(model, size)
         origin = "random weights"
     args.model = name
-    return LoadedModel(name=name, model=model, variables=variables, size=size,
-                       num_classes=output_classes(model, variables, size), origin=origin, run=choice.run)
+    loaded = LoadedModel(name=name, model=model, variables=variables, size=size,
+                         num_classes=output_classes(model, variables, size), origin=origin, run=choice.run)
+    if classes:
+        check_classes(loaded, *classes)
+    return loaded
 
 
 def load_images(paths: list[str], size: int, *, resize: int | None = None) -> tuple[list[str], np.ndarray]:
@@ -158,11 +177,11 @@ def load_images(paths: list[str], size: int, *, resize: int | None = None) -> tu
     return [n for n, _ in photos], np.stack([center_crop(resize_shorter(im, resize or size), size) for _, im in photos])
 
 
-def dataset_name(args: argparse.Namespace, loaded: LoadedModel, default: str | None = None) -> str | None:
-    """``--dataset``, else the ``--checkpoint`` run's data set, else ``default``."""
+def dataset_name(args: argparse.Namespace, chosen: ModelChoice | LoadedModel, default: str | None = None) -> str | None:
+    """``--dataset``, else the ``--checkpoint`` run's data set (of ``chosen``), else ``default``."""
     if getattr(args, "dataset", None):
         return args.dataset
-    return loaded.run.dataset if loaded.run is not None else default
+    return chosen.run.dataset if chosen.run is not None else default
 
 
 def load_dataset(name: str, split: str, size: int, *, limit: int | None = None,
@@ -193,11 +212,15 @@ def load_dataset(name: str, split: str, size: int, *, limit: int | None = None,
 
 def check_classes(loaded: LoadedModel, dataset: str, num_classes: int) -> None:
     """Refuses (one line) a model whose number of classes is not the data set's: its scores would be meaningless."""
-    if loaded.num_classes != num_classes:
+    _check_classes(loaded.name, loaded.origin, loaded.num_classes, dataset, num_classes)
+
+
+def _check_classes(name: str, origin: str, got: int, dataset: str, num_classes: int) -> None:
+    if got != num_classes:
         raise ValueError(
-            f"{loaded.name} ({loaded.origin}) scores {loaded.num_classes} classes but {dataset} has {num_classes}; "
+            f"{name} ({origin}) scores {got} classes but {dataset} has {num_classes}; "
             f"give --checkpoint of a run trained on {dataset}, or --weights of a model with {num_classes} classes")
 
 
-__all__ = ["LoadedModel", "ModelChoice", "add_model_args", "check_classes", "choose_model", "dataset_name",
-           "image_size", "load_dataset", "load_images", "load_model", "output_classes"]
+__all__ = ["LoadedModel", "ModelChoice", "abstract_classes", "add_model_args", "check_classes", "choose_model",
+           "dataset_name", "image_size", "load_dataset", "load_images", "load_model", "output_classes"]
