@@ -84,9 +84,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    if args.coordinator:
-        from jaxcnn.parallel import initialize
-        initialize(args.coordinator, args.num_processes, args.process_id)
+    from jaxcnn.parallel.multihost import initialize
+    initialize(args.coordinator, args.num_processes, args.process_id, timeout_s=args.join_timeout)
     import jax
 
     from jaxcnn.training import load_config, train
@@ -94,7 +93,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     cfg = load_config(args.config).with_overrides(args.overrides)
     writable_dir(cfg.workdir, "workdir")
     t0 = time.perf_counter()
-    result = train(cfg, progress=not args.no_progress)
+    result = train(cfg, progress=not args.no_progress,
+                   reuse="resume" if args.resume else "overwrite" if args.overwrite else None)
     if jax.process_index() == 0:
         ev = result["eval"]
         scores = (f"test mIoU {100 * ev['miou']:.2f}%, pixel accuracy {100 * ev['pixel_acc']:.2f}%" if "miou" in ev
@@ -109,7 +109,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from jaxcnn.training.evaluation import evaluate_runs
 
     results = evaluate_runs(args.workdirs, ten_crop=args.ten_crop)
-    print(f"{'run':<40} {'top-1':>7} {'top-5':>7}   ({'10-crop' if args.ten_crop else 'center crop'})")
+    views = "; ".join(sorted({r["views"] for r in results.values() if "views" in r}))
+    print(f"{'run':<40} {'top-1':>7} {'top-5':>7}   ({views})")
     for name, r in results.items():
         print(f"{name:<40} {100 * r['top1']:>6.2f}% {100 * r['top5']:>6.2f}%")
 
@@ -145,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coordinator", help="host:port of process 0, for multi-host runs")
     p.add_argument("--num-processes", type=int, default=1)
     p.add_argument("--process-id", type=int, default=0)
+    p.add_argument("--join-timeout", type=float, default=300, metavar="SECONDS",
+                   help="multi-host: give up when not all processes have joined within this time (default 300)")
+    reuse = p.add_mutually_exclusive_group()
+    reuse.add_argument("--resume", action="store_true",
+                       help="continue the run in workdir although its schedule (epochs, optimizer) changed")
+    reuse.add_argument("--overwrite", action="store_true", help="discard the run in workdir and start afresh")
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser("eval", help="evaluate checkpoints (several: also their ensemble)")
     p.add_argument("workdirs", nargs="+", help="run directories (each with checkpoints/)")

@@ -14,9 +14,10 @@ Building blocks (each a factory returning a transform): ``translate``,
 ``random_resize_shorter``, ``random_scale``, ``random_crop``, ``center_crop``,
 ``pad_to``, ``lighting``; ``compose`` chains them. Policies put them together:
 ``make_train_transform(policy, size, **opts)`` and ``make_eval_transform(size,
-policy=...)``. Ten-crop evaluation is ``jaxcnn.training.evaluation.ten_crops``
-(host NumPy, on batches) applied to ``resize_center_crop(256, resize=256)``
-examples; there is no per-example ten-crop here.
+policy=...)``; ``policy_flips`` says whether a training policy mirrors images.
+Ten-crop evaluation is ``jaxcnn.training.evaluation.ten_crops`` (host NumPy, on
+batches): it takes mirrored crops only from runs whose policy flipped; there is
+no per-example ten-crop here.
 """
 
 from __future__ import annotations
@@ -283,6 +284,14 @@ TRAIN_POLICIES = {"shift": _shift_policy, "inception": _inception_policy, "alexn
                   "vgg_scale": _vgg_scale_policy, "segmentation": _segmentation_policy}
 
 
+def policy_flips(policy: str, **opts) -> bool:
+    """Whether the training policy ``policy`` with options ``opts`` applies random horizontal flips."""
+    if policy not in TRAIN_POLICIES:
+        raise ValueError(f"unknown train policy {policy!r}; valid: {', '.join(TRAIN_POLICIES)}")
+    param = inspect.signature(TRAIN_POLICIES[policy]).parameters.get("flip")
+    return bool(opts.get("flip", param.default)) if param is not None else False
+
+
 def _build(kind: str, table: dict, policy: str, size, opts: dict) -> Transform:
     if policy not in table:
         raise ValueError(f"unknown {kind} policy {policy!r}; valid: {', '.join(table)}")
@@ -328,7 +337,7 @@ def resize_center_crop(size: int, resize: int | None = None) -> Transform:
 
 __all__: Sequence[str] = [
     "IMAGENET_EIGVAL", "IMAGENET_EIGVEC", "EVAL_POLICIES", "TRAIN_POLICIES", "center_crop", "compose", "hflip",
-    "lighting", "lighting_offset", "make_eval_transform", "make_train_transform", "pad_to", "random_crop",
-    "random_resize_shorter", "random_resized_crop", "random_resized_crop_params", "random_scale", "resize_center_crop",
-    "resize_shorter", "translate",
+    "lighting", "lighting_offset", "make_eval_transform", "make_train_transform", "pad_to", "policy_flips",
+    "random_crop", "random_resize_shorter", "random_resized_crop", "random_resized_crop_params", "random_scale",
+    "resize_center_crop", "resize_shorter", "translate",
 ]

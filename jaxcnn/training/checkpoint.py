@@ -6,6 +6,15 @@ step into a temporary directory and renames it when complete, so a run killed
 at any moment leaves only whole checkpoints; ``latest_step`` ignores partial
 ones. Restoring takes the *current* run's state as the target, so arrays land
 with the current shardings (saved on 8 devices, restored on 1, or back).
+
+Checkpoint ``S`` holds the state after ``S`` optimizer steps. Commands that only
+read (evaluation, ``--checkpoint``) open a directory with
+``Checkpointer.open_existing``, which creates nothing and refuses a directory
+without checkpoints in one line.
+
+``diverged_message`` is what a run says when a step's loss or gradients are
+NaN/Inf: which step, and which checkpoint is still good, where *good* means
+every array finite and ``max |param| <= PARAM_BOUND``.
 """
 
 from __future__ import annotations
@@ -14,20 +23,54 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+# A checkpoint whose largest |parameter| exceeds this is not offered as good after a divergence. The
+# parameters of a healthy CNN are O(1) (conv and dense weights well under 10, batch-norm scales a few
+# units); an exploding run passes 1e6 several steps before float32 overflows (a weight of 1e19 already
+# overflows in the squares of weight decay and batch-norm variances), so the bound separates the two
+# with orders of magnitude to spare on either side.
+PARAM_BOUND = 1e6
+
+
+def checkpoint_steps(directory: str) -> list[int]:
+    """The steps of the complete checkpoints in ``directory`` (orbax names them by step; a partial one
+    carries a temporary suffix), ascending; [] when there is none or no directory."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(e.name) for e in os.scandir(directory) if e.is_dir() and e.name.isdigit())
 
 
 class Checkpointer:
     """Saves every ``every_steps`` steps (and when forced), keeps the last ``keep``."""
 
-    def __init__(self, directory: str, *, every_steps: int, keep: int = 3, asynchronous: bool = True):
+    def __init__(self, directory: str, *, every_steps: int, keep: int = 3, asynchronous: bool = True,
+                 create: bool = True):
         self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=max(1, every_steps),
-                                               enable_async_checkpointing=asynchronous, create=True)
+                                               enable_async_checkpointing=asynchronous, create=create)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    @classmethod
+    def open_existing(cls, workdir: str) -> "Checkpointer":
+        """The checkpoints of the run in ``workdir`` for reading; creates nothing. A one-line ``ValueError``
+        ("no checkpoints in WORKDIR") when there are none."""
+        directory = os.path.join(workdir, "checkpoints")
+        if not checkpoint_steps(directory):
+            raise ValueError(f"no checkpoints in {workdir}" + ("" if os.path.isdir(workdir) else
+                                                               " (no such directory)"))
+        return cls(directory, every_steps=1, create=False)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def will_save(self, step: int, force: bool = False) -> bool:
+        """Whether ``save(step, ..., force=force)`` would write a checkpoint."""
+        return force or self.manager.should_save(step)
 
     def save(self, step: int, state: Any, meta: dict, *, force: bool = False) -> bool:
         """Starts saving (returns at once when asynchronous); True if a save was started."""
@@ -62,3 +105,40 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def state_health(state: Any) -> tuple[bool, float]:
+    """``(every array of the state finite, max |param|)`` (NaN when a parameter is not finite)."""
+    leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(state))]
+    finite = all(np.all(np.isfinite(x)) for x in leaves if np.issubdtype(x.dtype, np.inexact))
+    params = [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(state.params))]
+    peaks = [float(np.max(np.abs(x))) for x in params if x.size]
+    peak = float("nan") if any(np.isnan(peaks)) else max(peaks, default=0.0)
+    return finite, peak
+
+
+def is_good(finite: bool, peak: float, bound: float = PARAM_BOUND) -> bool:
+    return finite and np.isfinite(peak) and peak <= bound
+
+
+def diverged_message(ckpt: Checkpointer, step: int, state: Any, bound: float = PARAM_BOUND) -> str:
+    """One line for a run whose step ``step`` (1-based: the update from the state after ``step - 1`` steps)
+    gave a NaN/Inf loss or gradient. ``state`` is the current state (the update was not applied, so it is
+    the state after ``step - 1`` steps), on the devices a checkpoint restores onto. Names the newest
+    checkpoint whose state is good (``is_good``) and those that are not."""
+    ckpt.wait()
+    _, peak_now = state_health(state)
+    bad, good = [], None
+    for s in reversed(ckpt.all_steps()):
+        restored, _ = ckpt.restore(state, s)
+        finite, peak = state_health(restored)
+        if is_good(finite, peak, bound):
+            good = (s, peak)
+            break
+        bad.append(f"{s} ({'non-finite arrays' if not finite else f'max |param| {peak:.2g}'})")
+    head = (f"the loss or gradients of step {step} were NaN/Inf; training stopped without applying it "
+            f"(the state after step {step - 1} has max |param| {peak_now:.2g})")
+    where = (f"last good checkpoint: step {good[0]} (max |param| {good[1]:.2g}) in {ckpt.directory}" if good
+             else f"no good checkpoint in {ckpt.directory}")
+    rejected = (f"; not good (non-finite or max |param| > {bound:.0e}): step {', '.join(bad)}" if bad else "")
+    return f"{head}; {where}{rejected}"

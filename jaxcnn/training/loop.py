@@ -33,7 +33,8 @@ from jaxcnn.model_stats import init_variables
 from jaxcnn.parallel.data_parallel import PMAP_AXIS, DataParallel
 from jaxcnn.models import create_model, model_info, model_options
 from jaxcnn.training import segmentation as seg
-from jaxcnn.training.checkpoint import Checkpointer
+from jaxcnn.training import workdir as run_dir
+from jaxcnn.training.checkpoint import Checkpointer, diverged_message
 from jaxcnn.training.config import TrainConfig, to_dict
 from jaxcnn.training.metrics_log import MetricsLog, plot_curves
 from jaxcnn.training.optimizer import PlateauControl, make_optimizer, plateau_factor
@@ -77,8 +78,12 @@ def evaluate(dp: DataParallel, eval_step, variables, source, global_batch: int,
     return summarize(totals)
 
 
-def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Runs (or resumes) the configured training; returns final metrics and output paths."""
+def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) -> dict[str, Any]:
+    """Runs (or resumes) the configured training; returns final metrics and output paths.
+
+    ``reuse`` (None, "resume", "overwrite"): what to do with a workdir holding a run of another config
+    (``jaxcnn.training.workdir``); a finished run is not trained again.
+    """
     segmentation = model_info(cfg.model).task == "segmentation"
     source_options = {"size": cfg.image_size, **({"data_dir": cfg.data_dir} if cfg.data_dir else {})}
     train_src = get_source(cfg.dataset, "train", **source_options)
@@ -123,6 +128,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     state = create_train_state(model, tx, image_shape, seed=cfg.seed, variables=variables)
 
     lead = jax.process_index() == 0
+    run_dir.prepare(cfg, reuse, lead=lead)
     ckpt = Checkpointer(os.path.join(cfg.workdir, "checkpoints"), every_steps=cfg.checkpoint_every_steps,
                         keep=cfg.keep_checkpoints)
     plateau = PlateauControl(factor=cfg.optimizer.decay_factor, patience=cfg.optimizer.plateau_patience,
@@ -137,6 +143,10 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         plateau.load_state_dict(meta["plateau"])
     start = int(jax.device_get(state.step))
     state = dp.put_state(state)
+    if start >= total_steps:
+        ckpt.close()
+        return {**run_dir.finished_run(cfg.workdir, start, total_steps, os.path.join(cfg.workdir, "metrics.jsonl")),
+                "checkpoints": ckpt.directory, "state": state, "data_parallel": dp}
 
     axis_name = PMAP_AXIS if cfg.strategy == "pmap" else None
     if net is dp:  # tower layouts take the state's tree to fix each leaf's sharding
@@ -163,7 +173,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         if cfg.augment != "shift":
             augment = make_train_transform(cfg.augment, cfg.image_size, **cfg.augment_options)
         summarize, watched = _per_example_means, "top1"
-    log = MetricsLog(cfg.workdir, enabled=lead)
+    log = MetricsLog(cfg.workdir, enabled=lead, start_step=start)
     meta_base = {"model": cfg.model, "config": _jsonable(to_dict(cfg))}
 
     def save(step: int, force: bool = False) -> None:
@@ -185,10 +195,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     def check(step_metrics, step: int) -> None:
         host = jax.device_get(step_metrics)
         if host["finite"] < 1:
-            ckpt.wait()
-            last = ckpt.latest_step()
-            raise TrainingDiverged(f"loss or gradients became NaN/Inf at step {step + 1}; training stopped, "
-                                   f"last good checkpoint: step {last} in {ckpt.directory}")
+            raise TrainingDiverged(diverged_message(ckpt, step + 1, dp.unreplicate(state)))
         window.append(host)
 
     try:
@@ -232,6 +239,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
                     new_opt = plateau.update(1.0 - eval_metrics[watched], host.opt_state)
                     if new_opt is not host.opt_state:  # the learning rate was divided: re-place the state
                         state = dp.put_state(host.replace(opt_state=new_opt))
+            if pending is not None and ckpt.will_save(done, force=done == total_steps):
+                check(*pending)   # a checkpoint only of checked steps
+                pending = None
             save(done, force=done == total_steps)
         if pending is not None:
             check(*pending)

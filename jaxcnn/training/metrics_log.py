@@ -7,16 +7,23 @@ import os
 
 
 class MetricsLog:
-    """Appends ``{"step": s, name: value, ...}`` rows to ``metrics.jsonl`` and TensorBoard."""
+    """Appends ``{"step": s, name: value, ...}`` rows to ``metrics.jsonl`` and TensorBoard.
 
-    def __init__(self, workdir: str, enabled: bool = True):
+    A run resumed from the checkpoint of step ``start_step`` repeats the steps after it, so the rows past
+    ``start_step`` (written before the run stopped) are dropped first, and TensorBoard is told to purge
+    its events past that step: every step keeps one row.
+    """
+
+    def __init__(self, workdir: str, enabled: bool = True, start_step: int = 0):
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.enabled = enabled
         self._tb = None
         if enabled:
             os.makedirs(workdir, exist_ok=True)
+            truncate_rows(self.path, start_step)
             from tensorboardX import SummaryWriter
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                     purge_step=start_step + 1)
 
     def write(self, step: int, **values: float) -> None:
         if not self.enabled:
@@ -32,11 +39,45 @@ class MetricsLog:
 
 
 def read_rows(path: str) -> list[dict]:
-    """The rows of a metrics.jsonl; for a resumed run, the last row written for each (step, keys) wins."""
+    """The rows of a metrics.jsonl, in the order written ([] when there is no file). A line cut short
+    by a killed run is skipped."""
     if not os.path.isfile(path):
         return []
+    rows = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return [r for r in rows if isinstance(r, dict) and "step" in r]
+
+
+def truncate_rows(path: str, last_step: int) -> None:
+    """Keeps only the rows of steps <= ``last_step`` (atomically: a new file renamed over the old)."""
+    if not os.path.isfile(path):
+        return
+    rows = read_rows(path)
+    keep = [r for r in rows if r["step"] <= last_step]
+    with open(path) as f:
+        unchanged = len(keep) == len(rows) and sum(1 for line in f if line.strip()) == len(rows)
+    if unchanged:
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in keep)
+    os.replace(tmp, path)
+
+
+def last_eval(path: str, up_to_step: int | None = None) -> dict[str, float]:
+    """The metrics of the last evaluation row (at or before ``up_to_step``), without the ``eval/`` prefix."""
+    for row in reversed(read_rows(path)):
+        if up_to_step is not None and row["step"] > up_to_step:
+            continue
+        found = {k[len("eval/"):]: v for k, v in row.items() if k.startswith("eval/")}
+        if found:
+            return found
+    return {}
 
 
 def plot_curves(metrics_path: str, png_path: str) -> str:
