@@ -61,5 +61,4 @@ def test_squeezenet_numerics():
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 64, 64, 3)), jnp.float32)
     logits, _ = jax.jit(model.apply)(variables, x)     # jitted: op-by-op dispatch compiles every op apart
     assert logits.shape == (2, 10) and logits.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(logits)))
-    g = jax.jit(jax.grad(lambda x: model.apply(variables, x)[0][:, 0].sum()))(x)
-    assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).sum()) > 0
+    # its input gradient: tests/test_input_gradients.py
