@@ -21,7 +21,7 @@ from jaxcnn.data.transforms import make_eval_transform, make_train_transform
 from jaxcnn.training import TrainConfig, load_config, train
 from jaxcnn.training import evaluation
 from jaxcnn.training.optimizer import make_optimizer
-from jaxcnn.training.evaluation import evaluate_runs, predict_probs, restore_run, ten_crops
+from jaxcnn.training.evaluation import eval_views, evaluate_runs, predict_probs, restore_run, ten_crops
 from tests.tiny_model import register
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -131,8 +131,27 @@ def test_ten_crops():
     np.testing.assert_array_equal(c[3], x[:, 2:, 3:])          # bottom-right
     np.testing.assert_array_equal(c[4], x[:, 1:5, 1:5])        # center
     np.testing.assert_array_equal(c[5], x[:, :4, :4][:, :, ::-1])  # mirrored top-left
+    np.testing.assert_array_equal(ten_crops(x, 4, mirror=False), c[:5])
     with pytest.raises(ValueError, match="smaller than the crop"):
         ten_crops(x, 7)
+
+
+def test_ten_crop_views_follow_the_runs_augmentation():
+    digits = TrainConfig()                      # shift policy, no flips
+    v = eval_views(digits, ten_crop=True)
+    assert (v.count, v.pad, v.mirror) == (5, 2, False)
+    assert v.description.startswith("5 crops") and "no mirror images: the run trained without flips" in v.description
+    v = eval_views(dataclasses.replace(digits, augment_flip=True), ten_crop=True)
+    assert v.count == 10 and "and their mirror images" in v.description
+    v = eval_views(dataclasses.replace(digits, augment_shift=0), ten_crop=True)
+    assert v.count == 1 and "the whole image" in v.description
+    alexnet = dataclasses.replace(digits, augment="alexnet", image_size=224, eval_transform="center")
+    v = eval_views(alexnet, ten_crop=True)
+    assert v.count == 10 and "central 256 px square" in v.description
+    no_flip = dataclasses.replace(alexnet, augment_options={"flip": False})
+    assert eval_views(no_flip, ten_crop=True).count == 5
+    assert eval_views(digits).description == "whole images"      # digits are not cropped
+    assert eval_views(alexnet).description == "center crop"
 
 
 def test_ensemble_averages_member_probabilities(tmp_path):
@@ -153,11 +172,34 @@ def test_ensemble_averages_member_probabilities(tmp_path):
         labels = src.labels
         assert results[wd]["top1"] == pytest.approx(np.mean(probs[-1].argmax(1) == labels))
     assert results["ensemble"]["top1"] == pytest.approx(np.mean(np.mean(probs, 0).argmax(1) == labels))
+    assert results[runs[0]]["views"] == "whole images"
     compiled = evaluation._probs._cache_size()
     ten = evaluate_runs(runs[:1], ten_crop=True)
-    assert 0.0 <= ten[runs[0]]["top1"] <= 1.0 and ten[runs[0]]["top5"] >= ten[runs[0]]["top1"]
-    assert evaluation._probs._cache_size() == compiled     # ten crops of the training size: no new program
+    assert evaluation._probs._cache_size() == compiled     # crops of the training size: no new program
+    # the digits run trained without flips: the five crops of the image padded by its shift, no mirror images
+    cfg, model, variables = restore_run(runs[0])
+    src = jaxcnn.data.sources.digits("test", size=cfg.image_size)
+    s = cfg.augment_shift
+    padded = np.pad(src.images, ((0, 0), (s, s), (s, s), (0, 0)))
+    five = np.mean([predict_probs(model, variables, np.ascontiguousarray(c))
+                    for c in ten_crops(padded, cfg.image_size, mirror=False)], axis=0)
+    assert ten[runs[0]]["top1"] == pytest.approx(np.mean(five.argmax(1) == src.labels))
+    assert ten[runs[0]]["views"].startswith("5 crops")
     assert jax.device_count() == 8
+
+
+def test_eval_header_says_what_was_scored(tmp_path, capsys):
+    register()
+    wd = str(tmp_path)
+    train(load_config(os.path.join(ROOT, "tests", "recipes", "tiny_digits.py")).with_overrides(
+        [f"workdir={wd}", "max_steps=4"]), progress=False)
+    capsys.readouterr()
+    assert cli.main(["eval", wd]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.endswith("(whole images)") and "center crop" not in header, header
+    assert cli.main(["eval", wd, "--ten-crop"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "(5 crops: 4 corners and center of the image padded by 2 px (no mirror images" in header, header
 
 
 def test_plateau_schedule_divides_the_learning_rate_in_a_run(tmp_path):

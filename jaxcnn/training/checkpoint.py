@@ -117,6 +117,10 @@ def state_health(state: Any) -> tuple[bool, float]:
     return finite, peak
 
 
+def _describe(finite: bool, peak: float) -> str:
+    return f"max |param| {peak:.2g}" + ("" if finite else ", non-finite arrays")
+
+
 def is_good(finite: bool, peak: float, bound: float = PARAM_BOUND) -> bool:
     return finite and np.isfinite(peak) and peak <= bound
 
@@ -127,7 +131,7 @@ def diverged_message(ckpt: Checkpointer, step: int, state: Any, bound: float = P
     the state after ``step - 1`` steps), on the devices a checkpoint restores onto. Names the newest
     checkpoint whose state is good (``is_good``) and those that are not."""
     ckpt.wait()
-    _, peak_now = state_health(state)
+    now = _describe(*state_health(state))
     bad, good = [], None
     for s in reversed(ckpt.all_steps()):
         restored, _ = ckpt.restore(state, s)
@@ -135,10 +139,10 @@ def diverged_message(ckpt: Checkpointer, step: int, state: Any, bound: float = P
         if is_good(finite, peak, bound):
             good = (s, peak)
             break
-        bad.append(f"{s} ({'non-finite arrays' if not finite else f'max |param| {peak:.2g}'})")
+        bad.append(f"{s} ({_describe(finite, peak)})")
     head = (f"the loss or gradients of step {step} were NaN/Inf; training stopped without applying it "
-            f"(the state after step {step - 1} has max |param| {peak_now:.2g})")
+            f"(the state after step {step - 1}: {now})")
     where = (f"last good checkpoint: step {good[0]} (max |param| {good[1]:.2g}) in {ckpt.directory}" if good
              else f"no good checkpoint in {ckpt.directory}")
-    rejected = (f"; not good (non-finite or max |param| > {bound:.0e}): step {', '.join(bad)}" if bad else "")
+    rejected = (f"; not good (non-finite, or max |param| > {bound:.0e}): step {', '.join(bad)}" if bad else "")
     return f"{head}; {where}{rejected}"
