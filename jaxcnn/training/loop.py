@@ -143,7 +143,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
         plateau.load_state_dict(meta["plateau"])
     start = int(jax.device_get(state.step))
     state = dp.put_state(state)
-    if start >= total_steps:
+    if start >= total_steps and start > 0:   # a finished run: report it, train nothing
         ckpt.close()
         return {**run_dir.finished_run(cfg.workdir, start, total_steps, os.path.join(cfg.workdir, "metrics.jsonl")),
                 "checkpoints": ckpt.directory, "state": state, "data_parallel": dp}
