@@ -151,6 +151,12 @@ def test_ten_crop_views_follow_the_runs_augmentation():
     no_flip = dataclasses.replace(alexnet, augment_options={"flip": False})
     assert eval_views(no_flip, ten_crop=True).count == 5
     assert eval_views(digits).description == "whole images"      # digits are not cropped
+    # a cropping policy's views come from each example resized to the central square (round(16 * 256 / 224))
+    src = jaxcnn.data.sources.digits("test", size=16)
+    v = eval_views(dataclasses.replace(alexnet, image_size=16), ten_crop=True)
+    (images, labels), = evaluation._scored_chunks(src, v)
+    assert images.shape == (len(src), 18, 18, 3) and np.array_equal(labels, src.labels)
+    assert v.of(images[:3]).shape == (10, 3, 16, 16, 3)
     assert eval_views(alexnet).description == "center crop"
 
 

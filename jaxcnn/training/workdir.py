@@ -154,9 +154,10 @@ def prepare(cfg: TrainConfig, reuse: str | None = None, *, lead: bool = True) ->
                         "--overwrite to discard it" if schedule_only else
                         "use another workdir, or --overwrite to discard it")
                 raise ValueError(f"{workdir} holds a run with another config ({listed}); {ways}")
-            if lead:
-                changed = ", ".join(diff)
-                print(f"{workdir}: resuming under a changed schedule ({changed})", file=sys.stderr)
+        if lead:
+            latest = checkpoint_steps(os.path.join(workdir, "checkpoints"))[-1]
+            how = f"under a changed schedule ({', '.join(diff)})" if diff else "(same config)"
+            print(f"{workdir}: continuing the run from its checkpoint of step {latest} {how}", file=sys.stderr)
     if lead:
         write_config(workdir, cfg)
 
