@@ -156,8 +156,8 @@ def prepare(cfg: TrainConfig, reuse: str | None = None, *, lead: bool = True) ->
                 raise ValueError(f"{workdir} holds a run with another config ({listed}); {ways}")
         if lead:
             latest = checkpoint_steps(os.path.join(workdir, "checkpoints"))[-1]
-            how = f"under a changed schedule ({', '.join(diff)})" if diff else "(same config)"
-            print(f"{workdir}: continuing the run from its checkpoint of step {latest} {how}", file=sys.stderr)
+            how = f"a changed schedule ({', '.join(diff)})" if diff else "the same config"
+            print(f"{workdir}: picking up its run, checkpointed at step {latest}, with {how}", file=sys.stderr)
     if lead:
         write_config(workdir, cfg)
 
@@ -169,4 +169,6 @@ def finished_run(workdir: str, step: int, total_steps: int, metrics_path: str) -
     print(f"{workdir}: the run is finished (step {step} of {total_steps}); its last evaluation follows. "
           "Use another workdir or --overwrite to train again, or more epochs with --resume to continue it",
           file=sys.stderr)
-    return {"step": step, "eval": ev, "metrics": metrics_path, "finished": True}
+    plot = os.path.join(workdir, "learning_curves.png")
+    return {"step": step, "eval": ev, "metrics": metrics_path, "finished": True,
+            **({"plot": plot} if os.path.isfile(plot) else {})}
