@@ -181,7 +181,7 @@ def _cw_margin(model, variables, adv, labels, target, confidence):
 @cpu.jit
 def _cw_init(x):
     w0 = jnp.arctanh(jnp.clip(x * 2 - 1, -1 + 1e-6, 1 - 1e-6))
-    return w0, optax.adam(0.0).init(w0), jnp.copy(x), jnp.full((x.shape[0],), jnp.inf)
+    return w0, optax.adam(0.0).init(w0), jnp.copy(x), jnp.full((x.shape[0],), jnp.inf, jnp.float32)
 
 
 def _cw_step(consts, carry, _, *, model):
