@@ -11,14 +11,30 @@ import functools
 from importlib import resources
 
 import jax.numpy as jnp
+import numpy as np
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
-def preprocess(pixels):
-    """(..., 3) pixel values in [0, 1] -> normalized model input (same shape, float)."""
-    return (jnp.asarray(pixels) - jnp.asarray(MEAN)) / jnp.asarray(STD)
+def preprocess(pixels, *, gray: bool = False):
+    """(..., 3) float pixel values in [0, 1] -> normalized model input (same shape, float).
+
+    Integer (and boolean) arrays are refused, not scaled: a uint8 image holds 0-255, and dividing
+    by 255 is the caller's choice to make (``images.astype(np.float32) / 255``). A last axis other
+    than 3 is refused too; with ``gray=True`` a single channel is repeated to three (grey images).
+    """
+    x = jnp.asarray(pixels)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"preprocess takes float pixel values in [0, 1], got {np.dtype(x.dtype).name} "
+                         f"(for 0-255 images divide by 255 first)")
+    channels = x.shape[-1] if x.ndim else None
+    if gray and channels == 1:
+        x = jnp.broadcast_to(x, (*x.shape[:-1], 3))
+    elif channels != 3:
+        hint = " (pass gray=True to repeat one channel to three)" if channels == 1 else ""
+        raise ValueError(f"preprocess takes (..., 3) RGB pixel values, got shape {tuple(x.shape)}{hint}")
+    return (x - jnp.asarray(MEAN)) / jnp.asarray(STD)
 
 
 def deprocess(x):

@@ -159,5 +159,24 @@ def test_attack_batch_checks_and_shards(tiny):
         problem.attack_batch(model, variables, x, np.arange(8), eps=float("nan"))
 
 
+
+def test_preprocess_refuses_integers_and_one_channel_unless_asked():
+    from jaxcnn.imagenet import MEAN, STD, preprocess
+    pixels = np.random.default_rng(1).integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"^preprocess takes float pixel values in \[0, 1\], got uint8 "
+                                         r"\(for 0-255 images divide by 255 first\)$"):
+        preprocess(pixels)
+    with pytest.raises(ValueError, match="got int32"):
+        preprocess(jnp.asarray(pixels, jnp.int32))
+    gray = pixels[..., :1].astype(np.float32) / 255
+    with pytest.raises(ValueError, match=r"got shape \(2, 4, 4, 1\) \(pass gray=True"):
+        preprocess(gray)
+    with pytest.raises(ValueError, match=r"got shape \(2, 4, 4, 4\)$"):
+        preprocess(np.zeros((2, 4, 4, 4), np.float32))
+    want = (np.repeat(gray, 3, -1) - np.array(MEAN)) / np.array(STD)
+    np.testing.assert_allclose(preprocess(gray, gray=True), want, rtol=1e-6, atol=1e-6)
+    assert float(jnp.max(jnp.abs(preprocess(pixels / 255.0)))) < 3     # scaled input: normalised values
+
+
 if __name__ == "__main__":
     child(sys.argv[1])
