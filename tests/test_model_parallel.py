@@ -99,6 +99,21 @@ def test_train_step_equals_one_device(setup, reference, data):
     assert int(state.step) == 1
 
 
+def test_dropout_masks_are_the_single_device_ones(setup):
+    """Train mode: the model, given the tower axis, keeps each device's block of the masks one device draws."""
+    model, batch, _, state0 = setup
+    key = jax.random.key(3)
+    _, ref = jax.jit(lambda v, x: model.apply(v, x, train=True, rngs={"dropout": key}))(
+        {"params": state0.params}, batch["image"])
+    tp = TowerParallel(model, _mesh(4))
+    _, feats = jax.jit(lambda v, x: tp.apply(v, x, train=True, rngs={"dropout": key}))(
+        tp.put_variables({"params": state0.params}), tp.put_batch(batch)["image"])
+    dropped = np.asarray(ref["pre_logits"]) == 0
+    assert 0.3 < dropped.mean() < 0.7   # about half the units of fc7 dropped
+    np.testing.assert_array_equal(np.asarray(feats["pre_logits"]) == 0, dropped)
+    np.testing.assert_allclose(feats["pre_logits"], ref["pre_logits"], rtol=1e-5, atol=1e-5)
+
+
 def test_layout_round_trip_keeps_the_checkpoint(setup):
     _, _, _, state0 = setup
     mesh = _mesh(4)

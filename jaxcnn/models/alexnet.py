@@ -21,10 +21,16 @@ grouped convolutions (``groups=2``): their kernels have shape
 ``(k, k, C_in / 2, C_out)`` and output half g sees only input half g; LRN
 neighbourhoods stop at the tower boundary. conv1 (each tower sees the whole
 image), conv3 and the fully connected layers see both towers: they are where
-the GPUs communicate. So sharding the channel axis of every activation and
-the output axis of every kernel over a 2-wide ``"model"`` mesh axis puts tower
-A on one device and tower B on the other, with cross-device traffic only at
-conv3 and fc6-fc8.
+the GPUs communicate.
+
+Given ``tower_axis`` (a mesh axis name, under ``jax.shard_map``), the net is
+one tower's program: each device holds its tower's slice of every parameter
+(the output half of each kernel, and the input half of fc8's) and the model
+performs the paper's exchanges itself, an ``all_gather`` over ``tower_axis``
+of the input of conv3, fc6 and fc7 and a ``psum`` of fc8's partial logits.
+Placement (which device holds which tower) is
+``jaxcnn.parallel.model_parallel``'s business. With ``tower_axis=None`` it is
+the single-device net; the parameter tree and names are the same either way.
 
 ``zfnet``: Zeiler & Fergus 2013: a 7x7 stride-2 first layer (96 kernels,
 padding 1), a 5x5 stride-2 second layer, 3x3/2 max pools rounding up (Caffe)
@@ -57,6 +63,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxcnn.layers import dense as linear
 from jaxcnn.layers import (adaptive_avg_pool, check_images, conv, flatten_chw, kaiming_uniform_a_sqrt5,
@@ -146,8 +153,14 @@ class PaperAlexNet(nn.Module):
     ``ceil_mode``: pool1 and pool2 round up (pool5 rounds down).
     ``fc_bias``: bias init of fc6 and fc7.
     ``fc_width``: units of fc6 and fc7 (4096 in the papers; smaller for small data or tests).
+    ``tower_axis``: under ``jax.shard_map``, the mesh axis of size ``towers`` that holds one tower per
+      device: the net computes its tower's half of every layer and exchanges activations where the paper's
+      GPUs do. None: the whole net on one device.
+    ``batch_axis``: under ``jax.shard_map``, the mesh axis the batch is split over (or None), so that
+      dropout keeps the masks the single-device net draws for this device's examples.
 
-    ``__call__(x, train=False)``: (N, H, W, 3), H, W >= 63 -> (logits, features).
+    ``__call__(x, train=False)``: (N, H, W, 3), H, W >= 63 -> (logits, features); with ``tower_axis``
+    the features are this tower's channel (unit) half and the logits are whole.
     """
 
     convs: Sequence[tuple[int, int, int, int, int, float]]
@@ -161,18 +174,25 @@ class PaperAlexNet(nn.Module):
     fc_width: int = 4096
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    tower_axis: str | None = None
+    batch_axis: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         min_size = min_input_size([(k, s, p) for _, k, s, p, _, _ in self.convs], self.ceil_mode)
         x = check_images(x, model=self.arch_name, min_size=min_size).astype(self.dtype)
+        split = self._tower_split()   # 1 on one device; the towers' count when each device holds one
         feats: dict = {}
         w_init = nn.initializers.normal(0.01)
-        lrn = functools.partial(local_response_norm, size=5, alpha=1e-4, beta=0.75, k=2.0, groups=self.towers)
+        lrn = functools.partial(local_response_norm, size=5, alpha=1e-4, beta=0.75, k=2.0,
+                                groups=self.towers // split)
         pool = functools.partial(max_pool, kernel=3, stride=2, ceil_mode=self.ceil_mode)
         for i, (n, k, s, p, g, b) in enumerate(self.convs, start=1):
-            x = conv(n, k, stride=s, padding=p, groups=g, name=f"conv{i}", dtype=self.dtype,
-                     param_dtype=self.param_dtype, kernel_init=w_init, bias_init=nn.initializers.constant(b))(x)
+            if split > 1 and g == 1 and i > 1:  # conv3: every kernel sees both towers' maps
+                x = lax.all_gather(x, self.tower_axis, axis=3, tiled=True)
+            x = conv(n // split, k, stride=s, padding=p, groups=g if split == 1 else 1, name=f"conv{i}",
+                     dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=w_init,
+                     bias_init=nn.initializers.constant(b))(x)
             x = feats[f"conv{i}"] = nn.relu(x)
             if i <= 2 and self.norm_before_pool:
                 x = feats[f"norm{i}"] = lrn(x)
@@ -181,18 +201,90 @@ class PaperAlexNet(nn.Module):
                 x = feats[f"pool{i}"] = pool(x)
                 x = feats[f"norm{i}"] = lrn(x)
         x = feats["pool5"] = max_pool(x, 3, 2)
+        # torch's (C, H, W) flatten: a tower's channels are a contiguous half of the vector
         x = flatten_chw(adaptive_avg_pool(x, 6))
 
         def dense(n, name, bias):
             return linear(n, name=name, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=w_init,
-                            bias_init=nn.initializers.constant(bias))
+                          bias_init=nn.initializers.constant(bias))
 
-        drop = functools.partial(nn.Dropout, self.dropout_rate, deterministic=not train)
-        x = feats["fc6"] = nn.relu(dense(self.fc_width, "fc6", self.fc_bias)(x))
-        x = feats["fc7"] = nn.relu(dense(self.fc_width, "fc7", self.fc_bias)(drop()(x)))
-        x = feats["pre_logits"] = drop()(x)
-        logits = dense(self.num_classes, "fc8", 0.0)(x)
+        def drop(name):
+            return _Dropout(self.dropout_rate, deterministic=not train, tower_axis=self.tower_axis if split > 1
+                            else None, batch_axis=self.batch_axis, name=name)
+
+        x = self._gather(x, split)   # fc6 sees both towers
+        x = feats["fc6"] = nn.relu(dense(self.fc_width // split, "fc6", self.fc_bias)(x))
+        # explicit names: the masks follow from the dropout key and the module path, the same in both modes
+        x = self._gather(drop("Dropout_0")(x), split)   # fc7 sees both towers
+        x = feats["fc7"] = nn.relu(dense(self.fc_width // split, "fc7", self.fc_bias)(x))
+        x = feats["pre_logits"] = drop("Dropout_1")(x)
+        if split > 1:  # fc8 combines the towers: each holds its rows of the kernel, the partial logits add up
+            logits = _TowerSumDense(self.num_classes, self.tower_axis, w_init, self.dtype, self.param_dtype,
+                                    name="fc8")(x)
+        else:
+            logits = dense(self.num_classes, "fc8", 0.0)(x)
         return logits.astype(jnp.float32), feats
+
+    def _tower_split(self) -> int:
+        if self.tower_axis is None:
+            return 1
+        size = lax.axis_size(self.tower_axis)
+        if self.towers < 2 or size != self.towers:
+            raise ValueError(f"{self.arch_name} has {self.towers} tower(s); tower_axis {self.tower_axis!r} "
+                             f"has size {size}")
+        return size
+
+    def _gather(self, x: jax.Array, split: int) -> jax.Array:
+        return lax.all_gather(x, self.tower_axis, axis=x.ndim - 1, tiled=True) if split > 1 else x
+
+
+class _Dropout(nn.Module):
+    """``nn.Dropout`` (the same mask for the same key and module path) that can keep a device's block.
+
+    With ``tower_axis`` / ``batch_axis`` (under ``jax.shard_map``) the input is this device's block of
+    the whole (batch, units) array, units split over ``tower_axis`` and examples over ``batch_axis``:
+    the mask of the whole array is drawn, as on one device, and the device's block of it kept.
+    """
+
+    rate: float
+    deterministic: bool
+    tower_axis: str | None = None
+    batch_axis: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.deterministic or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        if self.tower_axis is None and self.batch_axis is None:
+            mask = jax.random.bernoulli(self.make_rng("dropout"), keep, x.shape)
+        else:
+            index, whole = [], []
+            for axis, size in zip((self.batch_axis, self.tower_axis), x.shape):
+                k = 1 if axis is None else lax.axis_size(axis)
+                index.append(0 if axis is None else lax.axis_index(axis) * size)
+                whole.append(k * size)
+            mask = jax.random.bernoulli(self.make_rng("dropout"), keep, tuple(whole))
+            mask = lax.dynamic_slice(mask, index, x.shape)
+        return lax.select(mask, x / keep, jnp.zeros_like(x))
+
+
+class _TowerSumDense(nn.Module):
+    """fc8 across towers: this tower's rows of the kernel times its half of the input, summed over
+    ``axis``, plus the (whole) bias. Parameters ``kernel`` (in / towers, features) and ``bias`` (features,)."""
+
+    features: int
+    axis: str
+    kernel_init: Callable
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+        partial_logits = x @ kernel.astype(self.dtype)
+        return lax.psum(partial_logits, self.axis) + bias.astype(self.dtype)
 
 
 _PAPER_NETS = {

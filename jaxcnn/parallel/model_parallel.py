@@ -30,37 +30,37 @@ so a run can switch between one device, ``DataParallel`` and this layout.
 
 Two layouts of the same placement:
 
-* ``"shard_map"`` (default): the forward is a ``jax.shard_map`` with the
-  paper's collectives written out (``all_gather`` / ``psum`` over ``"model"``).
+* ``"shard_map"`` (default): the forward is a ``jax.shard_map`` of the model
+  given ``tower_axis="model"``: the model itself performs the paper's
+  exchanges (``all_gather`` / ``psum`` over ``"model"``,
+  ``jaxcnn.models.alexnet``); this module only places the parameters.
 * ``"jit"``: ``model.apply`` under ``jax.jit`` with the tower-sharded
   parameters; XLA's partitioner chooses the collectives.
+``python -m benchmarks.twotower_layouts`` compares them with data parallelism.
 
-Dropout (train mode) draws the very masks of ``model.apply`` with the same
-``rngs={"dropout": key}`` (bit for bit with threefry keys, which
-``TrainState`` uses; each device draws only its slice), so a train step
-equals the single-device step.
+Dropout (train mode): the model draws the masks of the whole batch from the
+same ``rngs={"dropout": key}`` as on one device and each device keeps its
+block, so a train step equals the single-device step, masks included.
 
 Usage::
 
     mesh = tower_mesh()                        # (len(devices)//2, 2) devices, axes ("data", "model")
     tp = TowerParallel(create_model("alexnet_twotower"), mesh)
-    step = tp.compile_train_step(make_train_step(tp, tx))   # tp.apply stands in for model.apply
+    step = tp.compile_train_step(make_train_step(tp, tx), state)   # tp.apply stands in for model.apply
     state, metrics = step(tp.put_state(state), tp.put_batch(batch))
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxcnn.layers import adaptive_avg_pool, check_images, flatten_chw, local_response_norm, max_pool
+from jaxcnn.layers import check_images
 from jaxcnn.models.alexnet import min_input_size
 from jaxcnn.parallel.data_parallel import prefetch_to_device
 
@@ -146,70 +146,6 @@ def check_two_tower(model: nn.Module, params: dict | None = None) -> None:
 
 
 # ----------------------------------------------------------------------------
-# the per-device program (one tower, one slice of the batch)
-
-
-class _DropoutMasks(nn.Module):
-    """The keep-masks ``PaperAlexNet``'s two ``nn.Dropout`` (auto-named ``Dropout_0``, ``Dropout_1``) draw.
-
-    The masks depend only on the key, the module path and the shape, so these
-    are the bits ``model.apply(..., train=True, rngs={"dropout": key})`` uses.
-    """
-
-    rate: float
-
-    @nn.compact
-    def __call__(self, shape):
-        ones = jnp.ones(shape, jnp.float32)
-        return tuple(nn.Dropout(self.rate, deterministic=False, name=f"Dropout_{i}")(ones) != 0 for i in range(2))
-
-
-def _conv(x, p, stride, padding, dtype):
-    y = lax.conv_general_dilated(x, p["kernel"].astype(dtype), (stride, stride), ((padding, padding),) * 2,
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y + p["bias"].astype(dtype)
-
-
-def _dense(x, p, dtype):
-    return x @ p["kernel"].astype(dtype) + p["bias"].astype(dtype)
-
-
-def _tower_forward(model: nn.Module, params: dict, x: jax.Array, masks: tuple | None):
-    """One device: this tower's half of every layer; collectives only where the paper's GPUs talk."""
-    dt = model.dtype
-    feats: dict = {}
-    lrn = functools.partial(local_response_norm, size=5, alpha=1e-4, beta=0.75, k=2.0)  # local channels: one tower
-    pool = functools.partial(max_pool, kernel=3, stride=2, ceil_mode=model.ceil_mode)
-    x = x.astype(dt)
-    for i, (_, _, stride, padding, groups, _) in enumerate(model.convs, start=1):
-        if groups == 1 and i > 1:  # conv3: every kernel sees both towers' maps
-            x = lax.all_gather(x, MODEL_AXIS, axis=3, tiled=True)
-        x = feats[f"conv{i}"] = nn.relu(_conv(x, params[f"conv{i}"], stride, padding, dt))
-        if i <= 2 and model.norm_before_pool:
-            x = feats[f"norm{i}"] = lrn(x)
-            x = feats[f"pool{i}"] = pool(x)
-        elif i <= 2:
-            x = feats[f"pool{i}"] = pool(x)
-            x = feats[f"norm{i}"] = lrn(x)
-    x = feats["pool5"] = max_pool(x, 3, 2)
-    # torch's (C, H, W) flatten: this tower's channels are a contiguous half of the vector
-    x = flatten_chw(adaptive_avg_pool(x, 6))
-    x = lax.all_gather(x, MODEL_AXIS, axis=1, tiled=True)  # fc6 sees both towers
-    x = feats["fc6"] = nn.relu(_dense(x, params["fc6"], dt))  # this tower's half of the units
-    if masks is not None:
-        x = jnp.where(masks[0], x / (1.0 - model.dropout_rate), 0).astype(x.dtype)
-    x = lax.all_gather(x, MODEL_AXIS, axis=1, tiled=True)  # fc7 sees both towers
-    x = feats["fc7"] = nn.relu(_dense(x, params["fc7"], dt))
-    if masks is not None:
-        x = jnp.where(masks[1], x / (1.0 - model.dropout_rate), 0).astype(x.dtype)
-    feats["pre_logits"] = x
-    fc8 = params["fc8"]
-    partial_logits = x @ fc8["kernel"].astype(dt)  # this tower's rows of fc8
-    logits = lax.psum(partial_logits, MODEL_AXIS) + fc8["bias"].astype(dt)  # fc8 combines the towers
-    return logits.astype(jnp.float32), feats
-
-
-# ----------------------------------------------------------------------------
 # the user-facing wrapper
 
 
@@ -270,23 +206,22 @@ class TowerParallel:
                                             tower_shardings(self.mesh, params))
             out = self.model.apply({"params": params}, x, train=train, rngs=rngs)
         else:
-            masks = None
-            if train and self.model.dropout_rate > 0:
-                if not rngs or "dropout" not in rngs:
-                    raise ValueError("train=True with dropout needs rngs={'dropout': key}")
-                units = params["fc6"]["kernel"].shape[1]
-                masks = _DropoutMasks(self.model.dropout_rate).apply({}, (x.shape[0], units),
-                                                                    rngs={"dropout": rngs["dropout"]})
-                masks = tuple(lax.with_sharding_constraint(m, NamedSharding(self.mesh, P(DATA_AXIS, MODEL_AXIS)))
-                              for m in masks)
-            out = self._shard_mapped(params, masks is not None)(params, x, masks)
+            dropout = train and self.model.dropout_rate > 0
+            if dropout and (not rngs or "dropout" not in rngs):
+                raise ValueError("train=True with dropout needs rngs={'dropout': key}")
+            key = rngs["dropout"] if dropout else None
+            out = self._shard_mapped(params, train, key is not None)(params, x, key)
         return (out, {}) if mutable else out
 
-    def _shard_mapped(self, params: dict, with_masks: bool) -> Callable:
+    def _shard_mapped(self, params: dict, train: bool, with_key: bool) -> Callable:
+        """The model as one tower's program on every device: it exchanges activations over ``model`` itself."""
+        tower = self.model.clone(tower_axis=MODEL_AXIS, batch_axis=DATA_AXIS)
+
+        def forward(params, x, key):
+            return tower.apply({"params": params}, x, train=train, rngs={"dropout": key} if with_key else None)
+
         param_specs = {k: PARAM_SPECS[k] for k in params}
-        mask_specs = (P(DATA_AXIS, MODEL_AXIS),) * 2 if with_masks else None
-        return jax.shard_map(functools.partial(_tower_forward, self.model), mesh=self.mesh,
-                             in_specs=(param_specs, P(DATA_AXIS), mask_specs),
+        return jax.shard_map(forward, mesh=self.mesh, in_specs=(param_specs, P(DATA_AXIS), P() if with_key else None),
                              out_specs=(P(DATA_AXIS), _FEATURE_SPECS))
 
     # ------------------------------------------------------------------ placement
