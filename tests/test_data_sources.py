@@ -321,5 +321,6 @@ def test_tfds_source_decodes_encoded_bytes(photos):
 
 
 def test_unknown_dataset_lists_the_valid_names():
-    with pytest.raises(ValueError, match="valid: digits, shapes, imagenet2012, .*oxford_iiit_pet, voc2012, folder:<path>"):
+    valid = "valid: digits, shapes, imagenet2012, .*oxford_iiit_pet, voc2012, folder:<path>"
+    with pytest.raises(ValueError, match=valid):
         get_source("imagenet", "train")

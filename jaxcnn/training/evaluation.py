@@ -24,7 +24,6 @@ import dataclasses
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn import cpu
@@ -45,7 +44,7 @@ def ten_crops(images: np.ndarray, size: int, mirror: bool = True) -> np.ndarray:
         raise ValueError(f"ten_crops: images {h}x{w} are smaller than the crop {size}")
     tops = [0, 0, h - size, h - size, (h - size) // 2]
     lefts = [0, w - size, 0, w - size, (w - size) // 2]
-    crops = [images[:, t:t + size, l:l + size] for t, l in zip(tops, lefts)]
+    crops = [images[:, t:t + size, left:left + size] for t, left in zip(tops, lefts)]
     return np.stack(crops + ([c[:, :, ::-1] for c in crops] if mirror else []))
 
 
