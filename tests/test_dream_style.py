@@ -115,3 +115,67 @@ def test_style_bad_input(vgg):
         style_transfer(model, variables, content, [content, content], style_blend=[1, -1], steps=1)
     with pytest.raises(ValueError, match="at least one style image"):
         style_transfer(model, variables, content, [], steps=1)
+
+
+def test_normalised_step_is_scale_invariant():
+    from jaxcnn.inputopt.optimize import scale_by_mean_abs
+    tx = scale_by_mean_abs()
+    g = jnp.asarray(np.random.default_rng(7).normal(size=(2, 4, 4, 3)), jnp.float32)
+    step = lambda g: np.asarray(tx.update(g, tx.init(g))[0])
+    want = np.asarray(g) / np.abs(np.asarray(g)).reshape(2, -1).mean(1)[:, None, None, None]
+    for scale in (1.0, 1e-16, 1e-30, 1e12):    # a random network's gradients can be this small
+        np.testing.assert_allclose(step(g * scale), want, rtol=1e-5)
+    assert np.all(step(jnp.zeros_like(g)) == 0)    # a zero gradient: a zero step, no NaN
+
+
+def test_deepdream_moves_an_image_whose_objective_gradient_is_tiny(classifier):
+    model, variables, *_ = classifier
+    from jaxcnn.inputopt.dream import dream_change
+    photo = jnp.asarray(_photo("coffee", SIZE))[None]
+    # every conv kernel 10^4 times smaller: the gradient is about 1e-11 (an absolute epsilon of 1e-8 froze it)
+    tiny = jax.tree.map(lambda a: a * 1e-4 if a.ndim == 4 else a, variables)
+    dreamed = deepdream(model, tiny, photo, "block1", octaves=1, steps_per_octave=4, jitter=1, learning_rate=0.01)
+    change = dream_change(model, tiny, photo, dreamed, "block1")
+    assert change.moved and change.max_change[0] > 10, change     # with the absolute epsilon: about 2/255
+    # the objective's change is below float32's resolution here; the step went up its gradient
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(O.layer_l2("block1")(
+        {"features": model.apply(tiny, preprocess(x))[1], "logits": None, "image": x}))))(photo)
+    assert float(jnp.vdot(dreamed - photo, grad)) > 0
+
+
+@pytest.fixture(scope="module")
+def weight_file(tmp_path_factory):
+    from PIL import Image
+
+    from jaxcnn.weights import write_state_dict
+    from jaxcnn.weights.torchvision import to_torch_state_dict
+    from tests.tiny_model import register
+    register()
+    _, variables, images, *_ = digits_classifier()
+    d = tmp_path_factory.mktemp("w")
+    path = str(d / "digits.safetensors")
+    write_state_dict(to_torch_state_dict(variables), path)
+    photo = str(d / "seven.png")
+    Image.fromarray((images[0] * 255).astype(np.uint8)).save(photo)
+    return path, photo
+
+
+def test_dream_and_style_commands_report_the_change_and_warn_when_nothing_moved(weight_file, tmp_path, capsys):
+    from jaxcnn.cli import main
+    path, photo = weight_file
+    common = ["--model", "tiny_cnn", "--weights", path, "--size", str(SIZE), "--out", str(tmp_path)]
+    dream = ["dream", photo, *common, "--layer", "block1", "--octaves", "1", "--steps", "2", "--jitter", "1"]
+    assert main(dream) == 0
+    out, err = capsys.readouterr()
+    line = next(ln for ln in out.splitlines() if ln.startswith("seven: objective"))
+    assert float(line.split("largest pixel change ")[1].split("/")[0]) >= 1 and "did not change" not in err
+    assert main([*dream, "--lr", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert "largest pixel change 0.0/255" in out
+    assert "warning: the images did not change" in err
+    style = ["style", photo, photo, *common, "--content-layer", "block1", "--style-layers", "block0",
+             "--optimizer", "adam", "--steps", "2"]
+    assert main([*style, "--lr", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert "content loss" in out and "largest pixel change from the start 0.0/255" in out
+    assert "warning: the image did not change" in err

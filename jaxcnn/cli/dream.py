@@ -34,7 +34,9 @@ def _cmd_visualize(args: argparse.Namespace) -> None:
 
 
 def _cmd_dream(args: argparse.Namespace) -> None:
-    from jaxcnn.inputopt.dream import deepdream
+    import sys
+
+    from jaxcnn.inputopt.dream import deepdream, dream_change
     from jaxcnn.viz import save_png
 
     loaded = load_model(args)
@@ -46,6 +48,12 @@ def _cmd_dream(args: argparse.Namespace) -> None:
     for name, im in zip(names, np.asarray(out)):
         save_png(os.path.join(args.out, f"{name}_dream_{args.layer}.png"), im)
     print(f"dreamed {len(names)} image(s) at {args.layer} in {time.perf_counter() - t0:.1f} s -> {args.out}")
+    change = dream_change(model, variables, images, out, args.layer)
+    for name, b, a, d in zip(names, change.before, change.after, change.max_change):
+        print(f"{name}: objective {b:.4g} -> {a:.4g}, largest pixel change {d:.1f}/255")
+    if not change.moved:
+        print(f"jaxcnn: warning: the images did not change (every pixel moved by less than 1/255): the objective at "
+              f"{args.layer} is flat at these weights (random weights?); the PNGs equal the inputs", file=sys.stderr)
 
 
 def _cmd_invert(args: argparse.Namespace) -> None:
@@ -69,6 +77,8 @@ def _cmd_invert(args: argparse.Namespace) -> None:
 
 
 def _cmd_style(args: argparse.Namespace) -> None:
+    import sys
+
     from jaxcnn.inputopt.style import style_transfer
     from jaxcnn.viz import save_png
 
@@ -86,7 +96,11 @@ def _cmd_style(args: argparse.Namespace) -> None:
     print(f"style transfer {size} px, {args.steps} {args.optimizer} steps in {time.perf_counter() - t0:.1f} s "
           f"-> {path}; "
           f"content loss {out.content_loss[0]:.4g} -> {out.content_loss[1]:.4g}, "
-          f"style loss {out.style_loss[0]:.4g} -> {out.style_loss[1]:.4g}")
+          f"style loss {out.style_loss[0]:.4g} -> {out.style_loss[1]:.4g}, "
+          f"largest pixel change from the start {out.max_change:.1f}/255")
+    if out.max_change < 1:
+        print("jaxcnn: warning: the image did not change (every pixel moved by less than 1/255 from where it "
+              "started): the losses are flat at these weights (random weights?)", file=sys.stderr)
 
 
 def add_commands(sub) -> None:

@@ -12,6 +12,7 @@ feature inversion (Mahendran & Vedaldi 2015): from noise, find an image
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import jax
@@ -80,6 +81,32 @@ def deepdream(model, variables, images, layer: str, *, octaves: int = 4, octave_
         result = opt.run(objective, start, key=key + i, progress=progress)
         detail = result.images - base
     return result.images
+
+
+@dataclasses.dataclass
+class ImageChange:
+    """What an optimisation did to its images: the objective per image before and after, the largest
+    pixel change per image in 0-255 levels, and whether any image moved by at least one level."""
+
+    before: np.ndarray
+    after: np.ndarray
+    max_change: np.ndarray
+
+    @property
+    def moved(self) -> bool:
+        return bool(np.any(self.max_change >= 1.0))
+
+
+def image_change(model, variables, objective, start, end) -> ImageChange:
+    """The objective on ``start`` and ``end`` (B, H, W, 3) in [0, 1] and the largest change per image (0-255)."""
+    start, end = np.asarray(start, np.float32), np.asarray(end, np.float32)
+    delta = np.abs(end - start).reshape(len(start), -1).max(axis=1) * 255
+    return ImageChange(evaluate(model, variables, objective, start), evaluate(model, variables, objective, end), delta)
+
+
+def dream_change(model, variables, images, dreamed, layer: str) -> ImageChange:
+    """DeepDream's objective (``layer``'s mean squared activation) before and after, and the pixel change."""
+    return image_change(model, variables, O.layer_l2(layer), images, dreamed)
 
 
 def invert(model, variables, images, layer: str, *, steps: int = 300, learning_rate: float = 0.05,

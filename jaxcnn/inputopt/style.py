@@ -40,12 +40,14 @@ def preserve_colors(result, content):
 
 @dataclasses.dataclass
 class StyleResult:
-    """images (1, H, W, 3) in [0, 1]; content/style losses (unweighted) at the start and the end."""
+    """images (1, H, W, 3) in [0, 1]; content/style losses (unweighted) at the start and the end;
+    max_change: the largest pixel change from the starting image, in 0-255 levels."""
 
     images: jnp.ndarray
     content_loss: tuple[float, float]
     style_loss: tuple[float, float]
     result: Result
+    max_change: float = float("nan")
 
 
 def style_objectives(model, variables, content, styles: Sequence, *, style_blend: Sequence[float] | None = None,
@@ -94,4 +96,5 @@ def style_transfer(model, variables, content, styles: Sequence, *, style_blend: 
     result = opt.run(objective, start, key=key, progress=progress)
     images = preserve_colors(result.images, content[None]) if preserve_color else result.images
     losses = lambda obj: tuple(float(-evaluate(model, variables, obj, x)[0]) for x in (result.start, result.images))
-    return StyleResult(images, losses(content_obj), losses(style_obj), result)
+    change = float(np.max(np.abs(np.asarray(result.images) - np.asarray(result.start)))) * 255
+    return StyleResult(images, losses(content_obj), losses(style_obj), result, change)
