@@ -66,10 +66,10 @@ def test_deepdream_amplifies_the_layer_on_a_photo(classifier):
 def test_feature_inversion_lowers_the_feature_distance(classifier, layer):
     model, variables, images, *_ = classifier
     _, before, after = invert(model, variables, images[:4], layer, steps=150)
-    assert np.all(after < before / 20), (before, after)   # observed: ~0.85 -> ~0.01
+    assert np.all(after < before / 20), (before, after)
 
 
-# L-BFGS (Gatys et al.'s optimiser) compiles its line search around the VGG: 25 s on 2 cores, so it runs with
+# L-BFGS (Gatys et al.'s optimiser) compiles its line search around the VGG, slowly, so it runs with
 # -m slow; the loop's L-BFGS is tested by default in test_inputopt.py, and style transfer with Adam here.
 @pytest.mark.parametrize("optimizer", [pytest.param("lbfgs", marks=pytest.mark.slow), "adam"])
 def test_style_transfer_lowers_content_and_style_losses(vgg, optimizer):

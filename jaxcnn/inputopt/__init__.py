@@ -1,11 +1,16 @@
 """Input optimisation: gradients with respect to the image, on the same models as training.
 
+problem      what every method shares: checks, feature shapes, batch sharding, the compiled clean
+             forward, fixed-weight transforms, the ascent loop (``Ascent``: the CPU loop rule)
 objectives   per-image scores read from ``features`` (add, subtract, scale)
 param        pixels or a decorrelated-colour Fourier space
 transforms   jitter / scale / rotate applied at each step
-optimize     ``InputOptimizer``: the whole ascent as one compiled ``lax.scan``
+optimize     ``InputOptimizer``: N optimiser steps on the image
 dream        class visualization, DeepDream, feature inversion
 style        Gatys et al.'s style transfer
+attacks      FGSM, BIM, PGD, Carlini-Wagner, DeepFool; patch: the adversarial patch
+fooling      fooling images (gradient, evolution); robustness: accuracy against the budget
+attribution  saliency, deconvnet, guided backprop, IG, SmoothGrad, occlusion; inspection: units, filters
 """
 
 from jaxcnn.inputopt import objectives
