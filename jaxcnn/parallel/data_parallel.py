@@ -14,6 +14,8 @@ It computes the same numbers as ``"jit"``.
 
 On several hosts each process passes its own slice of the global batch
 (``global_batch / jax.process_count()`` examples) to ``put_batch``.
+
+``DataParallel`` follows the placement protocol (``jaxcnn.parallel.placement``).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def prefetch_to_device(batches, put, size: int = 2):
 
 
 class DataParallel:
-    """Places state and batches on devices and compiles steps for one strategy."""
+    """Places state and batches on devices and compiles steps for one strategy (a ``placement.Placement``)."""
 
     def __init__(self, strategy: str = "jit", devices: list | None = None):
         if strategy not in STRATEGIES:
@@ -59,6 +61,20 @@ class DataParallel:
     @property
     def num_devices(self) -> int:
         return len(self.devices)
+
+    @property
+    def data_size(self) -> int:
+        """Ways the batch is split: every device."""
+        return len(self.devices)
+
+    @property
+    def axis_name(self) -> str | None:
+        """The axis the steps average over: pmap's; None under jit, where the sharded batch is global."""
+        return PMAP_AXIS if self.strategy == "pmap" else None
+
+    def step_model(self, model):
+        """The model itself: data parallelism does not change the forward."""
+        return model
 
     def check_batch_size(self, global_batch: int) -> None:
         """A global batch must split evenly over devices (and hosts): one-line error otherwise."""
@@ -103,8 +119,11 @@ class DataParallel:
         return prefetch_to_device(batches, self.put_batch, size)
 
     # ------------------------------------------------------------------ steps
-    def compile_train_step(self, step_fn: Callable) -> Callable:
-        """``step_fn(state, batch) -> (state, metrics)`` compiled once, state donated."""
+    def compile_train_step(self, step_fn: Callable, state: Any = None) -> Callable:
+        """``step_fn(state, batch) -> (state, metrics)`` compiled once, state donated.
+
+        ``state`` (the protocol's tree of the state) is not needed: every leaf is replicated.
+        """
         if self.strategy == "pmap":
             # metrics are pmean-ed, hence equal on every device: returned once (out_axes None)
             return jax.pmap(step_fn, axis_name=PMAP_AXIS, donate_argnums=0, devices=self.local_devices,
@@ -112,8 +131,8 @@ class DataParallel:
         return jax.jit(step_fn, in_shardings=(self.replicated, self.batch_sharding),
                        out_shardings=(self.replicated, self.replicated), donate_argnums=0)
 
-    def compile_eval_step(self, eval_fn: Callable) -> Callable:
-        """``eval_fn(variables, batch) -> sums`` compiled once."""
+    def compile_eval_step(self, eval_fn: Callable, state: Any = None) -> Callable:
+        """``eval_fn(variables, batch) -> sums`` compiled once (``state``: as in ``compile_train_step``)."""
         if self.strategy == "pmap":
             return jax.pmap(eval_fn, axis_name=PMAP_AXIS, devices=self.local_devices, out_axes=None)
         return jax.jit(eval_fn, in_shardings=(self.replicated, self.batch_sharding), out_shardings=self.replicated)

@@ -158,8 +158,8 @@ class TowerParallel:
       layout: ``"shard_map"`` (explicit collectives) or ``"jit"`` (XLA's partitioner on sharded parameters).
 
     ``apply`` has ``model.apply``'s signature and results, so it drops into
-    ``make_train_step`` / ``make_eval_step``; the ``put_*`` / ``compile_*``
-    methods mirror ``DataParallel``'s.
+    ``make_train_step`` / ``make_eval_step`` (``step_model``); the rest is the
+    placement protocol (``jaxcnn.parallel.placement``), as ``DataParallel``.
     """
 
     def __init__(self, model: nn.Module, mesh: Mesh | None = None, layout: str = "shard_map"):
@@ -180,6 +180,17 @@ class TowerParallel:
     @property
     def num_devices(self) -> int:
         return self.mesh.size
+
+    @property
+    def axis_name(self) -> str | None:
+        """None: the steps see global arrays (the batch's split over ``data`` is the compiler's)."""
+        return None
+
+    def step_model(self, model: nn.Module) -> "TowerParallel":
+        """This placement: its ``apply`` runs ``model`` (which must be the one it was built with) tower-parallel."""
+        if model is not self.model and model != self.model:
+            raise ValueError("TowerParallel.step_model: the model is not the one this placement runs")
+        return self
 
     def check_batch_size(self, global_batch: int) -> None:
         """The batch splits over the ``data`` axis (one-line error otherwise)."""
@@ -264,7 +275,11 @@ class TowerParallel:
         return jax.jit(step_fn, in_shardings=(sh, self.batch_sharding), out_shardings=(sh, self.replicated),
                        donate_argnums=0)
 
-    def compile_eval_step(self, eval_fn: Callable, variables: Any) -> Callable:
-        """``eval_fn(variables, batch) -> sums`` (e.g. ``make_eval_step(self)``) compiled."""
+    def compile_eval_step(self, eval_fn: Callable, state: Any) -> Callable:
+        """``eval_fn(variables, batch) -> sums`` (e.g. ``make_eval_step(self)``) compiled.
+
+        ``state``: a TrainState (its ``variables`` fix the shardings) or the variables themselves.
+        """
+        variables = getattr(state, "variables", state)
         return jax.jit(eval_fn, in_shardings=(tower_shardings(self.mesh, variables), self.batch_sharding),
                        out_shardings=self.replicated)

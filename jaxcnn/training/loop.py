@@ -6,11 +6,10 @@ data position is the step (``jaxcnn.data.loader``), the dropout key is
 derived from the step, and checkpoints hold the whole state, so a run killed
 at any moment and restarted ends bit-identical to an uninterrupted one.
 
-The task is the model's (``jaxcnn.model_info(cfg.model).task``):
-for ``segmentation`` the source's per-pixel masks are the targets
-(``jaxcnn.training.segmentation``: paired augmentation, per-pixel loss with an
-ignore label, evaluation by mean IoU and pixel accuracy; the plateau schedule
-watches 1 - mIoU instead of 1 - top-1).
+The loop has one path: the task object (``jaxcnn.training.tasks``, from
+``model_info(cfg.model).task``) gives the steps, the augmentation, the eval
+summary and the watched metric; the placement (``jaxcnn.parallel.placement``,
+from ``cfg.strategy``) puts state and batches on devices and compiles the steps.
 """
 
 from __future__ import annotations
@@ -25,13 +24,13 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxcnn.data.augment import make_augment
 from jaxcnn.data.loader import eval_batches, train_batches
 from jaxcnn.data.sources import TransformedSource, get_source
-from jaxcnn.data.transforms import make_eval_transform, make_train_transform
+from jaxcnn.data.transforms import make_eval_transform
 from jaxcnn.model_stats import init_variables
-from jaxcnn.parallel.data_parallel import PMAP_AXIS, DataParallel
 from jaxcnn.models import create_model, model_info, model_options
+from jaxcnn.parallel import placement as placements
+from jaxcnn.parallel.placement import Placement
 from jaxcnn.training import segmentation as seg
 from jaxcnn.training import workdir as run_dir
 from jaxcnn.training.checkpoint import Checkpointer, diverged_message
@@ -39,10 +38,8 @@ from jaxcnn.training.config import TrainConfig, to_dict
 from jaxcnn.training.metrics_log import MetricsLog, plot_curves
 from jaxcnn.training.optimizer import PlateauControl, make_optimizer, plateau_factor
 from jaxcnn.training.state import create_train_state
-from jaxcnn.training.steps import make_eval_step, make_train_step
+from jaxcnn.training.tasks import Classification, task_for
 
-
-TOWER_LAYOUTS = {"towers": "shard_map", "towers_jit": "jit"}   # strategies of the two-tower AlexNet
 INPUT_BOUND = 0.25   # warn when the host waits for batches this share of the time
 
 
@@ -52,22 +49,14 @@ class TrainingDiverged(RuntimeError):
 
 def build_model(cfg: TrainConfig, num_classes: int):
     options = dict(cfg.model_options, num_classes=num_classes, dtype=cfg.dtype)
-    if cfg.strategy == "pmap" and "bn_axis_name" in model_options(cfg.model):
-        options["bn_axis_name"] = PMAP_AXIS
+    options.update(placements.model_options(cfg.strategy, model_options(cfg.model)))
     return create_model(cfg.model, **options)
 
 
-def _per_example_means(totals: dict[str, np.ndarray]) -> dict[str, float]:
-    n = max(float(totals.pop("count")), 1.0)
-    return {k: float(v) / n for k, v in totals.items()}
-
-
-def evaluate(dp: DataParallel, eval_step, variables, source, global_batch: int,
-             summarize=_per_example_means) -> dict[str, float]:
-    """Metrics over a whole source (padding masked out): the eval step's sums, added up, then ``summarize``d.
-
-    Classification: loss, top-1 and top-5; segmentation (``seg.summarize_eval``): loss, mIoU, pixel accuracy.
-    """
+def evaluate(dp: Placement, eval_step, variables, source, global_batch: int,
+             summarize=Classification().summarize) -> dict[str, float]:
+    """Metrics over a whole source (padding masked out): the eval step's sums, added up, then ``summarize``d
+    (the task's: loss, top-1 and top-5, or loss, mIoU and pixel accuracy)."""
     totals: dict[str, np.ndarray] = {}
     for batch in eval_batches(source, global_batch=global_batch, process_index=jax.process_index(),
                               process_count=jax.process_count()):
@@ -84,30 +73,23 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
     ``reuse`` (None, "resume", "overwrite"): what to do with a workdir holding a run of another config
     (``jaxcnn.training.workdir``); a finished run is not trained again.
     """
-    segmentation = model_info(cfg.model).task == "segmentation"
+    task = task_for(model_info(cfg.model).task)
     source_options = {"size": cfg.image_size, **({"data_dir": cfg.data_dir} if cfg.data_dir else {})}
     train_src = get_source(cfg.dataset, "train", **source_options)
     test_src = get_source(cfg.dataset, "test", **source_options)
     if cfg.eval_transform != "none":  # variable-size data: a deterministic eval crop
         test_src = TransformedSource(test_src, make_eval_transform(cfg.image_size, cfg.eval_transform))
-    if segmentation:  # per-pixel targets travel as "label" (the eval loader's "mask" is padding)
-        train_src, test_src = seg.mask_as_label(train_src), seg.mask_as_label(test_src)
-        if cfg.adversarial:
-            raise ValueError("adversarial training is for classification models, not segmentation")
+    train_src, test_src = task.prepare(cfg, train_src, test_src)
     if cfg.backbone_weights and cfg.pretrained:
         raise ValueError("give either pretrained (the whole model) or backbone_weights, not both")
     model = build_model(cfg, train_src.num_classes)
     # what the model sees: the source's own shape, or the transform's output size for variable-size data
     image_shape = getattr(train_src, "image_shape", None) if cfg.augment == "shift" else None
     image_shape = tuple(image_shape or (cfg.image_size, cfg.image_size, 3))
-    if cfg.strategy in TOWER_LAYOUTS:  # the two-tower AlexNet over a ("data", "model") mesh
-        from jaxcnn.parallel.model_parallel import TowerParallel
-        dp = net = TowerParallel(model, layout=TOWER_LAYOUTS[cfg.strategy])
-    else:
-        dp, net = DataParallel(cfg.strategy), model
+    dp = placements.placement_for(cfg.strategy, model)
     dp.check_batch_size(cfg.batch_size)
     dp.check_batch_size(cfg.eval_batch_size)
-    shards = getattr(dp, "data_size", dp.num_devices)
+    shards = dp.data_size
     if cfg.batch_size % cfg.accum_steps or (cfg.batch_size // cfg.accum_steps) % shards:
         raise ValueError(f"batch {cfg.batch_size} does not split into {cfg.accum_steps} micro-batches "
                          f"divisible over {shards} devices")
@@ -148,31 +130,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
         return {**run_dir.finished_run(cfg.workdir, start, total_steps, os.path.join(cfg.workdir, "metrics.jsonl")),
                 "checkpoints": ckpt.directory, "state": state, "data_parallel": dp}
 
-    axis_name = PMAP_AXIS if cfg.strategy == "pmap" else None
-    if net is dp:  # tower layouts take the state's tree to fix each leaf's sharding
-        compile_train, compile_eval = (lambda fn: dp.compile_train_step(fn, state),
-                                       lambda fn: dp.compile_eval_step(fn, state.variables))
-    else:
-        compile_train, compile_eval = dp.compile_train_step, dp.compile_eval_step
-    if segmentation:
-        ignore = getattr(train_src, "ignore_label", seg.IGNORE_LABEL)
-        train_step = compile_train(seg.make_seg_train_step(
-            net, tx, accum_steps=cfg.accum_steps, axis_name=axis_name, ignore_label=ignore))
-        eval_step = compile_eval(seg.make_seg_eval_step(net, axis_name=axis_name, ignore_label=ignore))
-        augment = seg.make_seg_augment(flip=cfg.augment_flip, max_shift=cfg.augment_shift, ignore_label=ignore)
-        if cfg.augment != "shift":
-            extra = {"ignore_label": ignore} if cfg.augment == "segmentation" else {}
-            augment = make_train_transform(cfg.augment, cfg.image_size, **{**extra, **cfg.augment_options})
-        summarize, watched = seg.summarize_eval, "miou"
-    else:
-        train_step = compile_train(make_train_step(
-            net, tx, label_smoothing=cfg.label_smoothing, accum_steps=cfg.accum_steps, axis_name=axis_name,
-            adversarial=cfg.adversarial))
-        eval_step = compile_eval(make_eval_step(net, axis_name=axis_name))
-        augment = make_augment(flip=cfg.augment_flip, max_shift=cfg.augment_shift)
-        if cfg.augment != "shift":
-            augment = make_train_transform(cfg.augment, cfg.image_size, **cfg.augment_options)
-        summarize, watched = _per_example_means, "top1"
+    net = dp.step_model(model)
+    train_step = dp.compile_train_step(task.train_step(net, tx, cfg, dp.axis_name, train_src), state)
+    eval_step = dp.compile_eval_step(task.eval_step(net, dp.axis_name, train_src), state)
+    augment = task.augment(cfg, train_src)
     log = MetricsLog(cfg.workdir, enabled=lead, start_step=start)
     meta_base = {"model": cfg.model, "config": _jsonable(to_dict(cfg))}
 
@@ -231,12 +192,12 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
             if bar is not None:
                 bar.update(1)
             if done % steps_per_epoch == 0 or done == total_steps:
-                eval_metrics = evaluate(dp, eval_step, dp.unreplicate(state).variables if cfg.strategy == "jit"
-                                        else state.variables, test_src, cfg.eval_batch_size, summarize)
+                eval_metrics = evaluate(dp, eval_step, state.variables, test_src, cfg.eval_batch_size,
+                                        task.summarize)
                 log.write(done, **{f"eval/{k}": v for k, v in eval_metrics.items()})
                 if cfg.optimizer.schedule == "plateau":
                     host = dp.unreplicate(state)
-                    new_opt = plateau.update(1.0 - eval_metrics[watched], host.opt_state)
+                    new_opt = plateau.update(1.0 - eval_metrics[task.watched], host.opt_state)
                     if new_opt is not host.opt_state:  # the learning rate was divided: re-place the state
                         state = dp.put_state(host.replace(opt_state=new_opt))
             if pending is not None and ckpt.will_save(done, force=done == total_steps):
