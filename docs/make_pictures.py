@@ -1,8 +1,10 @@
-"""Renders the README's pictures (docs/images/*.png). No downloads: no pretrained ImageNet weights exist
-offline, so the ImageNet-size models here have random (He-initialised) weights and the digits model is
-trained on the spot; captions in the README say which is which.
+"""Renders the pictures of docs/inputopt.md (docs/images/*.png). No downloads: no pretrained ImageNet weights
+exist offline, so the ImageNet-size models here have random weights (GoogLeNet's batch norms calibrated on
+the sample photos, see ``calibrated``) and the digits model is trained on the spot; the captions say which
+is which. Each run prints what the optimisations changed (objective, losses, largest pixel change).
 
-    python docs/make_pictures.py            # about 5 minutes on 2 CPU cores
+    python docs/make_pictures.py                  # all of them: several minutes on 2 CPU cores
+    python docs/make_pictures.py dream style      # some of them
 """
 
 import os
@@ -16,12 +18,28 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import jaxcnn  # noqa: E402
 from jaxcnn.data.image_io import center_crop, resize_shorter, sample_photos  # noqa: E402
-from jaxcnn.inputopt.dream import deepdream, invert, visualize_classes  # noqa: E402
+from jaxcnn.imagenet import preprocess  # noqa: E402
+from jaxcnn.inputopt.dream import deepdream, dream_change, invert, visualize_classes  # noqa: E402
 from jaxcnn.inputopt.style import style_transfer  # noqa: E402
 from jaxcnn.viz import image_grid, save_png  # noqa: E402
 from tests.trained_digits import SIZE, digits_classifier  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "images")
+
+
+def calibrated(model, variables, images):
+    """``variables`` with every batch norm's running statistics set to those of ``images``.
+
+    A randomly initialised GoogLeNet (torchvision's init: std 0.01 kernels) with the initial running
+    statistics (mean 0, variance 1) shrinks its activations by orders of magnitude per layer, so
+    inception4c's are near zero; with the statistics of real photos each layer's output is
+    normalised again, as in training mode, and the objective responds to the image."""
+    _, updates = model.apply(variables, preprocess(jnp.asarray(images)), train=True, mutable=["batch_stats"],
+                             rngs={"dropout": jax.random.key(0)})
+    momentum = 0.9   # jaxcnn.layers.batch_norm: running = momentum * running + (1 - momentum) * batch
+    batch = jax.tree.map(lambda new, old: (new - momentum * old) / (1 - momentum), updates["batch_stats"],
+                         variables["batch_stats"])
+    return {**variables, "batch_stats": batch}
 
 
 def photo(name, size):
@@ -36,9 +54,11 @@ def main(which):
                                                            labels=[str(i) for i in range(10)]))
     if "dream" in which:
         net = jaxcnn.create_model("googlenet", aux_logits=False)
-        v = jaxcnn.init_variables(net, 64)
-        x = photo("chelsea", 224)[None]
+        photos = np.stack([photo(n, 224) for n in ("chelsea", "coffee", "astronaut")])
+        v = calibrated(net, jaxcnn.init_variables(net, 64), photos)
+        x = photos[:1]
         out = deepdream(net, v, x, "inception4c", octaves=4, steps_per_octave=10, learning_rate=0.01)
+        print("dream", dream_change(net, v, x, out, "inception4c"))
         save_png(f"{OUT}/dream.png", image_grid(np.concatenate([x, np.asarray(out)]), cols=2))
     if "invert" in which:
         vgg = jaxcnn.create_model("vgg16")
@@ -55,8 +75,11 @@ def main(which):
         vgg = jaxcnn.create_model("vgg19")
         v = jaxcnn.init_variables(vgg, 32)
         content, style = photo("astronaut", 128), photo("coffee", 128)
-        out = style_transfer(vgg, v, content, [style], steps=150, optimizer="lbfgs", style_weight=1e4)
-        print("style", out.content_loss, out.style_loss)
+        # a random VGG-19's Gram matrices are small (a style loss near 1e-5 here): with the command's default
+        # style weight (1e3) the content term holds the photo where it is; 1e7 lets the style move it
+        out = style_transfer(vgg, v, content, [style], steps=100, optimizer="lbfgs", style_weight=1e7)
+        print("style: content loss", out.content_loss, "style loss", out.style_loss,
+              f"largest pixel change {out.max_change:.0f}/255")
         save_png(f"{OUT}/style.png", image_grid(np.stack([content, style, np.asarray(out.images[0])]), cols=3,
                                                 scale=2, labels=["content", "style", "result"]))
     if "attack" in which:
