@@ -106,9 +106,9 @@ def attack_pictures():
     save_png(f"{OUT}/attack_digits.png", image_grid(tiles, cols=6, scale=6, labels=labels))
     fg = fool_gradient(model, variables, np.arange(10), size=SIZE, steps=100)
     ev = fool_evolution(model, variables, np.arange(10), size=SIZE, encoding="cppn", population=64, generations=300)
+    labels = [f"{c}:{p:.3f}" for c, p in list(enumerate(fg.confidence)) + list(enumerate(ev.confidence))]
     save_png(f"{OUT}/fooling.png", image_grid(np.concatenate([np.asarray(fg.images), np.asarray(ev.images)]), cols=10,
-                                              scale=6, labels=[f"{c}:{p:.3f}" for c, p in
-                                                               list(enumerate(fg.confidence)) + list(enumerate(ev.confidence))]))
+                                              scale=6, labels=labels))
 
 
 def explain_pictures():
