@@ -259,7 +259,7 @@ def test_jaxcnn_train_runs_the_towers_strategy(tmp_path):
     from jaxcnn.training import TrainConfig, train
     cfg = TrainConfig(model="alexnet_twotower", strategy="towers", dataset="digits", image_size=63, batch_size=16,
                       eval_batch_size=16, epochs=1, max_steps=2, workdir=str(tmp_path), log_every_steps=1,
-                      checkpoint_every_steps=100, model_options={"fc_width": 256})   # fc6/fc7 of 4096: 25 s more
+                      checkpoint_every_steps=100, model_options={"fc_width": 256})   # small fc6/fc7: a short test
     result = train(cfg, progress=False)
     assert result["step"] == 2 and result["eval"]["loss"] > 0
     params = result["state"].params

@@ -28,7 +28,7 @@ def _one_step(setup, strategy, ndev, traces=None):
         def fn(state, b, _inner=fn):  # noqa: F811  (counts traces: Python runs only while tracing)
             traces.append(1)
             return _inner(state, b)
-    step = dp.compile_train_step(fn)
+    step = dp.compile_train_step(fn, state0)   # the placement protocol's signature
     state, metrics = step(dp.put_state(state0), dp.put_batch(batch))
     return float(metrics["loss"]), dp.host_state(state), step, dp, state
 

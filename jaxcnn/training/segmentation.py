@@ -24,7 +24,8 @@ of the FCN paper's and torchvision's evaluation code on VOC.
 ``make_seg_train_step`` / ``make_seg_eval_step`` have the signatures of
 ``jaxcnn.training.steps.make_train_step`` / ``make_eval_step`` and share their
 update (accumulation, device averaging, NaN guard: ``steps.gradient_update``),
-so ``jaxcnn.parallel.DataParallel`` compiles them the same way.
+so every placement (``jaxcnn.parallel.placement``) compiles them the same way;
+``jaxcnn.training.tasks.Segmentation`` hands them to the training loop.
 
 ``load_backbone`` initialises an FCN from a classification checkpoint of its
 backbone (``BACKBONES``): FCN-32s/16s/8s from ``vgg16`` (``fcn_from_vgg16``:
@@ -251,9 +252,9 @@ def make_seg_augment(*, flip: bool, max_shift: int = 0, ignore_label: int = IGNO
     """Paired training-time transform ``(example, rng) -> example`` on ``{"image", "label": (H, W)}``.
 
     The same random translation (image zero-filled, label filled with
-    ``ignore_label``) and horizontal flip are applied to image and label.
-    Hook: richer paired transforms (scale, crop, for variable-size VOC images)
-    belong in ``jaxcnn.data.transforms``; the loop takes this function's place with them.
+    ``ignore_label``) and horizontal flip are applied to image and label: the
+    ``shift`` policy. The other policies (scale, crop, for variable-size images)
+    are ``jaxcnn.data.transforms``'s.
     """
 
     def augment(example: dict, rng: np.random.Generator) -> dict:
