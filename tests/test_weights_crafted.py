@@ -49,7 +49,7 @@ class Ordered:
         self.items = list(items)
 
 
-def _emit(obj, out: list[bytes]) -> None:
+def emit(obj, out: list[bytes]) -> None:
     if obj is None:
         out.append(b"N")
     elif obj is True or obj is False:
@@ -68,34 +68,34 @@ def _emit(obj, out: list[bytes]) -> None:
     elif isinstance(obj, tuple):
         out.append(b"(")
         for x in obj:
-            _emit(x, out)
+            emit(x, out)
         out.append(b"t")
     elif isinstance(obj, dict):
         out.append(b"}(")
         for k, v in obj.items():
-            _emit(k, out)
-            _emit(v, out)
+            emit(k, out)
+            emit(v, out)
         out.append(b"u")
     elif isinstance(obj, list):
         out.append(b"](")
         for x in obj:
-            _emit(x, out)
+            emit(x, out)
         out.append(b"e")
     elif isinstance(obj, Global):
         out.append(f"c{obj.module}\n{obj.name}\n".encode())
     elif isinstance(obj, Reduce):
-        _emit(obj.fn, out)
-        _emit(tuple(obj.args), out)
+        emit(obj.fn, out)
+        emit(tuple(obj.args), out)
         out.append(b"R")
     elif isinstance(obj, PersistentId):
-        _emit(obj.pid, out)
+        emit(obj.pid, out)
         out.append(b"Q")
     elif isinstance(obj, Ordered):
-        _emit(Reduce(Global("collections", "OrderedDict"), ()), out)
+        emit(Reduce(Global("collections", "OrderedDict"), ()), out)
         out.append(b"(")
         for k, v in obj.items:
-            _emit(k, out)
-            _emit(v, out)
+            emit(k, out)
+            emit(v, out)
         out.append(b"u")
     else:
         raise TypeError(type(obj))
@@ -103,7 +103,7 @@ def _emit(obj, out: list[bytes]) -> None:
 
 def dumps(obj) -> bytes:
     out = [b"\x80\x02"]
-    _emit(obj, out)
+    emit(obj, out)
     return b"".join(out) + b"."
 
 
@@ -281,10 +281,10 @@ def test_build_on_a_tensor_or_function_is_refused(tmp_path):
     # BUILD (setstate) on what the unpickler hands out: on a function it could alter the reader itself
     for target in (tensor("0", 4, 0, (4,), (1,)), Global("torch._utils", "_rebuild_tensor_v2")):
         out = [b"\x80\x02"]
-        _emit(Reduce(Global("collections", "OrderedDict"), ()), out)
-        _emit("w", out)
-        _emit(target, out)
-        _emit((None, {"fn": None, "__defaults__": (1,)}), out)
+        emit(Reduce(Global("collections", "OrderedDict"), ()), out)
+        emit("w", out)
+        emit(target, out)
+        emit((None, {"fn": None, "__defaults__": (1,)}), out)
         out.append(b"bs.")  # BUILD, SETITEM, STOP
         path = tmp_path / "build.pth"
         write_pth(path, b"".join(out), {"0": FOUR.tobytes()})
@@ -408,3 +408,15 @@ def test_predict_with_crafted_weights_exits_2(tmp_path):
     assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("jaxcnn predict: error: ") and "tensor 'conv1.weight'" in last, done.stderr
+
+
+def test_neither_zip_nor_pickle(tmp_path):
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"<html>not found</html>")
+    try:
+        import torch  # noqa: F401
+        pytest.skip("PyTorch is installed: such files go to torch.load")
+    except ImportError:
+        pass
+    with pytest.raises(ValueError, match=r"not a PyTorch checkpoint \(neither a zip archive nor a pickle\)"):
+        read_state_dict(path)

@@ -242,10 +242,12 @@ def _read_torch_zip(path: str) -> dict[str, np.ndarray]:
         return out
 
 
-def _read_torch_legacy(path: str) -> dict[str, np.ndarray]:
+def _read_torch_legacy(path: str, head: bytes) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError:
+        if not head.startswith(b"\x80"):  # legacy torch.save output starts with a protocol-2 pickle
+            raise _FileError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)") from None
         raise _FileError(f"{path}: legacy (non-zip) PyTorch file; install torch to read it, "
                          "or re-save it with torch.save or as .safetensors") from None
     try:
@@ -341,7 +343,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             if head.startswith(b"PK"):
                 raise _FileError(f"{path}: truncated zip archive (its end-of-archive record is missing): "
                                  "the file was cut short; download or copy it again")
-            return _read_torch_legacy(path)
+            return _read_torch_legacy(path, head)
     except _FileError:
         raise
     except _READ_ERRORS as e:
