@@ -92,9 +92,20 @@ def test_rerunning_a_finished_run_reports_its_metrics_and_changes_nothing(finish
 def test_a_changed_config_is_refused_by_the_command(finished, capsys):
     wd, _ = finished
     assert cli.main(["train", "--config", RECIPE, "--no-progress", f"workdir={wd}", "max_steps=8",
-                     "model_options.num_classes=12"]) == 2
+                     "optimizer.momentum=0.5"]) == 2
     err = capsys.readouterr().err
-    assert "model_options.num_classes (unset) -> 12" in err and len(err.strip().splitlines()) == 1
+    assert "optimizer.momentum 0.9 -> 0.5" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_class_count_other_than_the_data_sets_is_refused(finished, tmp_path, capsys):
+    wd, _ = finished
+    for workdir in (wd, str(tmp_path / "fresh")):      # resuming, and a fresh run
+        assert cli.main(["train", "--config", RECIPE, "--no-progress", f"workdir={workdir}", "max_steps=8",
+                         "model_options.num_classes=12"]) == 2
+        err = capsys.readouterr().err
+        assert "model_options.num_classes=12 but digits has 10 classes" in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / "fresh" / "checkpoints")
 
 
 def test_resume_drops_rows_past_the_checkpoint(tmp_path):

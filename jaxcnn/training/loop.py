@@ -48,6 +48,11 @@ class TrainingDiverged(RuntimeError):
 
 
 def build_model(cfg: TrainConfig, num_classes: int):
+    """The run's model, with the data set's number of classes (``model_options.num_classes`` must agree)."""
+    asked = cfg.model_options.get("num_classes")
+    if asked is not None and asked != num_classes:
+        raise ValueError(f"model_options.num_classes={asked} but {cfg.dataset} has {num_classes} classes; "
+                         "leave num_classes unset (it follows the data set) or train on a data set with that many")
     options = dict(cfg.model_options, num_classes=num_classes, dtype=cfg.dtype)
     options.update(placements.model_options(cfg.strategy, model_options(cfg.model)))
     return create_model(cfg.model, **options)
