@@ -8,22 +8,12 @@ import pytest
 from PIL import Image
 
 from jaxcnn.cli import main
-from jaxcnn.weights import write_state_dict
-from jaxcnn.weights.torchvision import to_torch_state_dict
-from tests.tiny_model import register
-from tests.trained_digits import SIZE, digits_classifier
+from tests.trained_digits import SIZE, write_weights_and_photo
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    register()
-    _, variables, images, *_ = digits_classifier()
-    d = tmp_path_factory.mktemp("w")
-    path = str(d / "digits.safetensors")
-    write_state_dict(to_torch_state_dict(variables), path)
-    photo = str(d / "seven.png")
-    Image.fromarray((images[0] * 255).astype(np.uint8)).save(photo)
-    return path, photo
+    return write_weights_and_photo(tmp_path_factory.mktemp("w"))
 
 
 def _png(path):

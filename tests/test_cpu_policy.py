@@ -19,6 +19,8 @@ import tempfile
 
 import pytest
 
+from tests.single_device import default_env
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TRACES = {"model": 0}   # the child's model counts its traces (Python runs only while tracing)
 
@@ -85,26 +87,13 @@ def child(out_dir: str) -> None:
         json.dump(results, f)
 
 
-def _default_env() -> dict:
-    """The suite's environment without its simulated devices or fast-path switches."""
-    env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
-    env["XLA_FLAGS"] = " ".join(flags)
-    if not env["XLA_FLAGS"]:
-        del env["XLA_FLAGS"]
-    for switch in ("JAXCNN_WINOGRAD", "JAXCNN_ONEDNN"):
-        env.pop(switch, None)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    return env
-
-
 @pytest.fixture(scope="module")
 def results():
     from jaxcnn.cpu import build
     if not build.available():
         pytest.skip(f"the CPU fast path is not built: {build.why_unavailable()}")
     with tempfile.TemporaryDirectory(prefix="jaxcnn-cpu-policy-") as out:
-        run = subprocess.run([sys.executable, "-m", "tests.test_cpu_policy", out], cwd=ROOT, env=_default_env(),
+        run = subprocess.run([sys.executable, "-m", "tests.test_cpu_policy", out], cwd=ROOT, env=default_env(),
                              capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stderr[-4000:]
         with open(os.path.join(out, "results.json")) as f:

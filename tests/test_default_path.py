@@ -28,7 +28,8 @@ import traceback
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.single_device import ROOT, default_env
+
 
 # Parity on the fast path, measured as in test_parity.py: max |jaxcnn - torch| / max |torch| per compared
 # array. The oneDNN convolutions and matmuls sum in another order than XLA's, and Winograd's transforms
@@ -187,23 +188,10 @@ def child(out_dir: str) -> None:
 
 # ---------------------------------------------------------------- the tests
 
-def _default_env() -> dict:
-    """The suite's environment without its simulated devices or fast-path switches."""
-    env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
-    env["XLA_FLAGS"] = " ".join(flags)
-    if not env["XLA_FLAGS"]:
-        del env["XLA_FLAGS"]
-    for switch in ("JAXCNN_WINOGRAD", "JAXCNN_ONEDNN"):
-        env.pop(switch, None)
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [env.get("PYTHONPATH")])])
-    return env
-
-
 @pytest.fixture(scope="module")
 def results():
     with tempfile.TemporaryDirectory(prefix="jaxcnn-default-path-") as out:
-        run = subprocess.run([sys.executable, "-m", "tests.test_default_path", out], cwd=ROOT, env=_default_env(),
+        run = subprocess.run([sys.executable, "-m", "tests.test_default_path", out], cwd=ROOT, env=default_env(),
                              capture_output=True, text=True, timeout=900)
         assert run.returncode == 0, run.stderr[-4000:]
         with open(os.path.join(out, "results.json")) as f:

@@ -145,19 +145,8 @@ def test_deepdream_moves_an_image_whose_objective_gradient_is_tiny(classifier):
 
 @pytest.fixture(scope="module")
 def weight_file(tmp_path_factory):
-    from PIL import Image
-
-    from jaxcnn.weights import write_state_dict
-    from jaxcnn.weights.torchvision import to_torch_state_dict
-    from tests.tiny_model import register
-    register()
-    _, variables, images, *_ = digits_classifier()
-    d = tmp_path_factory.mktemp("w")
-    path = str(d / "digits.safetensors")
-    write_state_dict(to_torch_state_dict(variables), path)
-    photo = str(d / "seven.png")
-    Image.fromarray((images[0] * 255).astype(np.uint8)).save(photo)
-    return path, photo
+    from tests.trained_digits import write_weights_and_photo
+    return write_weights_and_photo(tmp_path_factory.mktemp("w"))
 
 
 def test_dream_and_style_commands_report_the_change_and_warn_when_nothing_moved(weight_file, tmp_path, capsys):

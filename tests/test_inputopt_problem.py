@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from jaxcnn.inputopt import objectives as O, problem
-from tests.test_cpu_policy import ROOT, _default_env
+from tests.single_device import ROOT, default_env
 
 CW_STEPS, CW_SEARCHES, IG_STEPS = 12, 2, 16
 
@@ -69,7 +69,7 @@ def child(out_dir: str) -> None:
 def results():
     with tempfile.TemporaryDirectory(prefix="jaxcnn-ascent-") as out:
         run = subprocess.run([sys.executable, "-m", "tests.test_inputopt_problem", out], cwd=ROOT,
-                             env=_default_env(), capture_output=True, text=True, timeout=600)
+                             env=default_env(), capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stderr[-4000:]
         with open(os.path.join(out, "results.json")) as f:
             return json.load(f)

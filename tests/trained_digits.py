@@ -48,3 +48,22 @@ def digits_classifier(steps: int = 400):
     logits, _ = jax.jit(lambda v, x: model.apply(v, preprocess(x)))(variables, x_test)
     accuracy = float(np.mean(np.argmax(logits, -1) == test.labels))
     return model, variables, x_test, np.asarray(test.labels), accuracy
+
+
+def write_weights_and_photo(directory) -> tuple[str, str]:
+    """The digits classifier's weights as a torchvision-style ``.safetensors`` file and one held-out digit
+    as a PNG in ``directory``, for the command-line tests: ``(weights path, photo path)``."""
+    import os
+
+    from PIL import Image
+
+    from jaxcnn.weights import write_state_dict
+    from jaxcnn.weights.torchvision import to_torch_state_dict
+    from tests.tiny_model import register
+
+    register()
+    _, variables, images, *_ = digits_classifier()
+    path, photo = os.path.join(directory, "digits.safetensors"), os.path.join(directory, "seven.png")
+    write_state_dict(to_torch_state_dict(variables), path)
+    Image.fromarray((np.asarray(images[0]) * 255).astype(np.uint8)).save(photo)
+    return path, photo
