@@ -20,3 +20,19 @@ def default_env() -> dict:
         env.pop(switch, None)
     env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [env.get("PYTHONPATH")])])
     return env
+
+
+def run_child(module: str, timeout: float) -> dict:
+    """Runs ``python -m module OUT_DIR`` with ``default_env()`` and returns the ``results.json`` it wrote
+    there; a failing child fails the calling test with the end of its stderr."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="jaxcnn-single-device-") as out:
+        run = subprocess.run([sys.executable, "-m", module, out], cwd=ROOT, env=default_env(),
+                             capture_output=True, text=True, timeout=timeout)
+        assert run.returncode == 0, run.stderr[-4000:]
+        with open(os.path.join(out, "results.json")) as f:
+            return json.load(f)

@@ -13,13 +13,11 @@ import ast
 import json
 import os
 import pathlib
-import subprocess
 import sys
-import tempfile
 
 import pytest
 
-from tests.single_device import default_env
+from tests.single_device import run_child
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TRACES = {"model": 0}   # the child's model counts its traces (Python runs only while tracing)
@@ -92,12 +90,7 @@ def results():
     from jaxcnn.cpu import build
     if not build.available():
         pytest.skip(f"the CPU fast path is not built: {build.why_unavailable()}")
-    with tempfile.TemporaryDirectory(prefix="jaxcnn-cpu-policy-") as out:
-        run = subprocess.run([sys.executable, "-m", "tests.test_cpu_policy", out], cwd=ROOT, env=default_env(),
-                             capture_output=True, text=True, timeout=600)
-        assert run.returncode == 0, run.stderr[-4000:]
-        with open(os.path.join(out, "results.json")) as f:
-            return json.load(f)
+    return run_child("tests.test_cpu_policy", timeout=600)
 
 
 def test_the_child_has_the_fast_paths(results):

@@ -21,14 +21,12 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import traceback
 
 import pytest
 
-from tests.single_device import ROOT, default_env
+from tests.single_device import ROOT, run_child
 
 
 # Parity on the fast path, measured as in test_parity.py: max |jaxcnn - torch| / max |torch| per compared
@@ -190,12 +188,7 @@ def child(out_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def results():
-    with tempfile.TemporaryDirectory(prefix="jaxcnn-default-path-") as out:
-        run = subprocess.run([sys.executable, "-m", "tests.test_default_path", out], cwd=ROOT, env=default_env(),
-                             capture_output=True, text=True, timeout=900)
-        assert run.returncode == 0, run.stderr[-4000:]
-        with open(os.path.join(out, "results.json")) as f:
-            yield json.load(f)
+    return run_child("tests.test_default_path", timeout=900)
 
 
 def _get(results: dict, part: str) -> dict:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +20,7 @@ import numpy as np
 import pytest
 
 from jaxcnn.inputopt import objectives as O, problem
-from tests.single_device import ROOT, default_env
+from tests.single_device import run_child
 
 CW_STEPS, CW_SEARCHES, IG_STEPS = 12, 2, 16
 
@@ -67,12 +65,7 @@ def child(out_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def results():
-    with tempfile.TemporaryDirectory(prefix="jaxcnn-ascent-") as out:
-        run = subprocess.run([sys.executable, "-m", "tests.test_inputopt_problem", out], cwd=ROOT,
-                             env=default_env(), capture_output=True, text=True, timeout=600)
-        assert run.returncode == 0, run.stderr[-4000:]
-        with open(os.path.join(out, "results.json")) as f:
-            return json.load(f)
+    return run_child("tests.test_inputopt_problem", timeout=600)
 
 
 def test_on_the_default_path_cw_and_ig_compile_one_step_and_call_it_n_times(results):
