@@ -23,6 +23,7 @@ output directories are checked before any work starts.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import tempfile
@@ -31,6 +32,9 @@ import time
 from jaxcnn.cli import compile_cache
 from jaxcnn.cli.loading import add_model_args
 from jaxcnn.cpu import host_memory
+
+# modules of jaxcnn.cli with an ``add_commands(subparsers)``
+COMMAND_MODULES = ("evaluate", "dream", "attack", "explain")
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
@@ -105,16 +109,6 @@ def _cmd_train(args: argparse.Namespace) -> None:
               f"plot:        {result.get('plot')}")
 
 
-def _cmd_eval(args: argparse.Namespace) -> None:
-    from jaxcnn.training.evaluation import evaluate_runs
-
-    results = evaluate_runs(args.workdirs, ten_crop=args.ten_crop)
-    views = "; ".join(sorted({r["views"] for r in results.values() if "views" in r}))
-    print(f"{'run':<40} {'top-1':>7} {'top-5':>7}   ({views})")
-    for name, r in results.items():
-        print(f"{name:<40} {100 * r['top1']:>6.2f}% {100 * r['top5']:>6.2f}%")
-
-
 def writable_dir(path: str, what: str) -> None:
     """Creates ``path`` if needed and checks that a file can be written there, before any work is done."""
     try:
@@ -153,10 +147,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue the run in workdir although its schedule (epochs, optimizer) changed")
     reuse.add_argument("--overwrite", action="store_true", help="discard the run in workdir and start afresh")
     p.set_defaults(func=_cmd_train)
-    p = sub.add_parser("eval", help="evaluate checkpoints (several: also their ensemble)")
-    p.add_argument("workdirs", nargs="+", help="run directories (each with checkpoints/)")
-    p.add_argument("--ten-crop", action="store_true", help="average over AlexNet's 10 crops")
-    p.set_defaults(func=_cmd_eval)
     p = sub.add_parser("models", help="list every model with parameter count and GFLOPs")
     p.add_argument("names", nargs="*", help="only these models (default: all)")
     p.add_argument("--family", help="only this family (e.g. resnet)")
@@ -167,10 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "native resolution)")
     p.add_argument("--top", type=int, default=5)
     p.set_defaults(func=_cmd_predict)
-    from jaxcnn.cli import attack, dream, explain
-    dream.add_commands(sub)
-    attack.add_commands(sub)
-    explain.add_commands(sub)
+    for name in COMMAND_MODULES:   # each adds its sub-commands
+        importlib.import_module(f"jaxcnn.cli.{name}").add_commands(sub)
     return parser
 
 
