@@ -15,6 +15,9 @@ Building blocks (each a factory returning a transform): ``translate``,
 ``pad_to``, ``lighting``; ``compose`` chains them. Policies put them together:
 ``make_train_transform(policy, size, **opts)`` and ``make_eval_transform(size,
 policy=...)``; ``policy_flips`` says whether a training policy mirrors images.
+The ``inception`` and ``shift`` policies also take torchvision's recipe options
+``auto_augment`` (RandAugment / TrivialAugmentWide / AutoAugment,
+``jaxcnn.data.autoaugment``) and ``random_erase`` (``jaxcnn.data.erasing``).
 Ten-crop evaluation is ``jaxcnn.training.evaluation.ten_crops`` (host NumPy, on
 batches): it takes mirrored crops only from runs whose policy flipped; there is
 no per-example ten-crop here.
@@ -28,6 +31,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
+
+from jaxcnn.data.autoaugment import make_auto_augment
+from jaxcnn.data.erasing import random_erasing
 
 Example = dict
 Transform = Callable[[Example, np.random.Generator], Example]
@@ -246,16 +252,48 @@ def lighting(std: float = 0.1, eigval: np.ndarray = IMAGENET_EIGVAL, eigvec: np.
 
 # -- policies --------------------------------------------------------------------------------------------------
 
-def _shift_policy(size=None, *, max_shift: int = 2, flip: bool = False) -> Transform:
-    """Digits: random translation by up to ``max_shift`` pixels (+ optional flip); ``size`` unused."""
-    return compose(translate(max_shift), *([hflip()] if flip else []))
+def _auto_augment_options(auto_augment: str | None, ra_magnitude: int | None, ra_num_ops: int | None,
+                          random_erase: float, erase_value, resample: str) -> tuple[list, list]:
+    """The policy options ``auto_augment`` (``ra``/``ta_wide``/``imagenet``, ``jaxcnn.data.autoaugment``;
+    ``ra_magnitude``/``ra_num_ops`` for ``ra``) and ``random_erase`` (probability; ``erase_value``,
+    ``jaxcnn.data.erasing``): the transforms to run after the flip, and last."""
+    if auto_augment != "ra" and (ra_magnitude is not None or ra_num_ops is not None):
+        raise ValueError(f"ra_magnitude/ra_num_ops are options of auto_augment='ra', not {auto_augment!r}")
+    colour = []
+    if auto_augment is not None:
+        ra = {"magnitude": 9 if ra_magnitude is None else ra_magnitude, "num_ops": 2 if ra_num_ops is None else
+              ra_num_ops} if auto_augment == "ra" else {}
+        colour = [make_auto_augment(auto_augment, resample=resample, **ra)]
+    erase = [random_erasing(random_erase, value=erase_value)] if random_erase else []
+    if not random_erase and erase_value != 0:
+        raise ValueError("erase_value is an option of random_erase > 0")
+    return colour, erase
+
+
+def _shift_policy(size=None, *, max_shift: int = 2, flip: bool = False, auto_augment: str | None = None,
+                  ra_magnitude: int | None = None, ra_num_ops: int | None = None, random_erase: float = 0.0,
+                  erase_value=0) -> Transform:
+    """Digits: random translation by up to ``max_shift`` pixels (+ optional flip); ``size`` unused; then the
+    optional ``auto_augment`` (nearest-neighbour geometry) and ``random_erase`` (see ``_inception_policy``)."""
+    colour, erase = _auto_augment_options(auto_augment, ra_magnitude, ra_num_ops, random_erase, erase_value,
+                                          "nearest")
+    return compose(translate(max_shift), *([hflip()] if flip else []), *colour, *erase)
 
 
 def _inception_policy(size: int, *, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip: bool = True,
-                      lighting_std: float = 0.0, resample: str = "bilinear") -> Transform:
-    """GoogLeNet/ResNet: random-resized crop, flip, optional PCA lighting."""
-    return compose(random_resized_crop(size, scale, ratio, resample), *([hflip()] if flip else []),
-                   lighting(lighting_std))
+                      lighting_std: float = 0.0, resample: str = "bilinear", auto_augment: str | None = None,
+                      ra_magnitude: int | None = None, ra_num_ops: int | None = None, random_erase: float = 0.0,
+                      erase_value=0) -> Transform:
+    """GoogLeNet/ResNet: random-resized crop, flip, optional PCA lighting; torchvision's recipe options in its
+    order (crop, flip, ``auto_augment``, [normalize], ``random_erase``): ``auto_augment`` is ``ra`` (RandAugment,
+    ``ra_num_ops`` 2 at bin ``ra_magnitude`` 9 of 31), ``ta_wide`` (TrivialAugmentWide) or ``imagenet``
+    (AutoAugment's ImageNet policy), its geometric ops resampled with ``resample`` like the crop (as torchvision's
+    presets pass one interpolation to both); ``random_erase`` is RandomErasing's probability, ``erase_value`` its
+    fill in normalized units (0: the mean colour; ``"random"``: normal noise), ``jaxcnn.data.erasing``."""
+    colour, erase = _auto_augment_options(auto_augment, ra_magnitude, ra_num_ops, random_erase, erase_value,
+                                          resample)
+    return compose(random_resized_crop(size, scale, ratio, resample), *([hflip()] if flip else []), *colour,
+                   lighting(lighting_std), *erase)
 
 
 def _alexnet_policy(size: int, *, resize: int | None = None, flip: bool = True, lighting_std: float = 0.1,
