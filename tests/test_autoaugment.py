@@ -158,9 +158,10 @@ def test_policies_are_deterministic_given_the_generator(kind):
     assert any(not np.array_equal(outs[0], o) for o in outs[2:])
 
 
-def test_same_seed_and_index_same_pixels_through_the_loader():
+@pytest.mark.parametrize("kind", ["ra", "ta_wide", "imagenet"])
+def test_same_seed_and_index_same_pixels_through_the_loader(kind):
     src = ArraySource(np.repeat(PHOTOS, 4, axis=0), np.arange(16) % 4, 4)
-    aug = T.make_train_transform("inception", 24, auto_augment="ra", random_erase=0.5, erase_value="random")
+    aug = T.make_train_transform("inception", 24, auto_augment=kind, random_erase=0.5, erase_value="random")
 
     def batches(seed, start):
         return [b["image"] for b in train_batches(src, global_batch=4, seed=seed, augment=aug, start_step=start,
