@@ -89,3 +89,37 @@ def test_weights_eval_transform_matches_torchvision():
         photo, resize, size = key.rsplit("_", 2)
         got = evaluation.torchvision_center(int(size), int(resize))({"image": getattr(data, photo)()})["image"]
         np.testing.assert_array_equal(got, refs[key], err_msg=key)
+
+
+class _RealSource:
+    """The digits test images as uint8 with a ReaL label set per image: none, one, or several."""
+
+    def __init__(self, images, labels, real):
+        self.images, self.labels, self.real = images, labels, real
+        self.num_classes, self.name = 10, "digits-real"
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "label": np.int32(self.labels[i]),
+                evaluation.REAL_KEY: np.asarray(self.real[i], np.int32)}
+
+
+def test_real_accuracy_against_numpy(setup):
+    """ReaL top-1: a hit when the prediction is in the image's set, images with an empty set left out."""
+    import jax.numpy as jnp
+
+    from tests.trained_digits import preprocess
+
+    weights, _, _, images, labels, _ = setup
+    model, variables, *_ = digits_classifier()
+    pred = np.asarray(jnp.argmax(model.apply(variables, preprocess(jnp.asarray(images)))[0], -1))
+    real = [[] if i % 3 == 1 else [int(y)] if i % 3 == 0 else [int((y + 1) % 10), int(pred[i])] if i % 2 == 0
+            else [int((y + 1) % 10)] for i, y in enumerate(labels)]
+    expected = np.mean([pred[i] in s for i, s in enumerate(real) if s])
+    src = _RealSource((np.asarray(images) * 255).round().astype(np.uint8), labels, real)
+    member = evaluation.weights_member("tiny_cnn", weights, size=SIZE, resize=SIZE)
+    (got,) = evaluation.evaluate([member], "digits-real", source=src, batch_size=64)["members"].values()
+    assert got["real_count"] == sum(1 for s in real if s)
+    assert got["real"] == pytest.approx(expected, abs=1e-9)
