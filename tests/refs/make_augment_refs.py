@@ -10,7 +10,8 @@ What it stores (uint8 images of 32 x 40 px cut from scikit-image's photos, to ke
 - ``op_*``: torchvision's ``autoaugment._apply_op`` (the dispatch its RandAugment / TrivialAugmentWide /
   AutoAugment use, calling ``F.affine``/``F.rotate``/``F.adjust_*``/``F.posterize``/... on PIL images) for
   each operation at the minimum non-zero, RandAugment's default (bin 9 of 31) and the maximum bins, both signs
-  for the signed ones, nearest (torchvision's default) and once bilinear for the geometric ones;
+  for the signed ones, nearest (torchvision's default) and once bilinear for the geometric ones, and a
+  translation with a fractional part above one half;
 - ``spaces``: JSON of each class's ``_augmentation_space`` (float32 bins) and the ImageNet policy table;
 - ``pol_*``: the classes themselves on a photo under several torch seeds, with the (op, magnitude) sequence
   each applied (recorded by wrapping ``_apply_op``);
@@ -69,6 +70,9 @@ def main():
             k += 1
         if op in GEOMETRIC:
             cases.append((op, -top, k % 4, "bilinear"))
+            k += 1
+        if op.startswith("Translate"):   # 14.93 px: whole pixels are int(), not round()
+            cases.append((op, float(ta_space[op][0][14]) * (-1 if op == "TranslateX" else 1), k % 4, "nearest"))
             k += 1
     for bits in (7, 4, 2):
         cases.append(("Posterize", float(bits), k % 4, "nearest"))
