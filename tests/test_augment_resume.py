@@ -9,6 +9,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from jaxcnn.training.evaluation import restore_run
 from jaxcnn.training.metrics_log import read_rows
@@ -45,3 +46,20 @@ def test_stop_and_resume_with_auto_augment_and_erasing_is_bit_identical(tmp_path
     last = [[{k: v for k, v in r.items() if k.startswith(("train/", "eval/"))}
              for r in read_rows(os.path.join(w, "metrics.jsonl")) if r["step"] == 12] for w in (full, stopped)]
     assert len(last[0]) == 2 and last[0] == last[1]
+
+
+def test_shift_policy_applies_its_options():
+    """``augment=shift`` (the digits default) passes ``augment_options`` on: an option changes the pixels,
+    an unknown value is a one-line error (it was once dropped in silence)."""
+    from jaxcnn.data.sources import digits
+    from jaxcnn.training.config import TrainConfig
+    from jaxcnn.training.tasks import Classification
+
+    src = digits("train", 32)
+    example = src[0]
+    plain = Classification().augment(TrainConfig(), src)
+    erased = Classification().augment(TrainConfig(augment_options={"random_erase": 1.0}), src)
+    rng = lambda: np.random.default_rng((0, 0))  # noqa: E731
+    assert not np.array_equal(plain(example, rng())["image"], erased(example, rng())["image"])
+    with pytest.raises(ValueError, match="auto_augment"):
+        Classification().augment(TrainConfig(augment_options={"auto_augment": "nope"}), src)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from jaxcnn.data.transforms import Transform, make_train_transform
 
 
-def make_augment(*, flip: bool, max_shift: int) -> Transform:
-    """Random translation by up to ``max_shift`` pixels, then (``flip``) a random horizontal reflection."""
-    return make_train_transform("shift", None, max_shift=max_shift, flip=flip)
+def make_augment(*, flip: bool, max_shift: int, **options) -> Transform:
+    """Random translation by up to ``max_shift`` pixels, then (``flip``) a random horizontal reflection, then
+    the policy's ``options`` (``auto_augment``, ``random_erase``, ...)."""
+    return make_train_transform("shift", None, max_shift=max_shift, flip=flip, **options)

@@ -76,7 +76,7 @@ class Classification:
 
     def augment(self, cfg: TrainConfig, source: Any) -> Callable:
         if cfg.augment == "shift":
-            return make_augment(flip=cfg.augment_flip, max_shift=cfg.augment_shift)
+            return make_augment(flip=cfg.augment_flip, max_shift=cfg.augment_shift, **cfg.augment_options)
         return make_train_transform(cfg.augment, cfg.image_size, **cfg.augment_options)
 
     def summarize(self, totals: dict[str, np.ndarray]) -> dict[str, float]:
