@@ -50,7 +50,7 @@ def test_stop_and_resume_with_auto_augment_and_erasing_is_bit_identical(tmp_path
 
 def test_shift_policy_applies_its_options():
     """``augment=shift`` (the digits default) passes ``augment_options`` on: an option changes the pixels,
-    an unknown value is a one-line error (it was once dropped in silence)."""
+    an unknown value is a one-line error."""
     from jaxcnn.data.sources import digits
     from jaxcnn.training.config import TrainConfig
     from jaxcnn.training.tasks import Classification
