@@ -19,12 +19,15 @@ every array finite and ``max |param| <= PARAM_BOUND``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from jaxcnn.training.state import ema_of
 
 # A checkpoint whose largest |parameter| exceeds this is not offered as good after a divergence. The
 # parameters of a healthy CNN are O(1) (conv and dense weights well under 10, batch-norm scales a few
@@ -88,15 +91,43 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise ValueError(f"no checkpoint in {self.directory}")
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
-        try:
-            out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                     meta=ocp.args.JsonRestore()))
-        except (ValueError, KeyError, TypeError) as e:
-            meta = self.read_meta(step) or {}
-            raise ValueError(f"checkpoint {self.directory} step {step} (model {meta.get('model', '?')}) does not "
-                             f"fit this run's state: {str(e).splitlines()[0][:200]}") from None
-        return out["state"], out["meta"]
+        error = None
+        for fields, rebuild in self._restore_targets(target):
+            abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, fields)
+            try:
+                out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                         meta=ocp.args.JsonRestore()))
+                return rebuild(out["state"]), out["meta"]
+            except (ValueError, KeyError, TypeError) as e:
+                error = error or e
+        meta = self.read_meta(step) or {}
+        raise ValueError(f"checkpoint {self.directory} step {step} (model {meta.get('model', '?')}) does not "
+                         f"fit this run's state: {str(error).splitlines()[0][:200]}") from None
+
+    @staticmethod
+    def _restore_targets(target: Any):
+        """``(fields, rebuild)`` pairs to try in turn: what to restore a ``TrainState`` ``target`` as, and how
+        to make the ``TrainState`` of it. The weight EMA follows the checkpoint, not the target: one saved
+        without an EMA (an older run, or ``ema_decay=0``) restores into a target with one, whose average then
+        starts again as a copy of the restored weights, and an EMA saved is restored even into a target
+        without one (so evaluation can select it)."""
+        if not (dataclasses.is_dataclass(target) and hasattr(target, "ema")):
+            yield target, lambda restored: restored
+            return
+        fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target) if f.name != "ema"}
+        saved = target.ema or {"params": target.params, "batch_stats": target.batch_stats}
+
+        def rebuild(restored: dict) -> Any:
+            restored = dict(restored)
+            if not restored.get("ema"):   # none saved: the target's choice, a fresh average or none
+                restored["ema"] = ema_of(restored["params"], restored["batch_stats"]) if target.ema else {}
+            return type(target)(**restored)
+
+        variants = [{**fields, "ema": saved}, {**fields, "ema": {}}, fields]
+        if not target.ema:   # most likely first
+            variants = variants[1:] + variants[:1]
+        for variant in variants:
+            yield variant, rebuild
 
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are on disk."""

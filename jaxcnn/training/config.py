@@ -55,6 +55,19 @@ class TrainConfig:
     pretrained: str | None = None         # torchvision weights to start from
     backbone_weights: str | None = None   # segmentation: a classification checkpoint of the FCN's backbone
     adversarial: dict = dataclasses.field(default_factory=dict)  # PGD training: {"eps": 0.03, "steps": 3}
+    # weight EMA (jaxcnn.training.steps.with_ema): decay per update (0 = off), an update every ema_every steps,
+    # warm-up "none" or "tf" (decay min(d, (1 + n) / (10 + n)) after n updates)
+    ema_decay: float = 0.0
+    ema_every: int = 1
+    ema_warmup: str = "none"
+    # mixup / cutmix inside the train step (jaxcnn.training.mixup), timm's names: alphas of Beta(a, a) (0 = off),
+    # the chance of cutmix when both are on, the chance a batch is mixed at all
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_switch_prob: float = 0.5
+    mix_prob: float = 1.0
+    prefetch_batches: int = 2             # device batches transferred ahead of the running step
+    profile_steps: str | None = None      # "START:STOP": a jax.profiler trace of those steps in workdir/profile
 
     def with_overrides(self, overrides: list[str]) -> "TrainConfig":
         """Applies ``key=value`` strings (``optimizer.learning_rate=0.05``).

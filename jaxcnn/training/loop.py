@@ -6,6 +6,12 @@ data position is the step (``jaxcnn.data.loader``), the dropout key is
 derived from the step, and checkpoints hold the whole state, so a run killed
 at any moment and restarted ends bit-identical to an uninterrupted one.
 
+Between the host's sync points (a log row every ``log_every_steps``, an
+evaluation, a checkpoint) the steps make no device-to-host transfer: each
+step's metrics stay on the device until the next sync point fetches them all,
+and the NaN check of those steps runs there, before any checkpoint is written.
+The train step is compiled once for the whole run (``tests/test_loop_transfers.py``).
+
 The loop has one path: the task object (``jaxcnn.training.tasks``, from
 ``model_info(cfg.model).task``) gives the steps, the augmentation, the eval
 summary and the watched metric; the placement (``jaxcnn.parallel.placement``,
@@ -14,6 +20,7 @@ from ``cfg.strategy``) puts state and batches on devices and compiles the steps.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -27,7 +34,7 @@ import numpy as np
 from jaxcnn.data.loader import eval_batches, train_batches
 from jaxcnn.data.sources import TransformedSource, get_source
 from jaxcnn.data.transforms import make_eval_transform
-from jaxcnn.model_stats import init_variables
+from jaxcnn.model_stats import count_flops, init_variables
 from jaxcnn.models import create_model, model_info, model_options
 from jaxcnn.parallel import placement as placements
 from jaxcnn.parallel.placement import Placement
@@ -37,10 +44,40 @@ from jaxcnn.training.checkpoint import Checkpointer, diverged_message
 from jaxcnn.training.config import TrainConfig, to_dict
 from jaxcnn.training.metrics_log import MetricsLog, plot_curves
 from jaxcnn.training.optimizer import PlateauControl, make_optimizer, plateau_factor
-from jaxcnn.training.state import create_train_state
+from jaxcnn.training.state import create_train_state, variables_of
+from jaxcnn.training.steps import check_ema, with_ema
 from jaxcnn.training.tasks import Classification, task_for
 
 INPUT_BOUND = 0.25   # warn when the host waits for batches this share of the time
+
+
+def step_context():
+    """The context each step's host work (next batch, dispatch of the step) runs in; nothing by default.
+    Tests install ``jax.transfer_guard_device_to_host("disallow")`` here."""
+    return contextlib.nullcontext()
+
+
+def parse_profile_steps(spec: str | None) -> tuple[int, int] | None:
+    """``"START:STOP"`` -> ``(START, STOP)``: trace the steps START+1 .. STOP (1-based, as logged)."""
+    if spec is None or spec == "":
+        return None
+    try:
+        start, stop = (int(v) for v in str(spec).split(":"))
+    except ValueError:
+        raise ValueError(f"profile_steps must be 'START:STOP' (two step numbers), got {spec!r}") from None
+    if not 0 <= start < stop:
+        raise ValueError(f"profile_steps {spec!r}: need 0 <= START < STOP")
+    return start, stop
+
+
+def device_peak(dtype: str, devices: list) -> float | None:
+    """The run's peak FLOP/s for MFU (``jaxcnn.bench.peak``, measured once per device kind and cached), or
+    None where that module is absent."""
+    try:
+        from jaxcnn.bench.peak import run_peak
+    except ImportError:
+        return None
+    return run_peak(dtype, devices)["flop_s"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -104,6 +141,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
     total_steps = math.ceil(cfg.epochs * steps_per_epoch)
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
+    check_ema(cfg.ema_decay, cfg.ema_every, cfg.ema_warmup)
+    profile = parse_profile_steps(cfg.profile_steps)
+    if cfg.prefetch_batches < 1:
+        raise ValueError(f"prefetch_batches must be >= 1, got {cfg.prefetch_batches}")
     tx = make_optimizer(cfg.optimizer, steps_per_epoch, math.ceil(cfg.epochs * steps_per_epoch))
     variables = None
     if cfg.pretrained:
@@ -112,7 +153,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
     if cfg.backbone_weights:
         variables = init_variables(model, image_shape[:2], seed=cfg.seed, channels=image_shape[2])
         variables = seg.load_backbone(cfg.model, cfg.backbone_weights, variables)
-    state = create_train_state(model, tx, image_shape, seed=cfg.seed, variables=variables)
+    state = create_train_state(model, tx, image_shape, seed=cfg.seed, variables=variables, ema=cfg.ema_decay > 0)
 
     lead = jax.process_index() == 0
     run_dir.prepare(cfg, reuse, lead=lead)
@@ -136,7 +177,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
                 "checkpoints": ckpt.directory, "state": state, "data_parallel": dp}
 
     net = dp.step_model(model)
-    train_step = dp.compile_train_step(task.train_step(net, tx, cfg, dp.axis_name, train_src), state)
+    train_step = dp.compile_train_step(with_ema(task.train_step(net, tx, cfg, dp.axis_name, train_src),
+                                                cfg.ema_decay, cfg.ema_every, cfg.ema_warmup), state)
     eval_step = dp.compile_eval_step(task.eval_step(net, dp.axis_name, train_src), state)
     augment = task.augment(cfg, train_src)
     log = MetricsLog(cfg.workdir, enabled=lead, start_step=start)
@@ -150,41 +192,55 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
                             augment=augment,
                             start_step=start, num_steps=total_steps - start, process_index=jax.process_index(),
                             process_count=jax.process_count())
-    device_batches = dp.prefetch(batches)   # host->device copies overlap the running step
+    device_batches = dp.prefetch(batches, cfg.prefetch_batches)   # host->device copies overlap the running step
     bar = None
     if progress and lead:
         from tqdm import tqdm
         bar = tqdm(total=total_steps, initial=start, unit="step", dynamic_ncols=True)
-    pending, window, t_window, eval_metrics = None, [], time.perf_counter(), {}
-    data_wait, warned_input = 0.0, False
+    pending, window, t_window, eval_metrics = [], [], time.perf_counter(), {}
+    data_wait, warned_input, tracing = 0.0, False, False
+    train_flops = 3 * count_flops(model, image_shape[:2])   # per image: forward + backward (2x forward)
+    peak: list[float | None] = []
 
-    def check(step_metrics, step: int) -> None:
-        host = jax.device_get(step_metrics)
-        if host["finite"] < 1:
-            raise TrainingDiverged(diverged_message(ckpt, step + 1, dp.unreplicate(state)))
-        window.append(host)
+    def check() -> None:
+        """Fetches the pending steps' metrics (one transfer for all of them); stops at the first non-finite."""
+        for host, step in zip(jax.device_get([m for m, _ in pending]), [s for _, s in pending]):
+            if host["finite"] < 1:
+                raise TrainingDiverged(diverged_message(ckpt, step + 1, dp.unreplicate(state)))
+            window.append(host)
+        pending.clear()
 
     try:
         for step in range(start, total_steps):
-            t_data = time.perf_counter()
-            batch = next(device_batches)
-            data_wait += time.perf_counter() - t_data
-            state, metrics = train_step(state, batch)
-            if pending is not None:  # look at the previous step's metrics while this one runs
-                check(*pending)
-            pending = (metrics, step)
+            if profile is not None and step == profile[0]:
+                jax.profiler.start_trace(os.path.join(cfg.workdir, "profile"))
+                tracing = True
+            with step_context():
+                t_data = time.perf_counter()
+                batch = next(device_batches)
+                data_wait += time.perf_counter() - t_data
+                state, metrics = train_step(state, batch)
+                pending.append((metrics, step))   # stays on the device until the next sync point
             done = step + 1
+            if tracing and done == profile[1]:
+                jax.block_until_ready(state)
+                jax.profiler.stop_trace()
+                tracing = False
             if done % cfg.log_every_steps == 0 or done == total_steps:
-                check(*pending)
-                pending = None
+                check()
                 now = time.perf_counter()
                 rate = len(window) * cfg.batch_size / max(now - t_window, 1e-9)
                 mean = {k: float(np.mean([w[k] for w in window])) for k in window[0] if k != "finite"}
                 lr = plateau_factor(dp.unreplicate(state).opt_state)
                 # the share of the window the host spent waiting for batches: high means input-bound
                 wait = data_wait / max(now - t_window, 1e-9)
+                if not peak:
+                    peak.append(device_peak(cfg.dtype, getattr(dp, "devices", jax.devices())))
+                speed = {"tflop_s": rate * train_flops / 1e12}
+                if peak[0]:
+                    speed["mfu"] = rate * train_flops / peak[0]
                 log.write(done, **{f"train/{k}": v for k, v in mean.items()}, images_per_s=rate, lr_factor=lr,
-                          input_wait=wait)
+                          input_wait=wait, **speed)
                 if wait > INPUT_BOUND and not warned_input and lead:
                     warned_input = True
                     print(f"warning: input-bound: {100 * wait:.0f}% of the time went to waiting for batches; "
@@ -197,21 +253,26 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
             if bar is not None:
                 bar.update(1)
             if done % steps_per_epoch == 0 or done == total_steps:
+                check()   # evaluate only checked steps
                 eval_metrics = evaluate(dp, eval_step, state.variables, test_src, cfg.eval_batch_size,
                                         task.summarize)
+                if state.ema:   # the average beside the raw weights
+                    eval_metrics.update({f"ema_{k}": v for k, v in evaluate(
+                        dp, eval_step, variables_of(state, ema=True), test_src, cfg.eval_batch_size,
+                        task.summarize).items()})
                 log.write(done, **{f"eval/{k}": v for k, v in eval_metrics.items()})
                 if cfg.optimizer.schedule == "plateau":
                     host = dp.unreplicate(state)
                     new_opt = plateau.update(1.0 - eval_metrics[task.watched], host.opt_state)
                     if new_opt is not host.opt_state:  # the learning rate was divided: re-place the state
                         state = dp.put_state(host.replace(opt_state=new_opt))
-            if pending is not None and ckpt.will_save(done, force=done == total_steps):
-                check(*pending)   # a checkpoint only of checked steps
-                pending = None
+            if pending and ckpt.will_save(done, force=done == total_steps):
+                check()   # a checkpoint only of checked steps
             save(done, force=done == total_steps)
-        if pending is not None:
-            check(*pending)
+        check()
     finally:
+        if tracing:
+            jax.profiler.stop_trace()
         if bar is not None:
             bar.close()
         ckpt.close()

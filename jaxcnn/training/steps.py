@@ -17,6 +17,7 @@ import optax
 
 from jaxcnn import cpu
 from jaxcnn.imagenet import preprocess
+from jaxcnn.training.mixup import MixConfig, check_mix, mix_batch
 from jaxcnn.training.state import RNG_IMPL, TrainState
 
 # auxiliary classifier outputs found in ``features`` during training, and their loss weights:
@@ -25,7 +26,10 @@ AUX_LOSS_WEIGHTS = {"aux1": 0.3, "aux2": 0.3, "aux": 0.4}
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
-    """Per-example softmax cross-entropy in float32, with optional label smoothing."""
+    """Per-example softmax cross-entropy in float32, with optional label smoothing. ``labels`` (B,) integers,
+    or (B, C) soft targets (mixup/cutmix: smoothed already, ``label_smoothing`` is not applied again)."""
+    if labels.ndim == 2:
+        return optax.softmax_cross_entropy(logits.astype(jnp.float32), labels)
     num_classes = logits.shape[-1]
     targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
     if label_smoothing:
@@ -71,7 +75,8 @@ def _all_finite(tree: Any) -> jax.Array:
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, label_smoothing: float = 0.0,
                     accum_steps: int = 1, axis_name: str | None = None,
-                    aux_weights: dict[str, float] | None = None, adversarial: dict | None = None) -> Callable:
+                    aux_weights: dict[str, float] | None = None, adversarial: dict | None = None,
+                    mix: MixConfig | None = None, num_classes: int | None = None) -> Callable:
     """Builds ``train_step(state, batch) -> (state, metrics)``.
 
     Args:
@@ -88,6 +93,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, label
         "steps": .., "step_size": .., "norm": "linf"|"l2"}`` in pixel units
         ([0, 1]); each batch is replaced by its PGD examples against the
         current weights (eval-mode model, random start) before the update.
+      mix: mixup / cutmix of each batch (``jaxcnn.training.mixup``; soft targets with the label smoothing),
+        drawn from the step's key; needs ``num_classes``. Train ``top1``/``top5`` are then against each
+        soft target's largest class.
 
     Returns:
       A pure function. ``metrics`` holds the step's mean ``loss``, ``top1``,
@@ -96,6 +104,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, label
     """
     aux_weights = AUX_LOSS_WEIGHTS if aux_weights is None else aux_weights
     adversarial = check_adversarial(adversarial)
+    mix = check_mix(mix) if mix is not None and mix.enabled else None
+    if mix is not None and adversarial:
+        raise ValueError("mixup/cutmix and adversarial training do not combine (PGD needs hard labels)")
+    if mix is not None and not num_classes:
+        raise ValueError("mixup/cutmix needs num_classes")
 
     def loss_fn(params, batch_stats, images, labels, key):
         variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
@@ -105,8 +118,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, label
         for name, weight in aux_weights.items():
             if name in feats:
                 loss = loss + weight * jnp.mean(cross_entropy(feats[name], labels, label_smoothing))
-        metrics = {"loss": loss, "top1": jnp.mean(topk_correct(logits, labels, 1)),
-                   "top5": jnp.mean(topk_correct(logits, labels, 5))}
+        hard = jnp.argmax(labels, axis=-1) if labels.ndim == 2 else labels
+        metrics = {"loss": loss, "top1": jnp.mean(topk_correct(logits, hard, 1)),
+                   "top5": jnp.mean(topk_correct(logits, hard, 5))}
         return loss, (updates.get("batch_stats", {}), metrics)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -117,6 +131,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, label
         images, labels = model_input(batch["image"]), batch["label"]
         if adversarial:
             images = _adversarial_images(model, state, images, labels, jax.random.split(key)[1], adversarial)
+        if mix is not None:
+            images, labels = mix_batch(key, images, labels, num_classes, mix, label_smoothing)
         return gradient_update(state, tx, grad_fn, images, labels, key, accum_steps=accum_steps,
                                axis_name=axis_name)
 
@@ -163,6 +179,55 @@ def gradient_update(state: TrainState, tx: optax.GradientTransformation, grad_fn
     finite = jnp.isfinite(metrics["loss"]) & _all_finite(grads)
     # a non-finite step changes nothing, so the last good state (and checkpoint) survives
     return _update_if(finite, update, state), {**metrics, "finite": finite.astype(jnp.float32)}
+
+
+EMA_WARMUPS = ("none", "tf")
+
+
+def check_ema(decay: float, every: int = 1, warmup: str = "none") -> None:
+    """One-line errors for a decay outside [0, 1), ``every`` < 1 or an unknown warm-up."""
+    if not 0 <= decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1) (0 = no EMA), got {decay}")
+    if every < 1:
+        raise ValueError(f"ema_every must be >= 1, got {every}")
+    if warmup not in EMA_WARMUPS:
+        raise ValueError(f"unknown ema_warmup {warmup!r}; valid: {', '.join(EMA_WARMUPS)}")
+
+
+def ema_decay_at(decay: float, updates: jax.Array, warmup: str = "none") -> jax.Array:
+    """The decay of the EMA update after ``updates`` earlier ones: ``decay``, or with ``warmup="tf"``
+    ``min(decay, (1 + n) / (10 + n))`` (TensorFlow's ``ExponentialMovingAverage(num_updates=n)``)."""
+    if warmup == "tf":
+        n = jnp.asarray(updates, jnp.float32)
+        return jnp.minimum(jnp.float32(decay), (1.0 + n) / (10.0 + n))
+    return jnp.float32(decay)
+
+
+def with_ema(train_step: Callable, decay: float, every: int = 1, warmup: str = "none") -> Callable:
+    """``train_step`` that also updates ``state.ema`` (weights and batch-norm statistics) inside the same
+    compiled step: after every ``every``-th optimizer step, ``ema = d * ema + (1 - d) * weights`` with ``d =
+    ema_decay_at(decay, earlier updates, warmup)``. A non-finite step (state unchanged) leaves it alone.
+    ``decay`` 0: ``train_step`` itself. torchvision's ``--model-ema-decay`` maps to ``decay`` through
+    ``state.torchvision_ema_decay``."""
+    check_ema(decay, every, warmup)
+    if not decay:
+        return train_step
+
+    def step(state: TrainState, batch):
+        if not state.ema:
+            raise ValueError("ema_decay > 0 needs a state with an EMA (create_train_state(..., ema=True))")
+        new, metrics = train_step(state, batch)
+        due = (metrics["finite"] > 0) & (new.step % every == 0)
+        d = ema_decay_at(decay, new.step // every - 1, warmup)
+        target = {"params": new.params, "batch_stats": new.batch_stats}
+
+        def update():
+            return jax.tree_util.tree_map(lambda a, x: (d * a + (1 - d) * x).astype(a.dtype), new.ema, target)
+
+        # lax.cond: with every > 1 the steps between updates do not touch the average
+        return new.replace(ema=jax.lax.cond(due, update, lambda: new.ema)), metrics
+
+    return step
 
 
 def _update_if(finite: jax.Array, update: Callable[[], TrainState], state: TrainState) -> TrainState:

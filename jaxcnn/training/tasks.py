@@ -32,6 +32,7 @@ from jaxcnn.data.augment import make_augment
 from jaxcnn.data.transforms import make_train_transform
 from jaxcnn.training import segmentation as seg
 from jaxcnn.training.config import TrainConfig
+from jaxcnn.training.mixup import MixConfig, check_mix
 from jaxcnn.training.steps import make_eval_step, make_train_step
 
 
@@ -65,11 +66,13 @@ class Classification:
     watched = "top1"
 
     def prepare(self, cfg: TrainConfig, train_src: Any, test_src: Any) -> tuple[Any, Any]:
+        check_mix(mix_config(cfg))
         return train_src, test_src
 
     def train_step(self, net, tx, cfg, axis_name, source) -> Callable:
         return make_train_step(net, tx, label_smoothing=cfg.label_smoothing, accum_steps=cfg.accum_steps,
-                               axis_name=axis_name, adversarial=cfg.adversarial)
+                               axis_name=axis_name, adversarial=cfg.adversarial, mix=mix_config(cfg),
+                               num_classes=source.num_classes)
 
     def eval_step(self, net, axis_name, source) -> Callable:
         return make_eval_step(net, axis_name=axis_name)
@@ -96,6 +99,8 @@ class Segmentation:
         # per-pixel targets travel as "label" (the eval loader's "mask" is padding)
         if cfg.adversarial:
             raise ValueError("adversarial training is for classification models, not segmentation")
+        if mix_config(cfg).enabled:
+            raise ValueError("mixup/cutmix are for classification models, not segmentation")
         return seg.mask_as_label(train_src), seg.mask_as_label(test_src)
 
     @staticmethod
@@ -118,6 +123,12 @@ class Segmentation:
 
     def summarize(self, totals: dict[str, np.ndarray]) -> dict[str, float]:
         return seg.summarize_eval(totals)
+
+
+def mix_config(cfg: TrainConfig) -> MixConfig:
+    """The run's mixup / cutmix options (``mixup_alpha``, ``cutmix_alpha``, ``mix_switch_prob``, ``mix_prob``)."""
+    return MixConfig(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha, switch_prob=cfg.mix_switch_prob,
+                     prob=cfg.mix_prob)
 
 
 TASKS: dict[str, Task] = {"classification": Classification(), "segmentation": Segmentation()}

@@ -1,0 +1,140 @@
+"""Weight EMA: the compiled update against a float64 NumPy recurrence, warm-up, every k steps, non-finite
+steps, checkpoints with and without an average, the EMA's evaluation beside the raw weights, resume."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcnn.data.sources import digits
+from jaxcnn.training import Checkpointer, OptimizerConfig, create_train_state, load_config, make_optimizer, train
+from jaxcnn.training.metrics_log import read_rows
+from jaxcnn.training.state import torchvision_ema_decay, variables_of
+from jaxcnn.training.steps import ema_decay_at, make_train_step, with_ema
+from tests.tiny_model import TinyCNN, register
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE = os.path.join(ROOT, "tests", "recipes", "tiny_digits.py")
+
+
+@pytest.fixture(scope="module")
+def batches():
+    src = digits("train", size=16)
+    cut = lambda a, i: jnp.asarray(a[i * 16:(i + 1) * 16])  # noqa: E731
+    return [{"image": cut(src.images, i), "label": cut(src.labels, i)} for i in range(6)]
+
+
+def _weights(state):
+    return [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves((state.params, state.batch_stats))]
+
+
+@pytest.mark.parametrize("decay,every,warmup", [(0.9, 1, "none"), (0.99, 2, "tf")])
+def test_ema_follows_the_float64_recurrence(batches, decay, every, warmup):
+    tx = make_optimizer(OptimizerConfig(learning_rate=0.1), 10, 100)
+    state = create_train_state(TinyCNN(), tx, (16, 16, 3), seed=0, ema=True)
+    step = jax.jit(with_ema(make_train_step(TinyCNN(), tx), decay, every, warmup))
+    avg = _weights(state)   # the average starts as the weights
+    updates = 0
+    for i, batch in enumerate(batches):
+        state, metrics = step(state, batch)
+        assert float(metrics["finite"]) == 1
+        if (i + 1) % every == 0:
+            d = min(decay, (1 + updates) / (10 + updates)) if warmup == "tf" else decay
+            avg = [d * a + (1 - d) * w for a, w in zip(avg, _weights(state))]
+            updates += 1
+        got = [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves((state.ema["params"],
+                                                                              state.ema["batch_stats"]))]
+        for g, want in zip(got, avg):
+            np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
+    # the average moved away from the start and is not the weights
+    assert not np.allclose(got[0], _weights(state)[0])
+
+
+def test_tf_warmup_and_torchvision_decay():
+    assert float(ema_decay_at(0.9999, 0, "tf")) == pytest.approx(0.1)
+    assert float(ema_decay_at(0.9999, 90, "tf")) == pytest.approx(91 / 100)
+    assert float(ema_decay_at(0.9, 10 ** 6, "tf")) == pytest.approx(0.9)
+    assert float(ema_decay_at(0.9, 0, "none")) == pytest.approx(0.9)
+    # torchvision's ResNet-50 recipe: --model-ema-decay 0.99998, --model-ema-steps 32, 1024 images a step, 600 epochs
+    assert torchvision_ema_decay(0.99998, 1024, 32, 600) == pytest.approx(1 - 2e-5 * 1024 * 32 / 600)
+    assert torchvision_ema_decay(0.5, 1024, 32, 1) == 0.0
+
+
+def test_non_finite_step_leaves_the_average(batches):
+    tx = make_optimizer(OptimizerConfig(learning_rate=0.1), 10, 100)
+    state = create_train_state(TinyCNN(), tx, (16, 16, 3), seed=0, ema=True)
+
+    def bad_step(state, batch):   # weights move, but the step says it was not finite
+        moved = state.replace(step=state.step + 1, params=jax.tree_util.tree_map(lambda p: p + 1, state.params))
+        return moved, {"finite": jnp.float32(0)}
+
+    new, _ = jax.jit(with_ema(bad_step, 0.5))(state, batches[0])
+    for a, b in zip(jax.tree_util.tree_leaves(new.ema), jax.tree_util.tree_leaves(state.ema)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_variables_of_and_bad_options():
+    tx = make_optimizer(OptimizerConfig(), 10, 100)
+    plain = create_train_state(TinyCNN(), tx, (16, 16, 3), seed=0)
+    assert variables_of(plain) is not None and plain.ema == {}
+    with pytest.raises(ValueError, match="no weight EMA"):
+        variables_of(plain, ema=True)
+    with_avg = create_train_state(TinyCNN(), tx, (16, 16, 3), seed=0, ema=True)
+    assert set(variables_of(with_avg, ema=True)) == {"params", "batch_stats"}
+    for bad, match in (((1.0,), "ema_decay"), ((0.9, 0), "ema_every"), ((0.9, 1, "timm"), "ema_warmup")):
+        with pytest.raises(ValueError, match=match):
+            with_ema(lambda s, b: (s, {}), *bad)
+
+
+def test_checkpoints_with_and_without_an_average(tmp_path):
+    tx = make_optimizer(OptimizerConfig(), 10, 100)
+    plain = create_train_state(TinyCNN(), tx, (16, 16, 3), seed=0)
+    avg = create_train_state(TinyCNN(), tx, (16, 16, 3), seed=0, ema=True)
+    avg = avg.replace(ema=jax.tree_util.tree_map(lambda x: x + 3, avg.ema))
+    ckpt = Checkpointer(str(tmp_path), every_steps=1, keep=5, asynchronous=False)
+    older = {k: v for k, v in vars(plain).items() if k != "ema"}   # a state saved before the EMA field existed
+    ckpt.save(1, older, {"model": "tiny_cnn"}, force=True)
+    ckpt.save(2, plain, {"model": "tiny_cnn"}, force=True)
+    ckpt.save(3, avg, {"model": "tiny_cnn"}, force=True)
+    for step in (1, 2):
+        restored, _ = ckpt.restore(avg, step)   # no average saved: a fresh one, a copy of the weights
+        for a, p in zip(jax.tree_util.tree_leaves(restored.ema["params"]), jax.tree_util.tree_leaves(plain.params)):
+            np.testing.assert_array_equal(a, p)
+        restored, _ = ckpt.restore(plain, step)
+        assert restored.ema == {}
+    restored, _ = ckpt.restore(plain, 3)        # a saved average is restored even into a target without one
+    for a, b in zip(jax.tree_util.tree_leaves(variables_of(restored, ema=True)),
+                    jax.tree_util.tree_leaves(variables_of(avg, ema=True))):
+        np.testing.assert_array_equal(a, b)
+    ckpt.close()
+
+
+def _final_leaves(workdir):
+    register()
+    target = create_train_state(TinyCNN(dropout_rate=0.1), make_optimizer(OptimizerConfig(schedule="cosine"), 1, 1),
+                                (16, 16, 3), seed=0, ema=True)
+    ckpt = Checkpointer.open_existing(workdir)
+    state, _ = ckpt.restore(target)
+    ckpt.close()
+    return jax.tree_util.tree_leaves(jax.device_get((state.params, state.ema)))
+
+
+def test_run_with_ema_and_mixup_logs_ema_eval_and_resumes_bit_exact(tmp_path):
+    register()
+    opts = ["ema_decay=0.9", "ema_every=2", "ema_warmup='tf'", "mixup_alpha=0.2", "cutmix_alpha=1.0",
+            "epochs=0.3", "log_every_steps=4"]
+    full = load_config(RECIPE).with_overrides([f"workdir={tmp_path / 'full'}", *opts])
+    result = train(full, progress=False)
+    assert {"top1", "ema_top1", "ema_loss"} <= set(result["eval"])
+    rows = read_rows(os.path.join(str(tmp_path / "full"), "metrics.jsonl"))
+    assert any("eval/ema_top1" in r for r in rows) and any("train/loss" in r for r in rows)
+    # stopped after 8 steps (a checkpoint at 8), then resumed to the end
+    part = full.with_overrides([f"workdir={tmp_path / 'part'}", "max_steps=8"])
+    train(part, progress=False)
+    train(part.with_overrides(["max_steps=None"]), progress=False, reuse="resume")
+    a, b = _final_leaves(str(tmp_path / "full")), _final_leaves(str(tmp_path / "part"))
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
