@@ -15,7 +15,8 @@ import pytest
 import jaxcnn
 from jaxcnn.weights.torchvision import variable_shapes
 
-MODELS = jaxcnn.list_models()
+# the package's own models (a test file may register tests/tiny_model.py's in the same process)
+MODELS = [n for n in jaxcnn.list_models() if jaxcnn.model_info(n).family != "tiny"]
 # Deeper siblings that only repeat a default model's blocks (DenseNet-121's, ResNet-50's, FCN-ResNet-50's)
 # take 5-13 s each to trace on 2 cores: their shape tests run with -m slow (their bad-input checks,
 # which stop before tracing, by default)

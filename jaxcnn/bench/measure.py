@@ -125,6 +125,12 @@ def _batch(task_name: str, batch: int, size: int, num_classes: int, seed: int = 
             "label": rng.integers(0, num_classes, label_shape).astype(np.int32)}
 
 
+@dataclasses.dataclass(frozen=True)
+class SyntheticSource:
+    """What the task's steps read of a data source, for the random batches timed here."""
+    num_classes: int
+
+
 def _num_classes(model) -> int:
     return int(getattr(model, "num_classes", 1000))
 
@@ -152,16 +158,17 @@ def measure(setup: Setup, peak: dict | None = None) -> dict:
     host_state = create_train_state(model, tx, (size, size, 3), seed=0)
     state = dp.put_state(host_state)
     del host_state
-    batch = dp.put_batch(_batch(info.task, setup.batch, size, _num_classes(model)))
+    source = SyntheticSource(_num_classes(model))
+    batch = dp.put_batch(_batch(info.task, setup.batch, size, source.num_classes))
     box: dict[str, Any] = {"state": state}
     del state
     try:
         t0 = time.perf_counter()
         if setup.mode == "train":
-            fn = dp.compile_train_step(task.train_step(net, tx, cfg, dp.axis_name, None), box["state"])
+            fn = dp.compile_train_step(task.train_step(net, tx, cfg, dp.axis_name, source), box["state"])
             compiled = fn.lower(box["state"], batch).compile()
         else:
-            fn = dp.compile_eval_step(task.eval_step(net, dp.axis_name, None), box["state"])
+            fn = dp.compile_eval_step(task.eval_step(net, dp.axis_name, source), box["state"])
             compiled = fn.lower(box["state"].variables, batch).compile()
         compile_s = time.perf_counter() - t0
         needed = program_bytes(compiled)

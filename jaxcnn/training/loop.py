@@ -212,21 +212,27 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
 
     try:
         for step in range(start, total_steps):
-            if profile is not None and step == profile[0]:
-                jax.profiler.start_trace(os.path.join(cfg.workdir, "profile"))
-                tracing = True
-            with step_context():
+            done = step + 1
+            with step_context():   # the per-step host work, which moves nothing from the devices
+                if profile is not None and step == profile[0]:
+                    jax.profiler.start_trace(os.path.join(cfg.workdir, "profile"))
+                    tracing = True
                 t_data = time.perf_counter()
                 batch = next(device_batches)
                 data_wait += time.perf_counter() - t_data
                 state, metrics = train_step(state, batch)
                 pending.append((metrics, step))   # stays on the device until the next sync point
-            done = step + 1
-            if tracing and done == profile[1]:
-                jax.block_until_ready(state)
-                jax.profiler.stop_trace()
-                tracing = False
-            if done % cfg.log_every_steps == 0 or done == total_steps:
+                if tracing and done == profile[1]:
+                    jax.block_until_ready(state)
+                    jax.profiler.stop_trace()
+                    tracing = False
+                if bar is not None:
+                    bar.update(1)
+                log_now = done % cfg.log_every_steps == 0 or done == total_steps
+                eval_now = done % steps_per_epoch == 0 or done == total_steps
+                save_now = ckpt.will_save(done, force=done == total_steps)
+            # the sync points: metrics fetched and checked, evaluation, checkpoints
+            if log_now:
                 check()
                 now = time.perf_counter()
                 rate = len(window) * cfg.batch_size / max(now - t_window, 1e-9)
@@ -250,9 +256,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
                     bar.set_postfix(loss=f"{mean['loss']:.3f}", img_s=f"{rate:.0f}",
                                     **({"input": "BOUND"} if wait > INPUT_BOUND else {}))
                 window, t_window, data_wait = [], time.perf_counter(), 0.0
-            if bar is not None:
-                bar.update(1)
-            if done % steps_per_epoch == 0 or done == total_steps:
+            if eval_now:
                 check()   # evaluate only checked steps
                 eval_metrics = evaluate(dp, eval_step, state.variables, test_src, cfg.eval_batch_size,
                                         task.summarize)
@@ -266,9 +270,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
                     new_opt = plateau.update(1.0 - eval_metrics[task.watched], host.opt_state)
                     if new_opt is not host.opt_state:  # the learning rate was divided: re-place the state
                         state = dp.put_state(host.replace(opt_state=new_opt))
-            if pending and ckpt.will_save(done, force=done == total_steps):
+            if save_now:
                 check()   # a checkpoint only of checked steps
-            save(done, force=done == total_steps)
+                save(done, force=done == total_steps)
         check()
     finally:
         if tracing:
