@@ -33,7 +33,8 @@ import traceback
 
 if __package__:
     from jaxcnn.bench import timing
-else:   # run as a file: this folder is sys.path[0]
+else:   # run as a file, or loaded by path in a Python without JAX (benchmarks/harness.py): the sibling file
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import timing
 
 MARK = "@@torch "
@@ -110,12 +111,7 @@ def _time(call, sync, spec: dict) -> tuple[timing.Timing, int, float]:
     call()
     sync()
     first = time.perf_counter() - t
-    steps = spec.get("steps")
-    if not steps:
-        t = time.perf_counter()
-        call()
-        sync()
-        steps = int(min(50, max(1, round(0.5 / max(time.perf_counter() - t, 1e-6)))))
+    steps = spec.get("steps") or timing.auto_steps(call, lambda _: sync())
     result = timing.time_block(call, lambda _: sync(), steps=steps, repeats=int(spec.get("repeats", 5)),
                                warmup=max(int(spec.get("warmup", 2)) - 1, 0))
     return result, steps, first
@@ -161,9 +157,22 @@ def run(spec: dict) -> dict:
             "threads": torch.get_num_threads(), "rows": rows}
 
 
-def python_for(option: str | None = None) -> str:
-    """The Python to run this file in: ``option`` (``--torch-python``), else ``$JAXCNN_TORCH_PYTHON``, else this one."""
-    return option or os.environ.get(TORCH_PYTHON_ENV) or sys.executable
+def find_python(option: str | None = None) -> tuple[str | None, str | None]:
+    """``(python, None)``: the Python to run this file in, or ``(None, why)`` when none can. ``option``
+    (``--torch-python``) when given, else this Python if torch and torchvision import in it, else
+    ``$JAXCNN_TORCH_PYTHON``."""
+    if option:
+        reason = unavailable(option)
+        return (None, reason) if reason else (option, None)
+    here = unavailable(sys.executable)
+    if here is None:
+        return sys.executable, None
+    chosen = os.environ.get(TORCH_PYTHON_ENV)
+    if chosen:
+        reason = unavailable(chosen)
+        return (None, f"{reason} (${TORCH_PYTHON_ENV})") if reason else (chosen, None)
+    return None, (f"torch and torchvision do not import in {sys.executable}: give --torch-python PATH "
+                  f"(a Python that has them) or set ${TORCH_PYTHON_ENV}")
 
 
 def unavailable(python: str) -> str | None:
@@ -179,13 +188,14 @@ def unavailable(python: str) -> str | None:
 
 def launch(python: str, spec: dict) -> dict:
     """``run(spec)`` in a child process of ``python``; a ``RuntimeError`` naming it when it fails."""
-    proc = subprocess.run([python, os.path.abspath(__file__)], input=json.dumps(spec), stdout=subprocess.PIPE,
+    proc = subprocess.run([python, os.path.abspath(__file__)], input=json.dumps(spec), capture_output=True,
                           text=True)
     for line in proc.stdout.splitlines():
         if line.startswith(MARK):
             return json.loads(line[len(MARK):])
+    tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
     raise RuntimeError(f"the PyTorch side ({python} {os.path.abspath(__file__)}) exited with code "
-                       f"{proc.returncode} and no result")
+                       f"{proc.returncode} and no result: {tail}")
 
 
 def main() -> None:
