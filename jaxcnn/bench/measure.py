@@ -177,6 +177,11 @@ class Case:
             return metrics
         return self._compiled(box["state"].variables, self._batch)
 
+    @property
+    def variables(self):
+        """The model's variables as the case holds them (on its devices)."""
+        return self._box["state"].variables
+
     def flop_per_image(self) -> int:
         return count_flops(self.model, self.size)
 

@@ -23,6 +23,8 @@ the step; training is cross-entropy (plus the auxiliary heads of GoogLeNet at 0.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import math
 import os
@@ -31,11 +33,22 @@ import sys
 import time
 import traceback
 
-if __package__:
-    from jaxcnn.bench import timing
-else:   # run as a file, or loaded by path in a Python without JAX (benchmarks/harness.py): the sibling file
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import timing
+
+def standalone(name: str):
+    """This folder's module ``name`` (one that needs only the standard library) loaded from its file as
+    ``_jaxcnn_bench_<name>``, for a Python without JAX, where the jaxcnn package cannot import: this file run
+    as a script, or loaded by path by ``benchmarks/harness.py`` in a PyTorch worker."""
+    key = f"_jaxcnn_bench_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                        f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module      # before running it: its dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
+timing = importlib.import_module("jaxcnn.bench.timing") if __package__ else standalone("timing")
 
 MARK = "@@torch "
 TORCH_PYTHON_ENV = "JAXCNN_TORCH_PYTHON"
