@@ -82,6 +82,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     from jaxcnn.bench import report, runner
 
     options = options_from(args)
+    if options.vs_torch:    # before JAX starts: its memory grows on demand, the rest is left to PyTorch's process
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     for what, folder in (("--csv", args.csv and os.path.dirname(os.path.abspath(args.csv))),
                          ("--json", args.json and os.path.dirname(os.path.abspath(args.json))),
                          ("--profile", args.profile)):
