@@ -20,8 +20,15 @@ log per stage and ``gpu_check.json`` to ``--out`` (default ``$OUT``):
                   which states the tolerances)
                   (these three run side by side, JAX's memory grown on demand)
   bench           jaxcnn bench resnet50 vgg16 alexnet googlenet --mode both --dtype bfloat16 --vs torch at
-                  the GPU's default batches: bench.json, bench.csv
-  profile         a jax.profiler trace of ResNet-50's bfloat16 train step, if time is left
+                  the GPU's default batches, PyTorch eager and channels-last: bench.json, bench.csv
+  profile         a jax.profiler trace of ResNet-50's bfloat16 train step (trace/), if 90 s are left
+  torch_compile   the same bench of ResNet-50 with torch.compile too, if 150 s are left (its first compiles
+                  take a minute or more per model and mode: all four do not fit the window; ``--torch-compile``
+                  puts them in the bench stage for a longer one)
+
+The stages run in this Python with the folder ``pip install --target`` filled first on their path, from
+a temporary folder (the bench) or the repository (the tests, which import the repository's copy).
+Timings: the one-GPU figures of a fresh machine (compilation cache off, so compile times are cold).
 
 ``--dry-run`` does all of it on the CPU (small sizes; the agreement's test side is the CPU fast path)
 with ``tensorflow_datasets``, ``grain``, ``tensorboardX`` and ``safetensors`` made unimportable
@@ -33,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -53,12 +61,12 @@ WHEELS = {"grain": ("grain", "array-record", "cloudpickle", "portpicker"), "safe
                          "python-dateutil", "six"), "setuptools": ("setuptools",)}
 SPECS = {"setuptools": "setuptools>=70.1"}    # what jaxcnn's build needs (bdist_wheel inside), not this Python's
 REQUIRED = ("parity", "loop_transfers", "agreement", "bench")     # the profile is extra
-STAGE_LIMIT_S = {"tests": 240, "profile": 120}
-PROFILE_MIN_S = 90      # the profile stage starts only with this much of the budget left
+TESTS_LIMIT_S = {False: 240, True: 900}     # the three test stages together; dry run: two shared CPU cores
+LATER = {"profile": 90, "torch_compile": 150}   # each starts only with this much of the budget left
 
 
-def _python_json(env: dict, code: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+def _python_json(env: dict, code: str, cwd: str | None = None) -> dict:
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
         raise RuntimeError(f"{sys.executable} -c ... failed: {out.stderr.strip()[-500:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -110,7 +118,9 @@ def install_jaxcnn(work: str, site: str, wheelhouse: str | None, env: dict, log)
                     ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(os.path.join(ROOT, name), src)
-    isolation = ["--no-build-isolation"] if missing_modules(env, ["setuptools"])["setuptools"] is None else []
+    version = re.match(r"(\d+)\.(\d+)", installed(env, ["setuptools"])["setuptools"] or "0.0")
+    # this Python's setuptools where it can build a wheel itself (70.1 and later), else one from the wheelhouse
+    isolation = ["--no-build-isolation"] if version and tuple(map(int, version.groups())) >= (70, 1) else []
     links = ["--find-links", wheelhouse] if wheelhouse else []
     return pip("install", "--no-deps", "--no-index", *links, *isolation, "--target", site, src, log=log)
 
@@ -154,29 +164,30 @@ class Stages:
     def run(self, jobs: dict[str, tuple[list[str], dict, str]], limit_s: float) -> None:
         """``{name: (command, env, cwd)}`` side by side, each stopped after ``limit_s`` (and at the deadline)."""
         limit_s = min(limit_s, self.left())
-        procs = {}
+        running, t0 = {}, time.monotonic()
         for name, (cmd, env, cwd) in jobs.items():
             log = open(os.path.join(self.out, f"{name}.log"), "w")
             log.write("$ " + " ".join(cmd) + "\n")
             log.flush()
             print(f"{name}: {' '.join(cmd)}", flush=True)
-            procs[name] = (subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT),
-                           log, time.monotonic())
-        for name, (proc, log, t0) in procs.items():
-            try:
-                proc.wait(timeout=max(1.0, limit_s - (time.monotonic() - t0)))
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                timed_out = True
-            log.close()
-            status = "timed out" if timed_out else "passed" if proc.returncode == 0 else "failed"
-            self.results[name] = {"status": status, "exit": proc.returncode, "seconds": time.monotonic() - t0,
-                                  "log": f"{name}.log"}
-            print(f"{name}: {status} ({self.results[name]['seconds']:.0f} s); tail of {name}.log:", flush=True)
-            with open(os.path.join(self.out, f"{name}.log")) as f:
-                print("    " + "\n    ".join(f.read().strip().splitlines()[-6:]), flush=True)
+            running[name] = (subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT), log)
+        while running:
+            time.sleep(0.5)
+            over = time.monotonic() - t0 > limit_s
+            for name, (proc, log) in list(running.items()):
+                if proc.poll() is None and not over:
+                    continue
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                log.close()
+                del running[name]
+                status = "timed out" if over and proc.returncode < 0 else "passed" if proc.returncode == 0 else "failed"
+                self.results[name] = {"status": status, "exit": proc.returncode, "seconds": time.monotonic() - t0,
+                                      "log": f"{name}.log"}
+                print(f"{name}: {status} ({self.results[name]['seconds']:.0f} s); tail of {name}.log:", flush=True)
+                with open(os.path.join(self.out, f"{name}.log")) as f:
+                    print("    " + "\n    ".join(f.read().strip().splitlines()[-6:]), flush=True)
 
 
 def child_env(site: str, block_dir: str | None, blocked, dry_run: bool, cache: str) -> dict:
@@ -196,21 +207,26 @@ def plan(args, env: dict, out: str) -> dict[str, list[str]]:
     tests = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-m", "not slow", "-rs"]
     torch = ["--torch-python", args.torch_python] if args.torch_python else []
     if args.dry_run:
-        bench_models = ["resnet18", "alexnet"]
-        sizes = ["--size", "64", "--batch", "8", "--repeats", "1", "--steps", "1"]
+        bench_models = args.models or ["resnet18", "alexnet"]
+        timing = ["--repeats", "1", "--steps", "1"]
+        sizes = ["--size", "64", "--batch", "8", *timing]
         agreement = ["--dry-run", "--size", "64", "--batch", "4"]
-        profile = ["resnet18", "--size", "64", "--batch", "8"]
+        one = ["resnet18", "--size", "64", "--batch", "8"]
     else:
-        bench_models, sizes, agreement, profile = list(MODELS), ["--repeats", "3"], [], ["resnet50"]
+        timing = ["--repeats", "3"]
+        bench_models, sizes, agreement, one = args.models or list(MODELS), timing, [], ["resnet50"]
     bench = [py, "-m", "jaxcnn.cli", "bench"]
+    out_files = lambda name: ["--json", os.path.join(out, f"{name}.json"), "--csv", os.path.join(out, f"{name}.csv")]
     return {"parity": [*tests, os.path.join(ROOT, "tests", "test_parity.py")],
             "loop_transfers": [*tests, os.path.join(ROOT, "tests", "test_loop_transfers.py")],
             "agreement": [py, "-m", "benchmarks.train_agreement", *agreement, "--out",
                           os.path.join(out, "agreement.json")],
             "bench": [*bench, *bench_models, "--mode", "both", "--dtype", "bfloat16", "--vs", "torch", *torch,
-                      *sizes, "--json", os.path.join(out, "bench.json"), "--csv", os.path.join(out, "bench.csv")],
-            "profile": [*bench, *profile, "--mode", "train", "--dtype", "bfloat16", "--repeats", "1", "--steps", "2",
-                        "--profile", os.path.join(out, "trace"), "--json", os.path.join(out, "profile.json")]}
+                      *([] if args.torch_compile else ["--no-torch-compile"]), *sizes, *out_files("bench")],
+            "profile": [*bench, *one, "--mode", "train", "--dtype", "bfloat16", "--repeats", "1", "--steps", "2",
+                        "--profile", os.path.join(out, "trace"), *out_files("profile")],
+            "torch_compile": [*bench, *one, "--mode", "both", "--dtype", "bfloat16", "--vs", "torch", *torch, *timing,
+                              *out_files("torch_compile")]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="rehearse on the CPU, small sizes")
     ap.add_argument("--block", default=None, help="modules made unimportable, comma-separated "
                                                    f"(default with --dry-run: {','.join(MAY_BE_MISSING)})")
+    ap.add_argument("--torch-compile", action="store_true",
+                    help="torch.compile in the bench stage too (its first compiles take minutes per model)")
+    ap.add_argument("--models", nargs="+", help=f"the bench stage's models (default: {' '.join(MODELS)})")
     ap.add_argument("--torch-python", help="the Python with torch for --vs torch (default: this one)")
     ap.add_argument("--make-wheelhouse", metavar="DIR", help="download the wheels into DIR and stop")
     ap.add_argument("--python-version", default="3.12", help="--make-wheelhouse: the target Python (default 3.12)")
@@ -254,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             env["PYTHONPATH"] += os.pathsep + ROOT
         probe = ("import json, jax, jaxcnn; print(json.dumps({'jaxcnn': jaxcnn.__file__, 'backend': "
                  "jax.default_backend(), 'devices': [str(d) for d in jax.devices()]}))")
-        summary["jax"] = _python_json({**env, "PYTHONPATH": env["PYTHONPATH"]}, probe)
+        summary["jax"] = _python_json(env, probe, cwd=work)
         print(f"jaxcnn from {summary['jax']['jaxcnn']}; JAX devices: {summary['jax']['devices']}", flush=True)
         if not args.dry_run and summary["jax"]["backend"] != "gpu":
             raise RuntimeError(f"JAX sees no GPU (backend {summary['jax']['backend']}); --dry-run rehearses on a CPU")
@@ -272,16 +291,17 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 first[name] = (commands[name], stage_env, cwd)
         if first:
-            stages.run(first, STAGE_LIMIT_S["tests"])
+            stages.run(first, TESTS_LIMIT_S[args.dry_run])
         bench_env = {**env, "JAXCNN_COMPILE_CACHE": "0"}     # compile times from cold
         lacking = sorted(set(NEEDS["bench"]) & absent) if not args.torch_python else []
         if lacking:
             print(f"bench: {', '.join(lacking)} missing here: the PyTorch side will say so", flush=True)
         stages.run({"bench": (commands["bench"], bench_env, work)}, stages.left() - 5)
-        if stages.left() >= PROFILE_MIN_S:
-            stages.run({"profile": (commands["profile"], bench_env, work)}, STAGE_LIMIT_S["profile"])
-        else:
-            stages.skip("profile", f"under {PROFILE_MIN_S} s of the budget left")
+        for name, needed in LATER.items():
+            if stages.left() >= needed:
+                stages.run({name: (commands[name], bench_env, work)}, stages.left() - 5)
+            else:
+                stages.skip(name, f"under {needed} s of the budget left")
     except Exception as err:       # the summary is written whatever happened
         summary["error"] = f"{type(err).__name__}: {err}"
         print(f"gpu_check: error: {summary['error']}", flush=True)

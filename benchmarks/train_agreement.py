@@ -60,7 +60,7 @@ def one_step(name: str, device, host_state, batch: dict, size: int, mode: str = 
     import jax
 
     from jaxcnn import cpu
-    from jaxcnn.bench.measure import SyntheticSource
+    from jaxcnn.bench.measure import SyntheticSource, num_classes
     from jaxcnn.models import create_model, model_info
     from jaxcnn.parallel.placement import placement_for
     from jaxcnn.training.config import TrainConfig
@@ -74,7 +74,7 @@ def one_step(name: str, device, host_state, batch: dict, size: int, mode: str = 
     # a copy: on the CPU device_put may alias the host arrays, which the step's donation then overwrites
     state = dp.put_state(jax.tree.map(lambda a: a.copy(), host_state))
     step = dp.compile_train_step(task_for(model_info(name).task).train_step(
-        dp.step_model(model), tx, cfg, dp.axis_name, SyntheticSource(1000)), state)
+        dp.step_model(model), tx, cfg, dp.axis_name, SyntheticSource(num_classes(model))), state)
     with cpu.mode(mode), jax.default_matmul_precision(precision):   # both read when the step is traced
         new, metrics = step(state, dp.put_batch(batch))
     new, metrics = jax.device_get((new, metrics))
@@ -92,18 +92,20 @@ def agreement(name: str = "resnet18", size: int = 224, batch: int = 8, dry_run: 
     import jax
     import numpy as np
 
+    from jaxcnn.bench.measure import num_classes
     from jaxcnn.models import create_model
     from jaxcnn.training.optimizer import make_optimizer
     from jaxcnn.training.state import create_train_state
 
     cpu_device = jax.devices("cpu")[0]
     tx = make_optimizer(optimizer(), steps_per_epoch=1000, total_steps=100_000)
-    host_state = jax.device_get(create_train_state(create_model(name), tx, (size, size, 3), seed=0))
+    model = create_model(name)
+    host_state = jax.device_get(create_train_state(model, tx, (size, size, 3), seed=0))
     rng = np.random.default_rng(0)
     # smooth images (a low-resolution pattern upsampled), not white noise, and their labels
     low = rng.integers(0, 256, (batch, size // 16 + 1, size // 16 + 1, 3))
     images = np.repeat(np.repeat(low, 16, axis=1), 16, axis=2)[:, :size, :size].astype(np.uint8)
-    data = {"image": images, "label": rng.integers(0, 1000, batch).astype(np.int32)}
+    data = {"image": images, "label": rng.integers(0, num_classes(model), batch).astype(np.int32)}
     ref = one_step(name, cpu_device, host_state, data, size, mode="reference")
     if dry_run:
         runs = [("cpu, default mode (fast paths)", cpu_device, "auto", None, TOLERANCE)]

@@ -46,7 +46,7 @@ MODES = ("infer", "train")
 TRAIN_FLOP_FACTOR = 3
 PROFILE_STEPS = 3        # steps in a --profile trace
 ACCELERATOR_BATCH = 256  # default batch per GPU or TPU (timm's benchmark.py uses 256 too)
-CPU_BATCH_GFLOP = 64     # default CPU batch: about this many GFLOP of forward per batch (ResNet-50: 16)
+CPU_BATCH_GFLOP = 128    # default CPU batch: about this many GFLOP of forward per batch (ResNet-50: 16)
 CPU_MAX_BATCH = 64
 
 
@@ -149,7 +149,7 @@ class SyntheticSource:
     num_classes: int
 
 
-def _num_classes(model) -> int:
+def num_classes(model) -> int:
     return int(getattr(model, "num_classes", 1000))
 
 
@@ -209,7 +209,7 @@ def prepare(setup: Setup) -> Case:
         host_state = create_train_state(model, tx, (size, size, 3), seed=0)
         box["state"] = dp.put_state(host_state)
         del host_state
-        source = SyntheticSource(_num_classes(model))
+        source = SyntheticSource(num_classes(model))
         batch = dp.put_batch(_batch(info.task, setup.batch, size, source.num_classes))
         t0 = time.perf_counter()
         if setup.mode == "train":

@@ -24,10 +24,10 @@ MIN_BATCHES, MAX_BATCHES = 3, 500
 
 
 def time_pipeline(source: str, *, model: str, batch: int, size: int, augment: str = "auto",
-                  data_dir: str | None = None, target_s: float = TARGET_S, **fields) -> dict:
+                  data_dir: str | None = None, target_s: float | None = None, **fields) -> dict:
     """Images/s of the training stream of ``model`` on data set ``source`` (``get_source``'s names) at ``batch``
     and ``size``: the first batch apart (workers starting, files opening), then batches for about
-    ``target_s`` seconds (``MIN_BATCHES`` to ``MAX_BATCHES``). ``augment="auto"``: the shift policy for
+    ``target_s`` seconds (default ``TARGET_S``; ``MIN_BATCHES`` to ``MAX_BATCHES``). ``augment="auto"``: the shift policy for
     fixed-size data (digits, shapes), Inception's random-resized crop for variable-size images (folders,
     tfds); ``fields``: other ``TrainConfig`` fields of the stream."""
     from jaxcnn.data.sources import get_source
@@ -43,6 +43,7 @@ def time_pipeline(source: str, *, model: str, batch: int, size: int, augment: st
     t = time.perf_counter()
     first = next(stream)
     first_s = time.perf_counter() - t
+    target_s = TARGET_S if target_s is None else target_s
     n, t = 0, time.perf_counter()
     while n < MIN_BATCHES or (n < MAX_BATCHES and time.perf_counter() - t < target_s):
         next(stream)

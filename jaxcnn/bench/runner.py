@@ -159,7 +159,8 @@ def failed(result: dict) -> bool:
     return any("error" in r for r in result["rows"])
 
 
-def print_report(result: dict, out=sys.stdout) -> None:
+def print_report(result: dict, out=None) -> None:
+    out = out or sys.stdout
     print(report.header(result), file=out)
     print(report.table(result), file=out)
     for line in report.notes(result):
