@@ -27,9 +27,9 @@ def time_pipeline(source: str, *, model: str, batch: int, size: int, augment: st
                   data_dir: str | None = None, target_s: float | None = None, **fields) -> dict:
     """Images/s of the training stream of ``model`` on data set ``source`` (``get_source``'s names) at ``batch``
     and ``size``: the first batch apart (workers starting, files opening), then batches for about
-    ``target_s`` seconds (default ``TARGET_S``; ``MIN_BATCHES`` to ``MAX_BATCHES``). ``augment="auto"``: the shift policy for
-    fixed-size data (digits, shapes), Inception's random-resized crop for variable-size images (folders,
-    tfds); ``fields``: other ``TrainConfig`` fields of the stream."""
+    ``target_s`` seconds (default ``TARGET_S``; ``MIN_BATCHES`` to ``MAX_BATCHES``). ``augment="auto"``: the
+    shift policy for fixed-size data (digits, shapes), Inception's random-resized crop for variable-size
+    images (folders, tfds); ``fields``: other ``TrainConfig`` fields of the stream."""
     from jaxcnn.data.sources import get_source
 
     src = get_source(source, "train", size=size, **({"data_dir": data_dir} if data_dir else {}))
