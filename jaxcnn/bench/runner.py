@@ -72,12 +72,12 @@ def run(options: Options, *, command: str, log: Callable[[str], None] = print,
             log(f"torch: skipped: {why}")
     pipelines: dict[tuple[int, int], dict] = {}
     for name in options.models:
-        rows = []
+        rows, batch = [], options.batch or measure.default_batch(name, options.size, devices)
         for mode in options.modes:
-            setup = measure.Setup(name, mode=mode, batch=options.batch or measure.default_batch(
-                name, options.size, devices), size=options.size, dtype=options.dtype, strategy=options.strategy,
-                devices=options.devices, repeats=options.repeats, steps=options.steps,
-                memory_limit=options.memory_limit, profile_dir=options.profile_dir)
+            setup = measure.Setup(name, mode=mode, batch=batch, size=options.size, dtype=options.dtype,
+                                  strategy=options.strategy, devices=options.devices, repeats=options.repeats,
+                                  steps=options.steps, memory_limit=options.memory_limit,
+                                  profile_dir=options.profile_dir)
             try:
                 row = measure.measure_with_retry(setup, peak, log=log)
             except (measure.OutOfMemory, ValueError, RuntimeError) as err:
