@@ -53,6 +53,8 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str, *, size_help:
     p.add_argument("--weights", help="torchvision state dict for --model: .safetensors, .npz or .pth")
     p.add_argument("--checkpoint", help="a `jaxcnn train` run directory: its latest checkpoint, model, image size "
                                         "and data settings")
+    p.add_argument("--ema", action="store_true", help="with --checkpoint: the run's weight average (trained with "
+                                                       "ema_decay > 0) instead of its raw weights")
     p.add_argument("--size", type=int, help=size_help or "image size (default: the run's with --checkpoint, "
                                                          "else the model's native resolution)")
     p.set_defaults(default_model=default_model)
@@ -105,6 +107,8 @@ def choose_model(args: argparse.Namespace, *, default_size: int | None = None,
         if args.weights:
             raise ValueError("give --weights or --checkpoint, not both")
         run = run_config(args.checkpoint)
+    elif getattr(args, "ema", False):
+        raise ValueError("--ema selects a run's weight average: it needs --checkpoint")
         if args.model and args.model != run.model:
             raise ValueError(f"--model {args.model} contradicts the checkpoint, a run of {run.model} "
                              f"({args.checkpoint}); leave --model out to use the run's")
@@ -142,11 +146,11 @@ def load_model(args: argparse.Namespace, *, default_size: int | None = None, tas
     if choice.run is not None:
         from jaxcnn.training.evaluation import restore_run
 
-        _, model, variables = restore_run(args.checkpoint)
+        _, model, variables = restore_run(args.checkpoint, ema=getattr(args, "ema", False))
         # host arrays, as --weights gives: committed to one device, they would clash with a batch that
         # the input-optimisation code shards over all devices
         variables = jax.device_get(variables)
-        origin = f"checkpoint {args.checkpoint}"
+        origin = f"checkpoint {args.checkpoint}" + (" (weight average)" if getattr(args, "ema", False) else "")
     elif args.weights:
         model, variables = load_pretrained(name, args.weights)
         origin = f"weights {args.weights}"

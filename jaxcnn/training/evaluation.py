@@ -59,7 +59,7 @@ from jaxcnn.data.transforms import Transform, center_crop, compose, make_eval_tr
 from jaxcnn.training.checkpoint import Checkpointer
 from jaxcnn.training.config import TrainConfig
 from jaxcnn.training.optimizer import OptimizerConfig, make_optimizer
-from jaxcnn.training.state import create_train_state
+from jaxcnn.training.state import create_train_state, variables_of
 from jaxcnn.training.steps import model_input
 
 REAL_KEY = "real_labels"   # a source's example field with the image's ReaL label set (int array, may be empty)
@@ -284,9 +284,10 @@ def stored_classes(workdir: str, cfg: TrainConfig) -> int:
     return differ.pop() if differ else 1
 
 
-def restore_run(workdir: str):
+def restore_run(workdir: str, ema: bool = False):
     """(config, model, variables) of the latest checkpoint in ``workdir``: the run's model with its options and
-    the checkpoint's number of classes, at the run's image size; reads no data set."""
+    the checkpoint's number of classes, at the run's image size; reads no data set. ``ema``: the run's weight
+    average (``ema_decay`` > 0) instead of its raw weights; a run without one is a one-line error."""
     from jaxcnn.training.loop import build_model
     cfg = run_config(workdir)
     model = build_model(cfg, stored_classes(workdir, cfg))
@@ -297,7 +298,10 @@ def restore_run(workdir: str):
         state, _ = ckpt.restore(target)
     finally:
         ckpt.close()
-    return cfg, model, state.variables
+    try:
+        return cfg, model, variables_of(state, ema)
+    except ValueError as err:
+        raise ValueError(f"{workdir}: {err}") from None
 
 
 # -- members ------------------------------------------------------------------------------------------------------
@@ -323,9 +327,10 @@ def _output_classes(model, variables, size: int) -> int:
     return int(logits.shape[-1])
 
 
-def run_member(workdir: str, ten_crop: bool = False) -> Member:
-    """The latest checkpoint of the run in ``workdir``, scored on the run's views."""
-    cfg, model, variables = restore_run(workdir)
+def run_member(workdir: str, ten_crop: bool = False, ema: bool = False) -> Member:
+    """The latest checkpoint of the run in ``workdir`` (its weight average with ``ema``), scored on the run's
+    views."""
+    cfg, model, variables = restore_run(workdir, ema)
     variables = jax.device_get(variables)
     return Member(workdir, cfg.model, model, variables, _output_classes(model, variables, cfg.image_size),
                   eval_views(cfg, ten_crop), cfg)
@@ -526,10 +531,11 @@ def _scored_chunks(src, views: Views, chunk: int = 1024):
 
 
 def evaluate_runs(workdirs: list[str], *, ten_crop: bool = False, dataset: str | None = None,
-                  data_dir: str | None = None, batch_size: int = 128) -> dict[str, dict]:
-    """Top-1/top-5 of each run and (for several) of their ensemble on the runs' test split (or ``dataset``'s,
-    read from ``data_dir``, else the first run's data dir); each run's entry also holds ``views``."""
-    members = [run_member(wd, ten_crop) for wd in workdirs]
+                  data_dir: str | None = None, batch_size: int = 128, ema: bool = False) -> dict[str, dict]:
+    """Top-1/top-5 of each run (its weight average with ``ema``) and (for several) of their ensemble on the
+    runs' test split (or ``dataset``'s, read from ``data_dir``, else the first run's data dir); each run's entry
+    also holds ``views``."""
+    members = [run_member(wd, ten_crop, ema) for wd in workdirs]
     names = {m.run.dataset for m in members}
     if dataset is None and len(names) > 1:
         raise ValueError(f"the runs were trained on different data sets ({', '.join(sorted(names))}); "
