@@ -97,7 +97,7 @@ def test_overrides():
     assert cfg.workdir == "/tmp/x"
     with pytest.raises(ValueError, match="unknown config field 'epoch'; valid: .*epochs"):
         TrainConfig().with_overrides(["epoch=3"])
-    with pytest.raises(ValueError, match="unknown config field 'lr'; valid: learning_rate"):
+    with pytest.raises(ValueError, match="unknown config field 'lr'; valid: name, learning_rate"):
         TrainConfig().with_overrides(["optimizer.lr=3"])
     with pytest.raises(ValueError, match="not key=value"):
         TrainConfig().with_overrides(["epochs"])
@@ -157,7 +157,12 @@ def test_ten_crop_views_follow_the_runs_augmentation():
     (images, labels), = evaluation._scored_chunks(src, v)
     assert images.shape == (len(src), 18, 18, 3) and np.array_equal(labels, src.labels)
     assert v.of(images[:3]).shape == (10, 3, 16, 16, 3)
-    assert eval_views(alexnet).description == "center crop"
+    assert eval_views(alexnet).description == "shorter side 256, center crop 224"
+    # torchvision's current recipes: train at 176, evaluate a 224 crop of the image resized to 232
+    fixres = dataclasses.replace(alexnet, image_size=176, eval_image_size=224, eval_options={"resize": 232})
+    assert eval_views(fixres).description == "shorter side 232, center crop 224"
+    photo = {"image": np.zeros((300, 400, 3), np.uint8), "label": 0}
+    assert eval_views(fixres).base(photo, None)["image"].shape == (224, 224, 3)
 
 
 def test_ensemble_averages_member_probabilities(tmp_path):

@@ -68,8 +68,9 @@ def image_size(args: argparse.Namespace, model_name: str, run=None, default: int
         if args.size <= 0:
             raise ValueError(f"--size must be > 0, got {args.size}")
         return args.size
-    if run is not None:
-        return int(run.image_size)
+    if run is not None:   # the size the run is evaluated at
+        from jaxcnn.training.config import eval_size
+        return int(eval_size(run))
     return default or model_info(model_name).resolution
 
 

@@ -57,7 +57,7 @@ from jaxcnn.data.loader import eval_batches
 from jaxcnn.data.sources import get_source
 from jaxcnn.data.transforms import Transform, center_crop, compose, make_eval_transform, policy_flips, resize_shorter
 from jaxcnn.training.checkpoint import Checkpointer
-from jaxcnn.training.config import TrainConfig
+from jaxcnn.training.config import TrainConfig, eval_size
 from jaxcnn.training.optimizer import OptimizerConfig, make_optimizer
 from jaxcnn.training.state import create_train_state, variables_of
 from jaxcnn.training.steps import model_input
@@ -177,11 +177,15 @@ _EVAL_WORDS = {"none": "whole images", "center": "center crop", "pad": "whole im
 
 def eval_views(cfg: TrainConfig, ten_crop: bool = False) -> Views:
     """The views of the run ``cfg``; ``description`` says in words what they are."""
-    size = cfg.image_size
+    size = eval_size(cfg)
     if not ten_crop:
-        base = None if cfg.eval_transform == "none" else make_eval_transform(size, cfg.eval_transform)
-        return Views(base, 0, size, "one", False, _EVAL_WORDS.get(cfg.eval_transform, cfg.eval_transform),
-                     ("run", cfg.eval_transform, size))
+        base = None if cfg.eval_transform == "none" else make_eval_transform(size, cfg.eval_transform,
+                                                                             **cfg.eval_options)
+        words = _EVAL_WORDS.get(cfg.eval_transform, cfg.eval_transform)
+        if cfg.eval_transform == "center":
+            words = f"shorter side {cfg.eval_options.get('resize') or round(size / 0.875)}, center crop {size}"
+        return Views(base, 0, size, "one", False, words,
+                     ("run", cfg.eval_transform, size, tuple(sorted(cfg.eval_options.items()))))
     mirror = run_flips(cfg)
     mirrored = (", and their mirror images" if mirror
                 else " (no mirror images: the run trained without flips)")

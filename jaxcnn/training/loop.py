@@ -41,7 +41,7 @@ from jaxcnn.parallel.placement import Placement
 from jaxcnn.training import segmentation as seg
 from jaxcnn.training import workdir as run_dir
 from jaxcnn.training.checkpoint import Checkpointer, diverged_message
-from jaxcnn.training.config import TrainConfig, to_dict
+from jaxcnn.training.config import TrainConfig, eval_size, to_dict
 from jaxcnn.training.metrics_log import MetricsLog, plot_curves
 from jaxcnn.training.optimizer import PlateauControl, make_optimizer, plateau_factor
 from jaxcnn.training.state import create_train_state, variables_of
@@ -120,7 +120,11 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
     train_src = get_source(cfg.dataset, "train", **source_options)
     test_src = get_source(cfg.dataset, "test", **source_options)
     if cfg.eval_transform != "none":  # variable-size data: a deterministic eval crop
-        test_src = TransformedSource(test_src, make_eval_transform(cfg.image_size, cfg.eval_transform))
+        test_src = TransformedSource(test_src, make_eval_transform(eval_size(cfg), cfg.eval_transform,
+                                                                   **cfg.eval_options))
+    elif cfg.eval_image_size not in (None, cfg.image_size) or cfg.eval_options:
+        raise ValueError("eval_image_size and eval_options apply to an eval_transform (center, pad); "
+                         "eval_transform=none scores the data set's own images")
     train_src, test_src = task.prepare(cfg, train_src, test_src)
     if cfg.backbone_weights and cfg.pretrained:
         raise ValueError("give either pretrained (the whole model) or backbone_weights, not both")
