@@ -43,6 +43,10 @@ def _all_objectives(rng):
         "l2": O.l2(),
         "blur": O.blur(),
         "sum": 2.0 * O.class_logit(0) - 0.5 * O.layer_l2("f") + O.total_variation() * 3,
+        # lucid's algebra, a few objectives per case (each case compiles its own gradient)
+        "batch_coupled": O.channel_interpolate("f", 1, "g", 3) - 0.5 * O.diversity("f") + O.alignment("g"),
+        "directions_product_quotient": O.direction("f", rng.normal(size=5), cossim_pow=2)
+        * O.direction_neuron("f", rng.normal(size=(b, 5)), y=1, x=4) / (O.layer_l2("g") + 1.0),
     }
 
 
