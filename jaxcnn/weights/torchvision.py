@@ -31,6 +31,7 @@ import numpy as np
 from flax import traverse_util
 
 from jaxcnn.models import create_model, model_info
+from jaxcnn.weights.normalization import unwrap, wrap
 from jaxcnn.weights.state_dict_io import read_state_dict
 
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
@@ -150,13 +151,19 @@ def load_pretrained(name: str, path: str | os.PathLike, **options: Any):
       **options: model options; those torchvision's checkpoints need
         (e.g. GoogLeNet's ``transform_input=True``) are set unless given.
 
+    Files of models wrapped with their input normalization (RobustBench's and the robustness
+    library's robust ImageNet models: a ``model.`` prefix, normalization buffers) are read too
+    (``jaxcnn.weights.normalization``): the model returned is then a ``Renormalized`` one that takes
+    ``jaxcnn.preprocess``'s input like every other and converts it to the file's normalization, and a
+    ``NormalizationWarning`` says which normalization that is and whether the file stored it.
+
     Returns:
       ``(model, variables)`` ready for ``model.apply(variables, x, train=False)``.
     """
     info = model_info(name)
     opts = {**dict(info.pretrained_options), **options}
     model = create_model(name, **opts)
-    state = read_state_dict(path)
-    variables = convert_state_dict(state, model, family=info.family, resolution=info.resolution,
-                                   source=os.fspath(path))
-    return model, variables
+    source = os.fspath(path)
+    state, norm = unwrap(read_state_dict(path), source)
+    variables = convert_state_dict(state, model, family=info.family, resolution=info.resolution, source=source)
+    return wrap(model, norm, source), variables
