@@ -37,7 +37,8 @@ def resnet(tmp_path_factory):
     return model, variables, ref["photos"].astype(np.float32) / 255, ref
 
 
-@pytest.mark.parametrize("layer", ["layer3", "layer4"])
+# layer4 (3x3 maps) compiles a second gradient program: with -m slow
+@pytest.mark.parametrize("layer", ["layer3", pytest.param("layer4", marks=pytest.mark.slow)])
 def test_grad_cam_matches_captum(resnet, layer):
     model, variables, x, ref = resnet
     for t in (0, 1):

@@ -16,7 +16,8 @@ batch_stats/<path>/mean, var             <path>.running_mean, running_var
 with ``<path>`` the Flax module names joined by ``.``. A family whose
 torchvision checkpoints use older key spellings registers a renaming function
 in ``KEY_FIXES`` (DenseNet's ``norm.1`` -> ``norm1``). Every missing,
-unexpected or mis-shaped key is reported by name.
+unexpected or mis-shaped key is reported by name. ``inception_v1``'s fix maps BVLC's
+Caffe blob names (``jaxcnn.weights.bvlc_googlenet``) onto its keys.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 from flax import traverse_util
 
 from jaxcnn.models import create_model, model_info
+from jaxcnn.weights import bvlc_googlenet
 from jaxcnn.weights.normalization import unwrap, wrap
 from jaxcnn.weights.state_dict_io import read_state_dict
 
@@ -42,7 +44,7 @@ def _densenet_key(key: str) -> str:
     return re.sub(r"(denselayer\d+)\.(norm|relu|conv)\.(\d)\.", r"\1.\2\3.", key)
 
 
-KEY_FIXES: dict[str, Callable[[str], str]] = {"densenet": _densenet_key}
+KEY_FIXES: dict[str, Callable[[str], str]] = {"densenet": _densenet_key, "inception_v1": bvlc_googlenet.to_jaxcnn_key}
 
 
 def _torch_key(collection: str, path: tuple[str, ...]) -> tuple[str, str]:
@@ -147,7 +149,8 @@ def load_pretrained(name: str, path: str | os.PathLike, **options: Any):
       name: registry name. Models with a torchvision twin read torchvision's
         files; every model reads the files ``to_torch_state_dict`` writes
         (module paths are the keys).
-      path: ``.safetensors``, ``.npz`` or ``.pth`` state dict (read without unpickling code).
+      path: ``.safetensors``, ``.npz`` or ``.pth`` state dict (read without unpickling code), or an
+        ``.onnx`` model (its layer parameters; BVLC's GoogLeNet for ``inception_v1``).
       **options: model options; those torchvision's checkpoints need
         (e.g. GoogLeNet's ``transform_input=True``) are set unless given.
 
