@@ -8,7 +8,8 @@ weights, for commands that check their other input first):
   latest weights, its image size, and its data settings (``load_dataset`` reads the run's data set
   with its data directory and evaluation transform). ``--model`` may be left out; one that is not
   the run's model is an error, as is ``--weights`` beside ``--checkpoint``.
-- ``--weights FILE``: a torchvision state dict (.safetensors, .npz or .pth) for ``--model``.
+- ``--weights FILE``: a torchvision state dict (.safetensors, .npz or .pth; RobustBench's and the robustness
+  library's wrapped ones too) or an .onnx model (BVLC's GoogLeNet for inception_v1) for ``--model``.
 - neither: ``--model`` with random weights, with a note on stderr.
 
 The image size is ``image_size``'s: ``--size``, else the run's, else the command's own default
@@ -50,7 +51,8 @@ class LoadedModel:
 def add_model_args(p: argparse.ArgumentParser, default_model: str, *, size_help: str | None = None) -> None:
     """``--model``, ``--weights``, ``--checkpoint`` and ``--size`` on the sub-command parser ``p``."""
     p.add_argument("--model", help=f"registry name (default: {default_model}; with --checkpoint: the run's model)")
-    p.add_argument("--weights", help="torchvision state dict for --model: .safetensors, .npz or .pth")
+    p.add_argument("--weights", help="torchvision state dict for --model: .safetensors, .npz or .pth (RobustBench "
+                   "and robustness-library files too); .onnx for inception_v1 (BVLC's GoogLeNet)")
     p.add_argument("--checkpoint", help="a `jaxcnn train` run directory: its latest checkpoint, model, image size "
                                         "and data settings")
     p.add_argument("--ema", action="store_true", help="with --checkpoint: the run's weight average (trained with "
