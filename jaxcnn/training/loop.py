@@ -153,7 +153,12 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
     variables = None
     if cfg.pretrained:
         from jaxcnn.weights.torchvision import load_pretrained
-        _, variables = load_pretrained(cfg.model, cfg.pretrained, **dict(cfg.model_options))
+        loaded, variables = load_pretrained(cfg.model, cfg.pretrained, **dict(cfg.model_options))
+        norm = getattr(loaded, "normalization", None)   # a wrapped (robust) model's own input normalization
+        if norm is not None and not norm.is_imagenet():
+            raise ValueError(f"{cfg.pretrained}: its model normalizes its input with mean {norm.mean}, std "
+                             f"{norm.std}, not ImageNet's, which training feeds; fine-tune it from a file "
+                             "of ImageNet-normalized weights")
     if cfg.backbone_weights:
         variables = init_variables(model, image_shape[:2], seed=cfg.seed, channels=image_shape[2])
         variables = seg.load_backbone(cfg.model, cfg.backbone_weights, variables)
