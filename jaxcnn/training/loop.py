@@ -40,7 +40,7 @@ from jaxcnn.parallel.placement import Placement
 from jaxcnn.training import segmentation as seg
 from jaxcnn.training import workdir as run_dir
 from jaxcnn.training.checkpoint import Checkpointer, diverged_message
-from jaxcnn.training.config import TrainConfig, to_dict
+from jaxcnn.training.config import TrainConfig, eval_size, to_dict
 from jaxcnn.training.metrics_log import MetricsLog, plot_curves
 from jaxcnn.training.optimizer import PlateauControl, make_optimizer, plateau_factor
 from jaxcnn.training.state import create_train_state, variables_of
@@ -130,7 +130,11 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
     train_src = get_source(cfg.dataset, "train", **source_options)
     test_src = get_source(cfg.dataset, "test", **source_options)
     if cfg.eval_transform != "none":  # variable-size data: a deterministic eval crop
-        test_src = TransformedSource(test_src, make_eval_transform(cfg.image_size, cfg.eval_transform))
+        test_src = TransformedSource(test_src, make_eval_transform(eval_size(cfg), cfg.eval_transform,
+                                                                   **cfg.eval_options))
+    elif cfg.eval_image_size not in (None, cfg.image_size) or cfg.eval_options:
+        raise ValueError("eval_image_size and eval_options apply to an eval_transform (center, pad); "
+                         "eval_transform=none scores the data set's own images")
     train_src, test_src = task.prepare(cfg, train_src, test_src)
     if cfg.backbone_weights and cfg.pretrained:
         raise ValueError("give either pretrained (the whole model) or backbone_weights, not both")
@@ -159,7 +163,12 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
     variables = None
     if cfg.pretrained:
         from jaxcnn.weights.torchvision import load_pretrained
-        _, variables = load_pretrained(cfg.model, cfg.pretrained, **dict(cfg.model_options))
+        loaded, variables = load_pretrained(cfg.model, cfg.pretrained, **dict(cfg.model_options))
+        norm = getattr(loaded, "normalization", None)   # a wrapped (robust) model's own input normalization
+        if norm is not None and not norm.is_imagenet():
+            raise ValueError(f"{cfg.pretrained}: its model normalizes its input with mean {norm.mean}, std "
+                             f"{norm.std}, not ImageNet's, which training feeds; fine-tune it from a file "
+                             "of ImageNet-normalized weights")
     if cfg.backbone_weights:
         variables = init_variables(model, image_shape[:2], seed=cfg.seed, channels=image_shape[2])
         variables = seg.load_backbone(cfg.model, cfg.backbone_weights, variables)
