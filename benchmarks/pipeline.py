@@ -2,7 +2,8 @@
 
 Writes ``--images`` JPEGs (ImageNet-like 500x375, cut from scikit-image's photos) into a temporary class
 folder, then measures (a) one core: a plain loop over ``ImageFolder`` + the transform, and (b) the
-loader (grain, one thread per core, batches of 32) end to end.
+loader end to end as a training run reads it (``jaxcnn.bench.pipeline``, what ``jaxcnn bench --data``
+times: the loop's stream with its workers, batches of 32).
 
     python -m benchmarks.pipeline --images 256
 """
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> str:
     args = ap.parse_args(argv)
     import numpy as np
 
-    from jaxcnn.data.loader import train_batches
+    from jaxcnn.bench.pipeline import time_pipeline
     from jaxcnn.data.sources import get_source
     from jaxcnn.data.transforms import make_train_transform
 
@@ -58,19 +59,14 @@ def main(argv: list[str] | None = None) -> str:
             out = tf(src[i], rng)
         one_core = len(src) / (time.perf_counter() - t)
         assert out["image"].shape == (args.size, args.size, 3)
-        batch, steps = 32, max(1, 2 * len(src) // 32)
-        it = train_batches(src, global_batch=batch, seed=0, augment=tf, num_steps=steps)
-        next(it)
-        t = time.perf_counter()
-        for _ in range(steps - 1):
-            next(it)
-        loader = (steps - 1) * batch / (time.perf_counter() - t)
+        loader = time_pipeline(f"folder:{root}", model="resnet50", batch=32, size=args.size,
+                               augment="inception")["images_per_s"]
     cores = os.cpu_count() or 1
     print(f"decode + random-resized crop {args.size} + flip, 500x375 JPEGs, {cores} cores")
     print(f"| path | images/s | per core |\n|---|---|---|\n| one core, plain loop | {one_core:.0f} | {one_core:.0f} |\n"
-          f"| loader (grain, {cores} threads) | {loader:.0f} | {loader / cores:.0f} |")
+          f"| loader ({cores} cores) | {loader:.0f} | {loader / cores:.0f} |")
     rows = [{"path": "one core, plain loop", "images_per_s": one_core, "per_core": one_core},
-            {"path": f"loader (grain, {cores} threads)", "images_per_s": loader, "per_core": loader / cores}]
+            {"path": f"loader ({cores} cores)", "images_per_s": loader, "per_core": loader / cores}]
     return harness.write_result("pipeline", MODULE, argv, rows, out=args.out, settings=harness.settings(args),
                                 jax_versions=False)
 

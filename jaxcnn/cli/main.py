@@ -16,6 +16,8 @@
                                                        (jaxcnn/cli/explain.py)
                                          input optimisation; each takes --model/--weights/--checkpoint
                                          (jaxcnn/cli/loading.py) and writes PNGs and a report under out/
+  jaxcnn bench [MODEL ...] [--mode infer|train|both] [--vs torch] ...  (jaxcnn/cli/bench.py)
+                                         throughput, MFU and memory of the training path, beside PyTorch
 
 Errors in what the user gave (unknown model, unreadable file, bad weights, a value of the wrong
 type, an output directory that cannot be written) are one line on stderr and exit status 2;
@@ -36,7 +38,7 @@ from jaxcnn.cli.loading import add_model_args
 from jaxcnn.cpu import host_memory
 
 # modules of jaxcnn.cli with an ``add_commands(subparsers)``
-COMMAND_MODULES = ("evaluate", "dream", "attack", "explain")
+COMMAND_MODULES = ("evaluate", "dream", "attack", "explain", "bench")
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
@@ -199,6 +201,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # what a result records as its command
     try:
         if getattr(args, "out", None):
             writable_dir(args.out, "--out")

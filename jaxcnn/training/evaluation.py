@@ -53,7 +53,6 @@ import numpy as np
 from PIL import Image
 
 from jaxcnn import cpu
-from jaxcnn.data.loader import eval_batches
 from jaxcnn.data.sources import get_source
 from jaxcnn.data.transforms import Transform, center_crop, compose, make_eval_transform, policy_flips, resize_shorter
 from jaxcnn.training.checkpoint import Checkpointer
@@ -454,6 +453,8 @@ def evaluate(members: Sequence[Member], dataset: str, *, split: str = "test", da
     def add(name, sums):
         got = {k: int(v) for k, v in jax.device_get(sums).items()}
         totals[name] = {k: totals.get(name, {}).get(k, 0) + v for k, v in got.items()}
+
+    from jaxcnn.data.loader import eval_batches   # grain: imported when data flows, not with the package
 
     batches = eval_batches(inputs, global_batch=global_batch, process_index=jax.process_index(),
                            process_count=jax.process_count())

@@ -31,7 +31,6 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxcnn.data.loader import eval_batches, train_batches
 from jaxcnn.data.sources import TransformedSource, get_source
 from jaxcnn.data.transforms import make_eval_transform
 from jaxcnn.model_stats import count_flops, init_variables
@@ -80,6 +79,15 @@ def device_peak(dtype: str, devices: list) -> float | None:
     return run_peak(dtype, devices)["flop_s"]
 
 
+def train_stream(cfg: TrainConfig, source, augment, start: int, num_steps: int):
+    """This process's slice of the run's global batches ``start, start + 1, ...`` on the host, as the loader
+    (``jaxcnn.data.loader``) makes them; ``jaxcnn.bench.pipeline`` times the same stream."""
+    from jaxcnn.data.loader import train_batches   # grain: imported when data flows, not with the package
+
+    return train_batches(source, global_batch=cfg.batch_size, seed=cfg.seed, augment=augment, start_step=start,
+                         num_steps=num_steps, process_index=jax.process_index(), process_count=jax.process_count())
+
+
 class TrainingDiverged(RuntimeError):
     """The loss or a gradient became NaN/Inf; the message names the step and the last good checkpoint."""
 
@@ -99,6 +107,8 @@ def evaluate(dp: Placement, eval_step, variables, source, global_batch: int,
              summarize=Classification().summarize) -> dict[str, float]:
     """Metrics over a whole source (padding masked out): the eval step's sums, added up, then ``summarize``d
     (the task's: loss, top-1 and top-5, or loss, mIoU and pixel accuracy)."""
+    from jaxcnn.data.loader import eval_batches   # grain: imported when data flows, not with the package
+
     totals: dict[str, np.ndarray] = {}
     for batch in eval_batches(source, global_batch=global_batch, process_index=jax.process_index(),
                               process_count=jax.process_count()):
@@ -197,10 +207,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
         ckpt.save(step, dp.unreplicate(state), {**meta_base, "step": step, "plateau": plateau.state_dict()},
                   force=force)
 
-    batches = train_batches(train_src, global_batch=cfg.batch_size, seed=cfg.seed,
-                            augment=augment,
-                            start_step=start, num_steps=total_steps - start, process_index=jax.process_index(),
-                            process_count=jax.process_count())
+    batches = train_stream(cfg, train_src, augment, start, total_steps - start)
     device_batches = dp.prefetch(batches, cfg.prefetch_batches)   # host->device copies overlap the running step
     bar = None
     if progress and lead:
