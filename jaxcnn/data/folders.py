@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from jaxcnn.data.image_io import read_rgb
+from jaxcnn.data.image_io import read_encoded, read_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _JPEG_SUFFIXES = (".jpg", ".jpeg")
@@ -124,6 +124,10 @@ class ImageFolder:
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         return {"image": read_rgb(self.files[i]), "label": self.labels[i]}
+
+    def encoded(self, i: int) -> dict:
+        """Example ``i`` with its file's bytes, not decoded (``jaxcnn.data.image_io.Encoded``)."""
+        return {"image": read_encoded(self.files[i]), "label": self.labels[i]}
 
 
 def read_mask(path, name: str | None = None) -> np.ndarray:

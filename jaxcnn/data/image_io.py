@@ -4,10 +4,16 @@
 in [0, 1]; ``jaxcnn.preprocess`` turns them into model input. The data sources
 read uint8 RGB instead (``read_rgb``, ``decode_rgb``, ``to_rgb_uint8``).
 Decoding and resizing use Pillow.
+
+``Encoded`` is an image file's bytes not yet decoded: sources that hold encoded
+files hand them out (``src.encoded(i)``) so that a transform can decode them the
+way its output needs (``decode_resized_crop``: a JPEG decoded at 1/2, 1/4 or 1/8
+scale when the crop allows, ``jaxcnn.data.transforms.random_resized_crop``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 
@@ -55,25 +61,119 @@ def sample_photos() -> dict[str, np.ndarray]:
     return {name: getattr(data, name)().astype(np.float32) / 255.0 for name in ("chelsea", "coffee", "astronaut")}
 
 
+_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """An image file's bytes (JPEG, PNG, ...) and the name its errors report (the path, or a record's name)."""
+
+    data: bytes
+    name: str
+
+    def decode(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB, decoded in full; ValueError naming the file if it is unreadable."""
+        return decode_rgb(self.data, self.name)
+
+    def size(self) -> tuple[int, int]:
+        """(height, width), from the header alone."""
+        try:
+            with Image.open(io.BytesIO(self.data)) as im:
+                return im.size[1], im.size[0]
+        except _ERRORS as e:
+            raise ValueError(f"{self.name}: not a readable image ({e})") from None
+
+
+def as_rgb_array(image) -> np.ndarray:
+    """An example's image as (H, W, 3) uint8: ``Encoded`` files decoded, arrays as they are."""
+    return image.decode() if isinstance(image, Encoded) else image
+
+
+def draft_scale(crop_hw: tuple[int, int], out_hw: tuple[int, int]) -> int:
+    """The largest of 1, 2, 4, 8 by which a JPEG may be decoded smaller so that the crop ``crop_hw`` still has
+    at least ``out_hw`` pixels: the resize after it still shrinks, so no detail of the output is lost to
+    the reduced decode."""
+    s = 1
+    while s < 8 and crop_hw[0] >= 2 * s * out_hw[0] and crop_hw[1] >= 2 * s * out_hw[1]:
+        s *= 2
+    return s
+
+
+def _rgb(im: Image.Image) -> Image.Image:
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def decode_resized_crop(image: Encoded, box: tuple[int, int, int, int], out_hw: tuple[int, int], resample: int,
+                        draft: bool = True) -> np.ndarray:
+    """The crop ``box`` = (top, left, height, width) of the encoded ``image``, resized to ``out_hw`` with
+    ``resample``: (H, W, 3) uint8 RGB.
+
+    Without a reduced decode (``draft=False``, not a JPEG, or a crop too small, ``draft_scale``) the pixels
+    equal decoding in full, cropping and resizing with Pillow (torchvision's ``RandomResizedCrop`` on a PIL
+    image). With it, libjpeg decodes at 1/s scale in the DCT domain (Pillow's ``Image.draft``), which skips
+    most of the decoding work, and the box, divided by s, is resized from that smaller image (Pillow's
+    ``resize(box=...)``): different pixels from a full decode, as a different resampling filter would give
+    (``tests/test_loader_workers.py`` bounds the difference), and the same for the same bytes and box, so a
+    run stays reproducible. Greyscale images are cropped and resized as one channel, then repeated to RGB
+    (the same pixels as converting first, three times less work).
+    """
+    top, left, ch, cw = box
+    try:
+        with Image.open(io.BytesIO(image.data)) as im:
+            s = draft_scale((ch, cw), out_hw) if draft and im.format == "JPEG" else 1
+            if s > 1:
+                im.draft(im.mode, (im.size[0] // s, im.size[1] // s))
+            im.load()
+            if im.mode not in ("RGB", "L"):   # CMYK, palette, alpha: convert before resampling
+                im = im.convert("RGB")
+            size = (out_hw[1], out_hw[0])
+            if s > 1:
+                out = im.resize(size, resample, box=(left / s, top / s, (left + cw) / s, (top + ch) / s))
+            else:
+                out = im.crop((left, top, left + cw, top + ch)).resize(size, resample)
+            return np.asarray(_rgb(out))
+    except _ERRORS as e:
+        raise ValueError(f"{image.name}: not a readable image ({e})") from None
+
+
+def decode_resized(image: Encoded, out_hw: tuple[int, int], resample: int) -> np.ndarray:
+    """The whole encoded ``image`` resized to ``out_hw``: the pixels of decoding in full and resizing with
+    Pillow, without the array copies in between."""
+    try:
+        with Image.open(io.BytesIO(image.data)) as im:
+            im.load()
+            if im.mode not in ("RGB", "L"):
+                im = im.convert("RGB")
+            if im.size != (out_hw[1], out_hw[0]):
+                im = im.resize((out_hw[1], out_hw[0]), resample)
+            return np.asarray(_rgb(im))
+    except _ERRORS as e:
+        raise ValueError(f"{image.name}: not a readable image ({e})") from None
+
+
 def decode_rgb(data: bytes, name: str = "image") -> np.ndarray:
     """Decodes encoded image bytes (JPEG/PNG/...) to (H, W, 3) uint8 RGB; ValueError naming ``name`` if unreadable."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
             return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except _ERRORS as e:
         raise ValueError(f"{name}: not a readable image ({e})") from None
+
+
+def read_encoded(path: str | os.PathLike) -> Encoded:
+    """The bytes of the image file ``path``, not decoded; ValueError naming the file if it cannot be read."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            return Encoded(f.read(), path)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Decodes an image file to (H, W, 3) uint8 RGB; ValueError naming the file if it is unreadable."""
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
-    return decode_rgb(data, path)
+    return read_encoded(path).decode()
 
 
 def to_rgb_uint8(image, name: str = "image") -> np.ndarray:

@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from jaxcnn.data.folders import ImageFolder, voc
+from jaxcnn.data.loader import reader
 from jaxcnn.data.tfds_sources import TFDS_DATASETS, TfdsSource
 
 
@@ -157,9 +158,10 @@ class TransformedSource:
     def __init__(self, source, transform, seed: int = 0):
         self.source, self.transform, self.seed = source, transform, seed
         self.num_classes, self.name = source.num_classes, source.name
+        self._read = reader(source, transform)   # encoded images where the transform decodes them itself
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        return self.transform(self.source[i], np.random.default_rng((self.seed, int(i))))
+        return self.transform(self._read[i], np.random.default_rng((self.seed, int(i))))

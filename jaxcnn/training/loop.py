@@ -31,7 +31,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxcnn.data.loader import eval_batches, train_batches
+from jaxcnn.data.loader import check_workers, default_workers, eval_batches, train_batches
 from jaxcnn.data.sources import TransformedSource, get_source
 from jaxcnn.data.transforms import make_eval_transform
 from jaxcnn.model_stats import count_flops, init_variables
@@ -95,13 +95,20 @@ def build_model(cfg: TrainConfig, num_classes: int):
     return create_model(cfg.model, **options)
 
 
+def data_workers(cfg: TrainConfig) -> int:
+    """The run's loader processes: ``cfg.data_workers``, else ``default_workers`` for this backend."""
+    if cfg.data_workers is None:
+        return default_workers(accelerator=jax.default_backend() != "cpu")
+    return check_workers(cfg.data_workers)
+
+
 def evaluate(dp: Placement, eval_step, variables, source, global_batch: int,
-             summarize=Classification().summarize) -> dict[str, float]:
+             summarize=Classification().summarize, workers: int = 0) -> dict[str, float]:
     """Metrics over a whole source (padding masked out): the eval step's sums, added up, then ``summarize``d
     (the task's: loss, top-1 and top-5, or loss, mIoU and pixel accuracy)."""
     totals: dict[str, np.ndarray] = {}
     for batch in eval_batches(source, global_batch=global_batch, process_index=jax.process_index(),
-                              process_count=jax.process_count()):
+                              process_count=jax.process_count(), workers=workers):
         sums = jax.device_get(eval_step(variables, dp.put_batch(batch)))
         for k, v in sums.items():
             v = np.asarray(v, np.int64 if np.issubdtype(np.asarray(v).dtype, np.integer) else np.float64)
@@ -145,6 +152,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
     profile = parse_profile_steps(cfg.profile_steps)
     if cfg.prefetch_batches < 1:
         raise ValueError(f"prefetch_batches must be >= 1, got {cfg.prefetch_batches}")
+    workers = data_workers(cfg)
     tx = make_optimizer(cfg.optimizer, steps_per_epoch, math.ceil(cfg.epochs * steps_per_epoch))
     variables = None
     if cfg.pretrained:
@@ -191,7 +199,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
     batches = train_batches(train_src, global_batch=cfg.batch_size, seed=cfg.seed,
                             augment=augment,
                             start_step=start, num_steps=total_steps - start, process_index=jax.process_index(),
-                            process_count=jax.process_count())
+                            process_count=jax.process_count(), workers=workers)
     device_batches = dp.prefetch(batches, cfg.prefetch_batches)   # host->device copies overlap the running step
     bar = None
     if progress and lead:
@@ -250,7 +258,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
                 if wait > INPUT_BOUND and not warned_input and lead:
                     warned_input = True
                     print(f"warning: input-bound: {100 * wait:.0f}% of the time went to waiting for batches; "
-                          "the accelerator is starved (more CPU workers, lighter augmentation, or cached data)",
+                          "the accelerator is starved (more loader processes: data_workers=N; lighter augmentation; "
+                          "or cached data)",
                           file=sys.stderr)
                 if bar is not None:
                     bar.set_postfix(loss=f"{mean['loss']:.3f}", img_s=f"{rate:.0f}",
@@ -259,11 +268,11 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
             if eval_now:
                 check()   # evaluate only checked steps
                 eval_metrics = evaluate(dp, eval_step, state.variables, test_src, cfg.eval_batch_size,
-                                        task.summarize)
+                                        task.summarize, workers)
                 if state.ema:   # the average beside the raw weights
                     eval_metrics.update({f"ema_{k}": v for k, v in evaluate(
                         dp, eval_step, variables_of(state, ema=True), test_src, cfg.eval_batch_size,
-                        task.summarize).items()})
+                        task.summarize, workers).items()})
                 log.write(done, **{f"eval/{k}": v for k, v in eval_metrics.items()})
                 if cfg.optimizer.schedule == "plateau":
                     host = dp.unreplicate(state)
