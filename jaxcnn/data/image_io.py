@@ -64,6 +64,12 @@ def sample_photos() -> dict[str, np.ndarray]:
 _ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
 
 
+def unreadable(name: str, e: BaseException) -> ValueError:
+    """The one-line error for an image file Pillow cannot read."""
+    why = "not an image format Pillow knows" if isinstance(e, UnidentifiedImageError) else str(e) or type(e).__name__
+    return ValueError(f"{name}: not a readable image ({why})")
+
+
 @dataclasses.dataclass(frozen=True)
 class Encoded:
     """An image file's bytes (JPEG, PNG, ...) and the name its errors report (the path, or a record's name)."""
@@ -81,7 +87,7 @@ class Encoded:
             with Image.open(io.BytesIO(self.data)) as im:
                 return im.size[1], im.size[0]
         except _ERRORS as e:
-            raise ValueError(f"{self.name}: not a readable image ({e})") from None
+            raise unreadable(self.name, e) from None
 
 
 def as_rgb_array(image) -> np.ndarray:
@@ -133,7 +139,7 @@ def decode_resized_crop(image: Encoded, box: tuple[int, int, int, int], out_hw: 
                 out = im.crop((left, top, left + cw, top + ch)).resize(size, resample)
             return np.asarray(_rgb(out))
     except _ERRORS as e:
-        raise ValueError(f"{image.name}: not a readable image ({e})") from None
+        raise unreadable(image.name, e) from None
 
 
 def decode_resized(image: Encoded, out_hw: tuple[int, int], resample: int) -> np.ndarray:
@@ -148,7 +154,7 @@ def decode_resized(image: Encoded, out_hw: tuple[int, int], resample: int) -> np
                 im = im.resize((out_hw[1], out_hw[0]), resample)
             return np.asarray(_rgb(im))
     except _ERRORS as e:
-        raise ValueError(f"{image.name}: not a readable image ({e})") from None
+        raise unreadable(image.name, e) from None
 
 
 def decode_rgb(data: bytes, name: str = "image") -> np.ndarray:
@@ -158,7 +164,7 @@ def decode_rgb(data: bytes, name: str = "image") -> np.ndarray:
             im.load()
             return np.asarray(im.convert("RGB"))
     except _ERRORS as e:
-        raise ValueError(f"{name}: not a readable image ({e})") from None
+        raise unreadable(name, e) from None
 
 
 def read_encoded(path: str | os.PathLike) -> Encoded:

@@ -53,16 +53,18 @@ import numpy as np
 from PIL import Image
 
 from jaxcnn import cpu
-from jaxcnn.data.loader import eval_batches
+from jaxcnn.data.image_io import Encoded, decode_resized
+from jaxcnn.data.loader import eval_batches, reader
 from jaxcnn.data.sources import get_source
-from jaxcnn.data.transforms import Transform, center_crop, compose, make_eval_transform, policy_flips, resize_shorter
+from jaxcnn.data.tfds_sources import REAL_LABELS
+from jaxcnn.data.transforms import (Transform, center_crop, compose, make_eval_transform, policy_flips, resize_shorter)
 from jaxcnn.training.checkpoint import Checkpointer
 from jaxcnn.training.config import TrainConfig
 from jaxcnn.training.optimizer import OptimizerConfig, make_optimizer
 from jaxcnn.training.state import create_train_state
 from jaxcnn.training.steps import model_input
 
-REAL_KEY = "real_labels"   # a source's example field with the image's ReaL label set (int array, may be empty)
+REAL_KEY = REAL_LABELS   # a source's example field with the image's ReaL label set (int array, may be empty)
 
 
 def ten_crops(images: np.ndarray, size: int, mirror: bool = True) -> np.ndarray:
@@ -101,6 +103,8 @@ def torchvision_center(size: int, resize: int | None = None) -> Transform:
 
     def transform(example, rng=None):
         image = example["image"]
+        if isinstance(image, Encoded):   # decoded and resized without array copies: the same pixels
+            image = decode_resized(image, torchvision_resize_hw(*image.size(), resize), Image.BILINEAR)
         hw = torchvision_resize_hw(*image.shape[:2], resize)
         if hw != image.shape[:2]:
             image = np.asarray(Image.fromarray(image).resize((hw[1], hw[0]), Image.BILINEAR))
@@ -112,6 +116,7 @@ def torchvision_center(size: int, resize: int | None = None) -> Transform:
         top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
         return {**example, "image": np.ascontiguousarray(image[top:top + size, left:left + size])}
 
+    transform.reads_encoded = True
     return transform
 
 
@@ -362,12 +367,14 @@ class _MemberInputs:
     def __init__(self, source, bases: list[Transform], real: bool):
         self.source, self.bases, self.real = source, bases, real
         self.num_classes, self.name = source.num_classes, source.name
+        # one base that decodes the file itself reads it undecoded; several share one full decode
+        self._read = reader(source, bases[0]) if len(bases) == 1 else source
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        example = self.source[i]
+        example = self._read[i]
         out = {f"image{g}": base(example, None)["image"] for g, base in enumerate(self.bases)}
         out["label"] = np.int32(example["label"])
         if self.real:
@@ -414,10 +421,11 @@ def _open(dataset: str, split: str, size: int, data_dir: str | None):
 
 
 def evaluate(members: Sequence[Member], dataset: str, *, split: str = "test", data_dir: str | None = None,
-             batch_size: int = 128, progress: bool = False, source=None) -> dict[str, Any]:
+             batch_size: int = 128, progress: bool = False, source=None, workers: int = 0) -> dict[str, Any]:
     """Scores every member, and their ensemble when there are several, on ``split`` of ``dataset``.
 
-    ``source`` replaces the named data set by any classification source. The global batch is
+    ``source`` replaces the named data set by any classification source; ``workers`` loader processes read it
+    (0: threads, ``jaxcnn.data.loader``). The global batch is
     ``batch_size`` rounded up to a multiple of the devices. Returns ``{"dataset", "source", "count",
     "members": {name: {"top1", "top5", ["real", "real_count"], "count", "views"}}, "ensemble": {...}}``
     (``ensemble`` only for several members; ``real`` only where the source carries ReaL labels).
@@ -447,7 +455,7 @@ def evaluate(members: Sequence[Member], dataset: str, *, split: str = "test", da
         totals[name] = {k: totals.get(name, {}).get(k, 0) + v for k, v in got.items()}
 
     batches = eval_batches(inputs, global_batch=global_batch, process_index=jax.process_index(),
-                           process_count=jax.process_count())
+                           process_count=jax.process_count(), workers=workers)
     bar = None
     if progress and jax.process_index() == 0:
         from tqdm import tqdm

@@ -102,6 +102,24 @@ def data_workers(cfg: TrainConfig) -> int:
     return check_workers(cfg.data_workers)
 
 
+def _pretrained(cfg: TrainConfig, image_shape, num_classes: int):
+    """The variables of ``cfg.pretrained``; one-line errors for a file of another model or of a number of classes
+    other than the data set's (the shapes would clash deep inside the first step)."""
+    from jaxcnn.weights.torchvision import load_pretrained
+    try:
+        pre, variables = load_pretrained(cfg.model, cfg.pretrained, **dict(cfg.model_options))
+    except ValueError as e:
+        raise ValueError(f"pretrained={cfg.pretrained} is not a {cfg.model} weight file: "
+                         f"{str(e).splitlines()[0]}") from None
+    if model_info(cfg.model).task == "classification":
+        logits, _ = jax.eval_shape(lambda v, x: pre.apply(v, x, train=False), variables,
+                                   jax.ShapeDtypeStruct((1, *image_shape), jax.numpy.float32))
+        if logits.shape[-1] != num_classes:
+            raise ValueError(f"pretrained={cfg.pretrained} ({cfg.model}) scores {logits.shape[-1]} classes but "
+                             f"{cfg.dataset} has {num_classes}; give weights of a model with {num_classes} classes")
+    return variables
+
+
 def evaluate(dp: Placement, eval_step, variables, source, global_batch: int,
              summarize=Classification().summarize, workers: int = 0) -> dict[str, float]:
     """Metrics over a whole source (padding masked out): the eval step's sums, added up, then ``summarize``d
@@ -156,8 +174,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
     tx = make_optimizer(cfg.optimizer, steps_per_epoch, math.ceil(cfg.epochs * steps_per_epoch))
     variables = None
     if cfg.pretrained:
-        from jaxcnn.weights.torchvision import load_pretrained
-        _, variables = load_pretrained(cfg.model, cfg.pretrained, **dict(cfg.model_options))
+        variables = _pretrained(cfg, image_shape, train_src.num_classes)
     if cfg.backbone_weights:
         variables = init_variables(model, image_shape[:2], seed=cfg.seed, channels=image_shape[2])
         variables = seg.load_backbone(cfg.model, cfg.backbone_weights, variables)
