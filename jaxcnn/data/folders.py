@@ -53,7 +53,9 @@ def image_problem(path: Path) -> str | None:
             if not ends_well:  # truncated, or trailing bytes after the marker: decode to find out
                 with Image.open(path) as im:
                     im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        return "not an image format Pillow knows"
+    except (OSError, SyntaxError, ValueError) as e:
         return str(e) or type(e).__name__
     return None
 
