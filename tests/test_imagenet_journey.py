@@ -128,11 +128,17 @@ def test_eval_of_the_runs_and_a_weight_file_on_both_layouts(runs, weights_file, 
     root, _ = imagenet_fixture
     folder_run = os.path.dirname(runs["folder"]["checkpoints"])
     tfds_run = os.path.dirname(runs["tfds"]["checkpoints"])
-    # the folder run, against a count made here from the files with Pillow and the in-memory forward
+    # the folder run: its evaluation crop equals Pillow's resize and crop written out here, and its top-1 a count
+    # over the in-memory forward of those images
+    from jaxcnn.data.sources import TransformedSource
+    from jaxcnn.data.transforms import make_eval_transform
+
     cfg, model, variables = evaluation.restore_run(folder_run)
     val = get_source(f"folder:{root / 'ILSVRC'}", "val")
-    probs = evaluation.predict_probs(model, variables, np.stack([_center(p) for p in val.files]).astype(np.float32)
-                                     / 255.0, batch=24)
+    images = np.stack([_center(p) for p in val.files])
+    streamed = TransformedSource(val, make_eval_transform(SIZE, cfg.eval_transform))
+    np.testing.assert_array_equal(np.stack([streamed[i]["image"] for i in range(len(val))]), images)
+    probs = evaluation.predict_probs(model, variables, images.astype(np.float32) / 255.0, batch=24)
     expected = np.mean(probs.argmax(-1) == val.labels)
     assert main(["eval", folder_run, "--batch-size", "24", "--no-progress"]) == 0
     assert _top1(capsys.readouterr().out, folder_run)[0] == pytest.approx(expected, abs=5e-5)
