@@ -62,6 +62,10 @@ def test_the_layouts_hold_the_same_imagenet_pictures(imagenet_fixture, tmp_path)
     assert set(np.unique(ex["mask"])) == {0, 8, 255}       # background, cat, the ignored outline
     assert "tensorflow" not in sys.modules
 
+    with pytest.raises(ValueError, match=r"imagenet2012_real is not prepared in .*ILSVRC2012_img_val\.tar in .*"
+                                         r"tfds build imagenet2012_real .*jaxcnn fixture DIR"):
+        get_source("imagenet2012_real", "test", data_dir=str(tmp_path))
+
     from jaxcnn.data.fixture import build   # the same call writes the same files
     for d in ("a", "b"):
         build(tmp_path / d, train_per_class=1, val_per_class=1, v2_per_class=1, voc=(1, 1), tfds=False, seed=3)
@@ -69,6 +73,17 @@ def test_the_layouts_hold_the_same_imagenet_pictures(imagenet_fixture, tmp_path)
                    if p.is_file() and p.name != "fixture.json")   # the manifest names its own folder
     assert len(files) == 6 * 3 + 2 * 2 + 2 and all(
         (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+    assert main(["fixture", str(tmp_path / "c"), "--train-per-class", "0"]) == 2   # the command: one-line errors
+
+
+def test_the_fixture_command_writes_every_layout(tmp_path, capsys):
+    assert main(["fixture", str(tmp_path), "--train-per-class", "1", "--val-per-class", "1", "--v2-per-class",
+                 "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"folder:{tmp_path / 'ILSVRC'}" in out and f"--data-dir {tmp_path / 'tfds'}" in out
+    assert len(get_source("imagenet_v2", "test", data_dir=str(tmp_path / "tfds"))) == 6
+    assert json.loads((tmp_path / "fixture.json").read_text())["images"] == {"train": 6, "val": 6, "v2": 6,
+                                                                              "voc": {"train": 12, "val": 6}}
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +211,28 @@ def test_kendall_tau_between_two_test_sets_on_a_constructed_case(imagenet_fixtur
         assert got == pytest.approx([100 * a, 100 * b, 100 * (a - b)], abs=0.006), row
     tau = float(re.search(r"ranking, .* vs .*: (-?[\d.]+) \(p", out).group(1))
     assert tau == pytest.approx(-1 / 3, abs=5e-4)
+    # bad input, each one line: ten crops of images resized below the crop, weights of another class count or
+    # of another model for a training run
+    assert main(["eval", "--model", "resnet18", "--weights", weights[1], "--size", str(SIZE), "--resize", "12", "--ten-crop",
+                 "--dataset", f"folder:{tmp_path / 'one'}"]) == 2
+    err = capsys.readouterr().err
+    assert "--ten-crop: images resized to 12 px are smaller than the crop 16" in err and err.count("\n") == 1
+    for weights_path, message in ((weights[1], r"pretrained=.*always0\.safetensors \(resnet18\) scores 1000 classes "
+                                                r"but digits has 10"),
+                                  (_alexnet(tmp_path), r"pretrained=.*alexnet\.safetensors is not a resnet18 weight "
+                                                       r"file: .*does not fit resnet")):
+        assert main(["train", f"pretrained={weights_path}", f"workdir={tmp_path / 'run'}"]) == 2
+        err = capsys.readouterr().err
+        assert re.search(message, err) and err.count("\n") == 1, err
+
+
+def _alexnet(tmp_path):
+    from jaxcnn import create_model, init_variables, write_state_dict
+    from jaxcnn.weights.torchvision import to_torch_state_dict
+
+    path = str(tmp_path / "alexnet.safetensors")
+    write_state_dict(to_torch_state_dict(init_variables(create_model("alexnet"), 64)), path)
+    return path
 
 
 def test_attack_on_the_folder_data_set_and_explain_the_folder_run(runs, imagenet_fixture, tmp_path, capsys):

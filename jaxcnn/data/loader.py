@@ -20,7 +20,7 @@ images than one process can decode. Every example is a function of (seed,
 its stream index) alone, so the batches are bit-identical whatever the
 threads or processes (``tests/test_loader_workers.py``), and a resumed run
 reads what an uninterrupted one would. ``default_workers`` picks the count
-for a machine; ``benchmarks/loader.py`` measures the rates.
+for a machine; ``benchmarks/pipeline.py`` measures the rates.
 
 When the transform reads encoded images (``jaxcnn.data.transforms.reads_encoded``)
 and the source hands them out (``src.encoded(i)``: image folders, tfds sets),

@@ -30,7 +30,7 @@ reads them): ``random_resized_crop`` decodes only what its crop needs (a JPEG at
 ``draft``, ``jaxcnn.data.image_io.decode_resized_crop``) and ``resize_shorter``
 resizes the decoded image without array copies (the same pixels as a full
 decode). ``compose`` reads encoded images too: it decodes in full before the
-first transform that does not. Measured by ``benchmarks/loader.py``.
+first transform that does not. Measured by ``benchmarks/pipeline.py``.
 """
 
 from __future__ import annotations
