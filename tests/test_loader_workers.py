@@ -74,6 +74,21 @@ def test_encoded_images_without_the_draft_are_decoded_pixel_for_pixel(folder):
     assert modes == {"RGB", "L", "CMYK"}
 
 
+def test_simplejpeg_decodes_the_pixels_pillow_decodes(folder, monkeypatch):
+    """The fast JPEG decoder gives Pillow's pixels, in full and at each reduced scale, for every file of the
+    fixture (RGB and greyscale JPEGs through simplejpeg; CMYK and PNG through Pillow either way)."""
+    from jaxcnn.data import image_io
+
+    src, _ = folder
+    assert image_io.FAST_JPEG                     # a dependency: the loader's speed relies on it
+    blobs = [src.encoded(i)["image"].data for i in range(0, len(src), 2)]
+    fast = [[image_io._pixels(b, s) for s in (1, 2, 4)] for b in blobs]
+    monkeypatch.setattr(image_io, "FAST_JPEG", False)
+    for b, mine in zip(blobs, fast):
+        for s, a in zip((1, 2, 4), mine):
+            np.testing.assert_array_equal(a, image_io._pixels(b, s))
+
+
 def _psnr(a, b):
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return 10 * np.log10(255.0 ** 2 / max(mse, 1e-12))
