@@ -171,14 +171,17 @@ def test_eval_of_the_runs_and_a_weight_file_on_both_layouts(runs, weights_file, 
     assert out.count("Kendall's tau of the 2 models' top-1 ranking") == 2 and "drop 3" in out
 
 
-def _constant_predictor(path, label):
-    """ResNet-18 weights whose output is ``label`` for any image: a zero classifier with a bias on ``label``."""
+def _constant_predictor(path, label, biases=None):
+    """ResNet-18 weights whose output is ``label`` for any image: a zero classifier with a bias on ``label``
+    (or the logits ``biases``, {class: value}, the others 0)."""
     from jaxcnn import create_model, init_variables, write_state_dict
     from jaxcnn.weights.torchvision import to_torch_state_dict
 
     state = to_torch_state_dict(init_variables(create_model("resnet18"), SIZE))
     state["fc.weight"] = np.zeros_like(state["fc.weight"])
-    state["fc.bias"] = np.where(np.arange(1000) == label, 20.0, 0.0).astype(np.float32)
+    state["fc.bias"] = np.zeros(1000, np.float32)
+    for c, b in (biases or {label: 20.0}).items():
+        state["fc.bias"][c] = b
     write_state_dict(state, path)
     return path
 
@@ -211,10 +214,17 @@ def test_kendall_tau_between_two_test_sets_on_a_constructed_case(imagenet_fixtur
         assert got == pytest.approx([100 * a, 100 * b, 100 * (a - b)], abs=0.006), row
     tau = float(re.search(r"ranking, .* vs .*: (-?[\d.]+) \(p", out).group(1))
     assert tau == pytest.approx(-1 / 3, abs=5e-4)
+    # a saturated softmax: tabby's logit 300, espresso's 250, missile's 100, the rest 0. Missile's probability
+    # rounds to 0 as do the 997 others', yet it is third: top-5 is every image of the first set
+    saturated = _constant_predictor(str(tmp_path / "saturated.safetensors"), None,
+                                    {labels[0]: 300.0, labels[1]: 250.0, labels[2]: 100.0})
+    assert main(["eval", "--model", "resnet18", "--weights", saturated, "--size", str(SIZE), "--batch-size", "24",
+                 "--no-progress", "--dataset", f"folder:{tmp_path / 'one'}"]) == 0
+    assert _top1(capsys.readouterr().out, saturated) == pytest.approx([4 / 7, 1.0], abs=5e-5)
     # bad input, each one line: ten crops of images resized below the crop, weights of another class count or
     # of another model for a training run
-    assert main(["eval", "--model", "resnet18", "--weights", weights[1], "--size", str(SIZE), "--resize", "12", "--ten-crop",
-                 "--dataset", f"folder:{tmp_path / 'one'}"]) == 2
+    assert main(["eval", "--model", "resnet18", "--weights", weights[1], "--size", str(SIZE), "--resize", "12",
+                 "--ten-crop", "--dataset", f"folder:{tmp_path / 'one'}"]) == 2
     err = capsys.readouterr().err
     assert "--ten-crop: images resized to 12 px are smaller than the crop 16" in err and err.count("\n") == 1
     for weights_path, message in ((weights[1], r"pretrained=.*always0\.safetensors \(resnet18\) scores 1000 classes "

@@ -10,8 +10,10 @@ member computes softmax probabilities on the devices and adds up, per batch,
 the examples it gets right: top-1, top-5 and, where the source carries ReaL
 labels (``REAL_KEY``), ReaL accuracy (Beyer et al. 2020: the top-1 prediction
 is right when it is one of the image's labels; images without labels are left
-out). The ensemble's probabilities are the members' average, summed per batch
-and scored like a member. Nothing grows with the data set: host and device
+out). The ensemble's probabilities are the members' average, scored like a
+member. Averages (over views, over members) are taken of probabilities but kept
+in logs (``log(mean(exp(log_softmax)))``): a saturated softmax rounds most
+classes to exactly 0, and a top-5 over such ties would be arbitrary. Nothing grows with the data set: host and device
 memory hold one batch and a few counters, and the counters are sums over the
 global batch, so every process reports the same totals.
 
@@ -388,7 +390,8 @@ class _MemberInputs:
 
 
 def _scores(probs, label, mask, real=None) -> dict[str, jax.Array]:
-    """Counts over the global batch: top-1 and top-5 hits, examples, and the ReaL hits and scored examples."""
+    """Counts over the global batch: top-1 and top-5 hits, examples, and the ReaL hits and scored examples;
+    ``probs``: probabilities or their logs (the same order)."""
     _, top = jax.lax.top_k(probs, min(5, probs.shape[-1]))
     valid = mask > 0
     sums = {"top1": jnp.sum((top[:, 0] == label) & valid, dtype=jnp.int32),
@@ -405,6 +408,17 @@ def _scores(probs, label, mask, real=None) -> dict[str, jax.Array]:
 @functools.partial(cpu.jit, static_argnums=0)
 def _probs(model, variables, images):
     return jax.nn.softmax(model.apply(variables, model_input(images), train=False)[0])
+
+
+@functools.partial(cpu.jit, static_argnums=0)
+def _log_probs(model, variables, images):
+    return jax.nn.log_softmax(model.apply(variables, model_input(images), train=False)[0])
+
+
+def _log_mean(log_probs: list) -> jax.Array:
+    """log of the mean of the probabilities ``exp(log_probs)``, computed in logs: an average of saturated
+    softmaxes keeps every class's order instead of rounding most of them to a tie at 0."""
+    return jax.nn.logsumexp(jnp.stack(log_probs), axis=0) - math.log(len(log_probs))
 
 
 def _summary(totals: dict[str, int]) -> dict[str, float]:
@@ -463,15 +477,16 @@ def evaluate(members: Sequence[Member], dataset: str, *, split: str = "test", da
     try:
         for batch in batches:
             labels = dp.put_batch({k: batch[k] for k in ("label", "mask", *(["real"] if real else []))})
-            ensemble = None
+            ensemble = []
             for m, v in zip(members, variables):
                 views = m.views.of(batch[f"image{group[m.name]}"])
-                probs = sum(_probs(m.model, v, dp.put_batch({"image": np.ascontiguousarray(x)})["image"])
-                            for x in views) / len(views)
-                add(m.name, scores(probs, labels["label"], labels["mask"], labels.get("real")))
-                ensemble = probs if ensemble is None else ensemble + probs
+                # the mean probability over the views, scored in logs (top-5 of saturated softmaxes stays right)
+                scored = _log_mean([_log_probs(m.model, v, dp.put_batch({"image": np.ascontiguousarray(x)})["image"])
+                                    for x in views])
+                add(m.name, scores(scored, labels["label"], labels["mask"], labels.get("real")))
+                ensemble.append(scored)
             if len(members) > 1:
-                add("ensemble", scores(ensemble / len(members), labels["label"], labels["mask"], labels.get("real")))
+                add("ensemble", scores(_log_mean(ensemble), labels["label"], labels["mask"], labels.get("real")))
             if bar is not None:
                 bar.update(1)
     finally:
