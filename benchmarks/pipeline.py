@@ -3,13 +3,14 @@
 On the ImageNet-format fixture's training JPEGs (``jaxcnn.data.fixture``: scikit-image's photos at ImageNet's
 sizes, 300-500 px on the longer side, RGB and greyscale) written to a temporary folder, it measures
 
-* one core, a plain loop over the folder, for each ``--sizes``: the decoded-array path (the file decoded in
-  full to an array, then cropped and resized: what the loader did before it read files undecoded), the
-  undecoded file cropped and resized by Pillow without the JPEG draft, and with it (the default: crops at
-  least twice the output decoded at 1/2-1/8 scale);
+* one core, a plain loop over the folder, for each ``--sizes``: the file decoded in full to an array by
+  Pillow, then cropped and resized (what the loader did before), the same with simplejpeg's decode, the
+  undecoded file cropped and resized without the JPEG draft, and with it (the default: crops at least
+  twice the output decoded at 1/2-1/8 scale);
 * the loader (``jaxcnn.data.loader.train_batches``, batches of ``--batch``) in one thread, in ``--workers``
-  worker processes and in as many threads as cores: images/s once the first batch has arrived (process
-  start-up apart), per core, and the cores a ``--gpu-rate`` needs at the best per-core rate.
+  worker processes and in as many threads as cores: images/s once every worker has sent a batch (process
+  start-up apart), per core, images per CPU second of the process and its workers (the work a core does,
+  which the machine's other load changes little), and the cores a ``--gpu-rate`` needs at that rate.
 
 Each figure is the best of ``--rounds`` rounds (the paths of a round run one after the other, the rounds
 rotate their order), with the spread (slowest - fastest) / median: other processes on the machine show up
@@ -43,27 +44,59 @@ def one_core(src, size: int, rounds: int) -> dict[str, dict]:
 
     from jaxcnn.data.transforms import compose, hflip, random_resized_crop
 
-    paths = {
-        "decoded array": (src.__getitem__, compose(random_resized_crop(size, draft=False), hflip())),
-        "undecoded file, full-scale decode": (src.encoded, compose(random_resized_crop(size, draft=False), hflip())),
-        "undecoded file + JPEG draft": (src.encoded, compose(random_resized_crop(size), hflip())),
+    from jaxcnn.data import image_io
+
+    full = compose(random_resized_crop(size, draft=False), hflip())
+    paths = {   # (read, transform, JPEGs decoded by simplejpeg)
+        "Pillow decode to an array, crop (before)": (src.__getitem__, full, False),
+        "simplejpeg decode to an array, crop": (src.__getitem__, full, True),
+        "undecoded file, full-scale decode": (src.encoded, full, True),
+        "undecoded file + JPEG draft": (src.encoded, compose(random_resized_crop(size), hflip()), True),
     }
     runs: dict[str, list[float]] = {k: [] for k in paths}
     keys = list(paths)
+    fast = image_io.FAST_JPEG
     for r in range(rounds + 1):                     # round 0 warms the file cache
         for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-            read, transform = paths[k]
+            read, transform, image_io.FAST_JPEG = paths[k]
+            image_io.FAST_JPEG = image_io.FAST_JPEG and fast
             t = time.perf_counter()
             for i in range(len(src)):
                 out = transform(read(i), np.random.default_rng((0, i)))
             if r:
                 runs[k].append(len(src) / (time.perf_counter() - t))
             assert out["image"].shape == (size, size, 3)
+    image_io.FAST_JPEG = fast
     return {k: _best(v) for k, v in runs.items()}
 
 
-def loader_rate(src, size: int, batch: int, steps: int, **how) -> float:
-    """images/s of ``train_batches`` once every worker has sent a batch (``how``: ``threads=`` or ``workers=``)."""
+def cpu_seconds() -> float | None:
+    """CPU seconds (user + system) used so far by this process and its live children (Linux's /proc), or None."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def stat(pid):
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+
+    try:
+        me, total = os.getpid(), 0.0
+        for p in os.listdir("/proc"):
+            if p.isdigit():
+                try:
+                    fields = stat(p)
+                except OSError:
+                    continue
+                if int(p) == me or int(fields[1]) == me:
+                    total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+    except OSError:
+        return None
+
+
+def loader_rate(src, size: int, batch: int, steps: int, **how) -> tuple[float, float | None]:
+    """(images/s, images per CPU second of this process and its workers) of ``train_batches`` once every worker
+    has sent a batch (``how``: ``threads=`` or ``workers=``). The second is the work each core does, which
+    other processes competing for the cores do not change much; the first is what this machine delivered."""
     from jaxcnn.data.loader import train_batches
     from jaxcnn.data.transforms import make_train_transform
 
@@ -72,9 +105,13 @@ def loader_rate(src, size: int, batch: int, steps: int, **how) -> float:
                        num_steps=steps + warm, **how)
     for _ in range(warm):
         next(it)
-    t = time.perf_counter()
-    n = sum(len(b["label"]) for b in it)
-    return n / (time.perf_counter() - t)
+    c, t = cpu_seconds(), time.perf_counter()
+    n = 0
+    for _ in range(steps):      # stop before the iterator ends, while the workers still run (their CPU counts)
+        n += len(next(it)["label"])
+    c2, t2 = cpu_seconds(), time.perf_counter()
+    del it
+    return n / (t2 - t), (n / (c2 - c) if c is not None and c2 is not None and c2 > c else None)
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -83,7 +120,7 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--per-class", type=int, default=40, help="fixture training JPEGs per class (6 classes)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[224, 128], help="crop sizes of the one-core paths")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=24, help="loader batches timed per round")
+    ap.add_argument("--steps", type=int, default=40, help="loader batches timed per round")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker process counts")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--gpu-rate", type=float, default=3000.0, help="images/s of an accelerator to feed")
@@ -107,29 +144,36 @@ def main(argv: list[str] | None = None) -> str:
                 **{f"loader, {w} worker process{'es' if w > 1 else ''}": ({"workers": w}, w) for w in args.workers},
                 f"loader, {cores} threads": ({"threads": cores}, cores)}
         runs: dict[str, list[float]] = {k: [] for k in ways}
+        per_cpu: dict[str, list[float]] = {k: [] for k in ways}
         keys = list(ways)
         for r in range(args.rounds):
             for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-                runs[k].append(loader_rate(src, size, args.batch, args.steps, **ways[k][0]))
+                rate, cpu_rate = loader_rate(src, size, args.batch, args.steps, **ways[k][0])
+                runs[k].append(rate)
+                if cpu_rate is not None:
+                    per_cpu[k].append(cpu_rate)
         for k, (_, used) in ways.items():
             b = _best(runs[k])
-            rows.append({"what": k, "size": size, "cores": used, **b, "per_core": b["images_per_s"] / min(used, cores)})
+            rows.append({"what": k, "size": size, "cores": used, **b, "per_core": b["images_per_s"] / min(used, cores),
+                         "per_cpu_second": max(per_cpu[k]) if per_cpu[k] else None})
         n_files = len(src)
-    one = next(r for r in rows if r["what"] == "loader, 1 worker process")["images_per_s"]
+    one = next(r for r in rows if r["what"] == "loader, 1 worker process")
     two = next((r for r in rows if r["what"] == "loader, 2 worker processes"), None)
-    per_core = max(r["per_core"] for r in rows if r["what"].startswith("loader") and r["cores"] <= cores)
-    derived = {"two_processes_over_one": two["images_per_s"] / one if two else None,
-               "best_loader_per_core": per_core, "gpu_rate": args.gpu_rate,
+    per_core = max(r["per_cpu_second"] or r["per_core"] for r in rows
+                   if r["what"].startswith("loader") and "process" in r["what"])
+    derived = {"two_processes_over_one": two["images_per_s"] / one["images_per_s"] if two else None,
+               "process_per_cpu_second": per_core, "gpu_rate": args.gpu_rate,
                "cores_for_gpu_rate": args.gpu_rate / per_core}
     print(f"decode + random-resized crop + flip of {n_files} JPEGs (300-500 px), {cores} cores; best of "
-          f"{args.rounds} rounds (spread)")
-    print(harness.markdown(["path", "size", "images/s", "per core", "spread"],
+          f"{args.rounds} rounds (spread); per CPU s: images per CPU second of the process and its workers")
+    print(harness.markdown(["path", "size", "images/s", "per core", "per CPU s", "spread"],
                            [[r["what"], r["size"], f"{r['images_per_s']:.0f}", f"{r['per_core']:.0f}",
+                             f"{r['per_cpu_second']:.0f}" if r.get("per_cpu_second") else "",
                              f"{100 * r['spread']:.0f}%"] for r in rows]))
     if two:
         print(f"2 processes / 1: {derived['two_processes_over_one']:.2f}x")
-    print(f"{args.gpu_rate:.0f} images/s needs {derived['cores_for_gpu_rate']:.1f} cores at {per_core:.0f} images/s "
-          "per core")
+    print(f"{args.gpu_rate:.0f} images/s needs {derived['cores_for_gpu_rate']:.1f} cores of worker processes at "
+          f"{per_core:.0f} images per CPU second")
     return harness.write_result("pipeline", MODULE, argv, rows, out=args.out, settings=harness.settings(args),
                                 extra={"derived": derived}, jax_versions=False)
 
