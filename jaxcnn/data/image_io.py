@@ -9,6 +9,9 @@ Decoding and resizing use Pillow.
 files hand them out (``src.encoded(i)``) so that a transform can decode them the
 way its output needs (``decode_resized_crop``: a JPEG decoded at 1/2, 1/4 or 1/8
 scale when the crop allows, ``jaxcnn.data.transforms.random_resized_crop``).
+JPEGs are decoded by simplejpeg where it is installed (libjpeg-turbo, as in
+Pillow: the same pixels, less overhead; ``benchmarks/pipeline.py``), the rest by
+Pillow.
 """
 
 from __future__ import annotations
@@ -63,11 +66,57 @@ def sample_photos() -> dict[str, np.ndarray]:
 
 _ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
 
+try:   # libjpeg-turbo without Pillow's overhead: the same pixels (tests/test_loader_workers.py), faster
+    import simplejpeg as _simplejpeg
+except ImportError:   # Pillow decodes everything
+    _simplejpeg = None
+FAST_JPEG = _simplejpeg is not None   # benchmarks/pipeline.py turns it off to compare
+
 
 def unreadable(name: str, e: BaseException) -> ValueError:
     """The one-line error for an image file Pillow cannot read."""
     why = "not an image format Pillow knows" if isinstance(e, UnidentifiedImageError) else str(e) or type(e).__name__
     return ValueError(f"{name}: not a readable image ({why})")
+
+
+def _jpeg_header(data: bytes):
+    """simplejpeg's (height, width, colorspace) of a JPEG it decodes like Pillow (YCbCr or greyscale), else None."""
+    if not FAST_JPEG or data[:2] != b"\xff\xd8":
+        return None
+    try:
+        h, w, colorspace, _ = _simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    return (h, w, colorspace) if colorspace in ("YCbCr", "Gray") else None
+
+
+def _pixels(data: bytes, scale: int = 1) -> np.ndarray:
+    """``data`` decoded at 1/``scale`` (JPEGs only; 1 for anything else): (H, W, 3) RGB or (H, W) greyscale uint8.
+
+    YCbCr and greyscale JPEGs are decoded by simplejpeg (libjpeg-turbo, like Pillow, with the same settings:
+    the same pixels, with less overhead), everything else, and anything simplejpeg refuses, by Pillow (its
+    errors are the ones reported). The reduced decodes are libjpeg's DCT scaling in both (Pillow's ``draft``).
+    """
+    header = _jpeg_header(data)
+    if header is not None:
+        h, w, colorspace = header
+        out = (-(-h // scale), -(-w // scale))
+        try:
+            kw = {} if scale == 1 else {"min_height": out[0], "min_width": out[1], "min_factor": scale}
+            a = _simplejpeg.decode_jpeg(data, colorspace="GRAY" if colorspace == "Gray" else "RGB", **kw)
+            if a.shape[:2] == out:
+                return a[..., 0] if a.shape[-1] == 1 else a
+        except ValueError:
+            pass
+    with Image.open(io.BytesIO(data)) as im:
+        if scale > 1 and im.format == "JPEG":
+            im.draft(im.mode, (im.size[0] // scale, im.size[1] // scale))
+        im.load()
+        return np.asarray(im if im.mode in ("RGB", "L") else im.convert("RGB"))   # CMYK, palette, alpha: to RGB
+
+
+def _rgb_array(a: np.ndarray) -> np.ndarray:
+    return a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +132,9 @@ class Encoded:
 
     def size(self) -> tuple[int, int]:
         """(height, width), from the header alone."""
+        header = _jpeg_header(self.data)
+        if header is not None:
+            return header[:2]
         try:
             with Image.open(io.BytesIO(self.data)) as im:
                 return im.size[1], im.size[0]
@@ -105,10 +157,6 @@ def draft_scale(crop_hw: tuple[int, int], out_hw: tuple[int, int]) -> int:
     return s
 
 
-def _rgb(im: Image.Image) -> Image.Image:
-    return im if im.mode == "RGB" else im.convert("RGB")
-
-
 def decode_resized_crop(image: Encoded, box: tuple[int, int, int, int], out_hw: tuple[int, int], resample: int,
                         draft: bool = True) -> np.ndarray:
     """The crop ``box`` = (top, left, height, width) of the encoded ``image``, resized to ``out_hw`` with
@@ -124,20 +172,17 @@ def decode_resized_crop(image: Encoded, box: tuple[int, int, int, int], out_hw: 
     (the same pixels as converting first, three times less work).
     """
     top, left, ch, cw = box
+    size = (out_hw[1], out_hw[0])
     try:
-        with Image.open(io.BytesIO(image.data)) as im:
-            s = draft_scale((ch, cw), out_hw) if draft and im.format == "JPEG" else 1
-            if s > 1:
-                im.draft(im.mode, (im.size[0] // s, im.size[1] // s))
-            im.load()
-            if im.mode not in ("RGB", "L"):   # CMYK, palette, alpha: convert before resampling
-                im = im.convert("RGB")
-            size = (out_hw[1], out_hw[0])
-            if s > 1:
-                out = im.resize(size, resample, box=(left / s, top / s, (left + cw) / s, (top + ch) / s))
-            else:
-                out = im.crop((left, top, left + cw, top + ch)).resize(size, resample)
-            return np.asarray(_rgb(out))
+        s = draft_scale((ch, cw), out_hw) if draft else 1
+        a = _pixels(image.data, s)
+        if s > 1:
+            s = round(image.size()[1] / a.shape[1])   # 1 where the file is no JPEG and was decoded in full
+        if s > 1:
+            out = Image.fromarray(a).resize(size, resample, box=(left / s, top / s, (left + cw) / s, (top + ch) / s))
+        else:
+            out = Image.fromarray(np.ascontiguousarray(a[top:top + ch, left:left + cw])).resize(size, resample)
+        return _rgb_array(np.asarray(out))
     except _ERRORS as e:
         raise unreadable(image.name, e) from None
 
@@ -146,13 +191,10 @@ def decode_resized(image: Encoded, out_hw: tuple[int, int], resample: int) -> np
     """The whole encoded ``image`` resized to ``out_hw``: the pixels of decoding in full and resizing with
     Pillow, without the array copies in between."""
     try:
-        with Image.open(io.BytesIO(image.data)) as im:
-            im.load()
-            if im.mode not in ("RGB", "L"):
-                im = im.convert("RGB")
-            if im.size != (out_hw[1], out_hw[0]):
-                im = im.resize((out_hw[1], out_hw[0]), resample)
-            return np.asarray(_rgb(im))
+        a = _pixels(image.data)
+        if a.shape[:2] != tuple(out_hw):
+            a = np.asarray(Image.fromarray(a).resize((out_hw[1], out_hw[0]), resample))
+        return _rgb_array(a)
     except _ERRORS as e:
         raise unreadable(image.name, e) from None
 
@@ -160,9 +202,7 @@ def decode_resized(image: Encoded, out_hw: tuple[int, int], resample: int) -> np
 def decode_rgb(data: bytes, name: str = "image") -> np.ndarray:
     """Decodes encoded image bytes (JPEG/PNG/...) to (H, W, 3) uint8 RGB; ValueError naming ``name`` if unreadable."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return np.asarray(im.convert("RGB"))
+        return _rgb_array(_pixels(data))
     except _ERRORS as e:
         raise unreadable(name, e) from None
 
