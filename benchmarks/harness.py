@@ -10,26 +10,25 @@
 * ``write_result``: one JSON file per benchmark and machine under ``benchmarks/results/``
   (``result_path`` names it), holding the command that reproduces it, the machine, the versions,
   the settings and the rows.
-* ``torch_python``: the Python that runs a benchmark's PyTorch worker (``benchmarks/worker.py``):
-  ``--torch-python``, else ``$JAXCNN_TORCH_PYTHON``, else this Python if it imports torch.
+* ``torch_python``: the Python that runs a benchmark's PyTorch worker (``benchmarks/worker.py``), found as
+  ``jaxcnn bench --vs torch`` finds it (``jaxcnn.bench.torch_side.find_python``).
 * ``model_case`` and ``train_steps``: a zoo model's train step on random images, and that step
   compiled under each of several CPU-policy switches and timed alternating (the CPU probes).
 
-Nothing here imports JAX or jaxcnn at import time: a PyTorch worker imports this module too.
+Nothing here imports JAX or jaxcnn at import time: a PyTorch worker imports this module too. The
+timing, machine-info and PyTorch-side code is ``jaxcnn.bench``'s, whose files ``timing.py``,
+``machine.py`` and ``torch_side.py`` need only the standard library: they are loaded from their files
+here (``torch_side.standalone``), since importing the jaxcnn package imports JAX.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import importlib.util
 import json
 import os
-import platform
-import re
 import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -39,39 +38,26 @@ Variant = Callable[[], contextlib.AbstractContextManager]   # a CPU-policy switc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
-TORCH_PYTHON_ENV = "JAXCNN_TORCH_PYTHON"
-# the CPU flags that decide which fast paths and dtypes run natively
-FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def _load_torch_side():
+    spec = importlib.util.spec_from_file_location("_jaxcnn_bench_torch_side",
+                                                  os.path.join(ROOT, "jaxcnn", "bench", "torch_side.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+torch_side = _load_torch_side()
+_machine = torch_side.standalone("machine")
+Timing = torch_side.standalone("timing").Timing
+TORCH_PYTHON_ENV = torch_side.TORCH_PYTHON_ENV
+machine, versions, cpu_flags, bf16_native, machine_tag = (_machine.machine, _machine.versions, _machine.cpu_flags,
+                                                          _machine.bf16_native, _machine.machine_tag)
 
 
 # ------------------------------------------------------------------------------- timing
-@dataclasses.dataclass(frozen=True)
-class Timing:
-    """The seconds of each timed run."""
-
-    runs: tuple[float, ...]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.runs)
-
-    @property
-    def best(self) -> float:
-        return min(self.runs)
-
-    @property
-    def spread(self) -> float:
-        """(slowest - fastest) / median: how far apart the runs were."""
-        return (max(self.runs) - min(self.runs)) / self.median if self.median > 0 else 0.0
-
-    @property
-    def ms(self) -> float:
-        return 1e3 * self.median
-
-    def as_dict(self) -> dict:
-        return {"median_s": self.median, "best_s": self.best, "spread": self.spread, "runs_s": list(self.runs)}
-
-
 def block(value):
     """Waits for ``value``'s arrays (a no-op for anything that is not a JAX value)."""
     if value is not None and "jax" in sys.modules:
@@ -119,71 +105,6 @@ def first_and_steady(fn: Callable[[], object], repeats: int) -> tuple[float, Tim
     first = timed_once(fn)
     steady = time_call(fn, repeats, warmup=0)
     return max(first - steady.median, 0.0), steady
-
-
-# ------------------------------------------------------------------------------- machine and versions
-def _cpuinfo() -> dict[str, str]:
-    info: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("model name", "flags") and key not in info:
-                    info[key] = value.strip()
-    except OSError:
-        pass
-    return info
-
-
-def cpu_flags() -> set[str]:
-    return set(_cpuinfo().get("flags", "").split())
-
-
-def bf16_native() -> bool:
-    """Whether the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX); without it PyTorch's bfloat16
-    is emulated, many times slower than float32, and bfloat16 rows are measured against the f32 peak."""
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
-
-
-def machine() -> dict:
-    """CPU model, cores (all, and those this process may use), the flags of ``FLAGS``, OS and Python."""
-    info = _cpuinfo()
-    flags = set(info.get("flags", "").split())
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": info.get("model name") or platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "usable_cores": usable, "flags": [f for f in FLAGS if f in flags],
-            "bf16_native": bool(flags & {"avx512_bf16", "amx_bf16"}), "system": platform.platform(),
-            "python": platform.python_version()}
-
-
-def versions() -> dict:
-    """jax, jaxlib, flax, optax and numpy versions, JAX's backend, device kind and device count."""
-    import flax
-    import jax
-    import jaxlib
-    import numpy
-    import optax
-
-    devices = jax.devices()
-    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
-            "optax": optax.__version__, "numpy": numpy.__version__, "backend": jax.default_backend(),
-            "device": devices[0].device_kind, "devices": len(devices)}
-
-
-def _slug(text: str) -> str:
-    text = re.sub(r"\((r|tm)\)|\bcpu\b|\bprocessor\b|@.*$|\b\d+-core\b", " ", text, flags=re.I)
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
-
-
-def machine_tag(device: str | None = None) -> str:
-    """The machine's part of a result's file name: the CPU model and core count (``amd-epyc-2c``), and the
-    accelerator's kind when the benchmark ran on one (``device``, e.g. JAX's ``device_kind``)."""
-    m = machine()
-    tag = f"{_slug(m['cpu'])}-{m['cores']}c"
-    if device and not device.lower().startswith("cpu"):
-        tag += "-" + _slug(device)
-    return tag
 
 
 # ------------------------------------------------------------------------------- results
@@ -262,23 +183,12 @@ def run_module(module: str, argv: list[str], python: str | None = None, **env: s
 
 
 def torch_python(option: str | None = None) -> str:
-    """The Python executable of the PyTorch worker: ``option`` (``--torch-python``), else ``$JAXCNN_TORCH_PYTHON``,
-    else this Python if it can import torch. A clear ``SystemExit`` when none is found or it lacks
-    torch or torchvision."""
-    chosen = option or os.environ.get(TORCH_PYTHON_ENV)
-    if not chosen:
-        if importlib.util.find_spec("torch") and importlib.util.find_spec("torchvision"):
-            return sys.executable
-        raise SystemExit(f"PyTorch is not importable by {sys.executable}: install torch and torchvision in a venv "
-                         f"of their own and pass --torch-python PATH/bin/python or set {TORCH_PYTHON_ENV}")
-    if not (os.path.isfile(chosen) and os.access(chosen, os.X_OK)):
-        raise SystemExit(f"the PyTorch worker's Python {chosen!r} (--torch-python or {TORCH_PYTHON_ENV}) "
-                         "is not an executable file")
-    check = subprocess.run([chosen, "-c", "import numpy, torch, torchvision"], capture_output=True, text=True)
-    if check.returncode != 0:
-        last = (check.stderr.strip().splitlines() or ["?"])[-1]
-        raise SystemExit(f"{chosen} cannot import numpy, torch and torchvision: {last}")
-    return chosen
+    """The Python executable of the PyTorch worker: ``option`` (``--torch-python``), else this Python if it imports
+    torch and torchvision, else ``$JAXCNN_TORCH_PYTHON``. A one-line ``SystemExit`` when none can."""
+    python, why = torch_side.find_python(option)
+    if python is None:
+        raise SystemExit(why)
+    return python
 
 
 # ------------------------------------------------------------------------------- zoo models

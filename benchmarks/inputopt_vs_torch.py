@@ -17,7 +17,7 @@ sides, jaxcnn runs each workload with the model computing in bfloat16 (``dtype="
 objectives, Gram matrices and the image stay float32) and PyTorch under bfloat16 autocast, by
 default only where the CPU multiplies bfloat16 natively (``--dtypes``).
 
-PyTorch runs in ``--torch-python`` (or ``$JAXCNN_TORCH_PYTHON``, or this Python if it has torch):
+PyTorch runs in ``--torch-python`` (or this Python if it has torch, or ``$JAXCNN_TORCH_PYTHON``):
 
     python -m benchmarks.inputopt_vs_torch --size 128 --steps 10 --repeats 3
 

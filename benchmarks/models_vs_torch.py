@@ -1,6 +1,11 @@
-"""Model throughput, jaxcnn against PyTorch + torchvision on the same weights, in one run.
+"""Model throughput, jaxcnn against PyTorch + torchvision on the same weights, in one run, cases alternating.
 
-For each model: inference images/s and training-step images/s (forward, backward, SGD-momentum
+``jaxcnn bench --vs torch`` is the way to measure a model; this is its developer's CPU variant. Both
+sides' steps are built as ``jaxcnn bench`` builds them (``jaxcnn.bench.measure.prepare``: the training
+path on one device; ``jaxcnn.bench.torch_side.build``: torchvision's twin; both read uint8 batches,
+train with SGD-momentum and weight decay and, for GoogLeNet, its auxiliary heads); what this script
+adds is the CPU reference-mode variant, the same weights on both sides, interleaved timing, page
+faults and RSS. For each model: inference images/s and training-step images/s (forward, backward, SGD-momentum
 update), compile time apart, achieved GFLOP/s from the analytic FLOP count (``jaxcnn.count_flops``;
 a training step counted as 3x the forward), MFU against the matmul peak measured in the same run,
 and the worker's peak RSS. Variants:
@@ -21,7 +26,7 @@ a given CPU; bfloat16 with PyTorch, whose oneDNN reaches AMX where XLA's own dot
 without native bfloat16 (no AVX512-BF16 or AMX) bfloat16 rows are against the float32 peak. Each
 framework runs in a worker process of its own (``benchmarks/worker.py``), a fresh pair per model;
 the jaxcnn worker keeps its heap (``jaxcnn.cpu.host_memory``, as the ``jaxcnn`` command does), the
-PyTorch one runs in ``--torch-python`` (or ``$JAXCNN_TORCH_PYTHON``, or this Python if it has torch).
+PyTorch one runs in ``--torch-python`` (or this Python if it has torch, or ``$JAXCNN_TORCH_PYTHON``).
 Cases are interleaved (one variant after the other, the order rotating each round), median of
 ``--repeats``, with ``--settle`` seconds of quiet before each timed call (the other worker's OpenMP
 threads spin a while after its calls). A plot of images/s per model and variant goes next to the JSON.
@@ -72,56 +77,43 @@ def _rss_gb() -> float:
 
 # ------------------------------------------------------------------------------- jaxcnn worker
 def jax_case(name: str, batch: int, size: int, dtype: str = "float32", mode: str = "auto"):
-    """jaxcnn's compiled inference and train step (SGD-momentum, donated state) of ``name`` on uint8 images:
-    ``(run_infer, run_train, train-step compile seconds, state)``. Call ``host_memory.keep_freed_memory()``
-    before JAX starts, as the ``jaxcnn`` command does."""
+    """jaxcnn's compiled inference and train step of ``name`` on uint8 images, as ``jaxcnn bench`` builds them
+    (``jaxcnn.bench.measure.prepare``: the placement on one device, the task's step, ``make_optimizer``'s
+    SGD-momentum, the donated state), compiled under CPU mode ``mode``: ``(run_infer, run_train, train-step
+    compile seconds, the train case)``. Call ``host_memory.keep_freed_memory()`` before JAX starts, as the
+    ``jaxcnn`` command does."""
     import jax
-    import jax.numpy as jnp
 
     from jaxcnn import cpu
-    from jaxcnn.training.steps import make_train_step
+    from jaxcnn.bench import measure
 
     with cpu.mode(mode):     # the lowering is chosen at trace time: compile inside the mode
-        model, tx, state, data = harness.model_case(name, batch, size, dtype)
-        infer = jax.jit(lambda v, x: model.apply(v, x.astype(jnp.float32) / 255.0, train=False)[0])
-        infer_c = infer.lower(state.variables, data["image"]).compile()
-        t = time.perf_counter()
-        step_c = jax.jit(make_train_step(model, tx), donate_argnums=0).lower(state, data).compile()
-        compile_s = time.perf_counter() - t
-    box = {"state": state}
-
-    def run_infer():
-        jax.block_until_ready(infer_c(box["state"].variables, data["image"]))
-
-    def run_train():
-        box["state"], m = step_c(box["state"], data)
-        jax.block_until_ready(m)
-
-    return run_infer, run_train, compile_s, state
+        infer, train = (measure.prepare(measure.Setup(name, mode=m, batch=batch, size=size, dtype=dtype, devices=1))
+                        for m in ("infer", "train"))
+    return (lambda: jax.block_until_ready(infer.step()), lambda: jax.block_until_ready(train.step()),
+            train.compile_s, train)
 
 
 def jax_worker() -> None:
     from jaxcnn.cpu import host_memory
     host_memory.keep_freed_memory()     # before JAX's first computation starts XLA's threads
     import jax
-    import jax.numpy as jnp
 
     import jaxcnn
+    from jaxcnn.bench import peak as peaks
     from jaxcnn.weights.torchvision import to_torch_state_dict
 
     def peak() -> dict:
-        a = jnp.ones((2048, 2048), jnp.float32)
-        f = jax.jit(lambda a: a @ a)
-        return {"gflop_s": 2 * 2048 ** 3 / _best_time(lambda: f(a).block_until_ready()) / 1e9,
+        return {"gflop_s": peaks.measure("float32", size=2048, repeats=10) / 1e9,
                 "device": jax.devices()[0].device_kind, "versions": harness.versions(),
                 "keep_heap": host_memory.applied}
 
     def setup(name: str, batch: int, size: int, weights: str) -> dict:
         compile_s = {}
         for label, mode, dtype in JAX_VARIANTS:
-            run_infer, run_train, compile_s[label], state = jax_case(name, batch, size, dtype, mode)
+            run_infer, run_train, compile_s[label], case = jax_case(name, batch, size, dtype, mode)
             _cases[label] = (run_infer, run_train)
-        np.savez(weights, **to_torch_state_dict(jax.device_get(state.variables)))
+        np.savez(weights, **to_torch_state_dict(jax.device_get(case.variables)))
         return {"compile_s": compile_s, "gflop": jaxcnn.count_flops(jaxcnn.create_model(name), size) / 1e9}
 
     serve({"peak": peak, "setup": setup, "time": _timed, "rss": lambda: {"gb": _rss_gb()}})
@@ -130,39 +122,13 @@ def jax_worker() -> None:
 # ------------------------------------------------------------------------------- PyTorch worker
 def torch_case(name: str, batch: int, size: int, *, channels_last: bool = True, bf16: bool = False,
                compiled: bool = False, state_dict=None, device: str = "cpu"):
-    """torchvision's ``name`` (``state_dict`` loaded if given, else its own init): ``(run_infer, run_train)``,
-    the train step SGD-momentum, bf16 as autocast, ``compiled`` through ``torch.compile``."""
-    import torch
-    import torchvision
-
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    kwargs = {"aux_logits": False, "init_weights": state_dict is None} if name == "googlenet" else {}
-    net = getattr(torchvision.models, name)(weights=None, **kwargs)
-    if state_dict is not None:
-        net.load_state_dict(state_dict, strict=False)
-    net = net.to(device=device, memory_format=fmt)
-    xin = torch.rand(batch, 3, size, size, device=device).to(memory_format=fmt)
-    y = torch.randint(0, 1000, (batch,), device=device)
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    fwd = torch.compile(net) if compiled else net
-
-    def run_infer():
-        net.eval()
-        with torch.no_grad(), torch.autocast(device, torch.bfloat16, enabled=bf16):
-            fwd(xin)
-        sync()
-
-    def run_train():
-        net.train()
-        opt.zero_grad()
-        with torch.autocast(device, torch.bfloat16, enabled=bf16):
-            loss = torch.nn.functional.cross_entropy(fwd(xin), y)
-        loss.backward()
-        opt.step()
-        sync()
-
-    return run_infer, run_train
+    """torchvision's ``name`` as ``jaxcnn bench --vs torch`` builds it (``jaxcnn.bench.torch_side.build``:
+    ``state_dict`` loaded if given, else its own init; uint8 input normalized in the step; SGD-momentum;
+    bf16 as autocast; ``compiled`` through ``torch.compile``): ``(run_infer, run_train)``, each waiting for
+    the device."""
+    infer, train, sync = harness.torch_side.build(name, batch, size, device=device, channels_last=channels_last,
+                                                  bf16=bf16, compiled=compiled, state_dict=state_dict)
+    return (lambda: (infer(), sync())), (lambda: (train(), sync()))
 
 
 def torch_worker() -> None:

@@ -117,7 +117,7 @@ def loader_rate(src, size: int, batch: int, steps: int, **how) -> tuple[float, f
 def main(argv: list[str] | None = None) -> str:
     argv = sys.argv[1:] if argv is None else list(argv)
     ap = harness.parser(MODULE, __doc__, keep_heap_option=False)
-    ap.add_argument("--per-class", type=int, default=40, help="fixture training JPEGs per class (6 classes)")
+    ap.add_argument("--images", type=int, default=240, help="fixture training JPEGs, spread over its 6 classes")
     ap.add_argument("--sizes", type=int, nargs="+", default=[224, 128], help="crop sizes of the one-core paths")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=40, help="loader batches timed per round")
@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> str:
     cores = usable_cores()
     rows = []
     with tempfile.TemporaryDirectory() as root:
-        build(root, train_per_class=args.per_class, val_per_class=1, v2_per_class=1, voc=(1, 1), tfds=False)
+        build(root, train_per_class=max(1, args.images // 6), val_per_class=1, v2_per_class=1, voc=(1, 1),
+              tfds=False)
         src = get_source(f"folder:{os.path.join(root, 'ILSVRC')}", "train")
         for size in args.sizes:
             for path, r in one_core(src, size, args.rounds).items():

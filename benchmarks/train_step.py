@@ -7,7 +7,10 @@
                                                             # the second run's compile is a cache read)
 
 Prints and writes images/s (best of the timed steps after one warm step), compile time of the train
-step (lowering + XLA) and minor page faults per step.
+step (lowering + XLA) and minor page faults per step. The steps are ``jaxcnn bench``'s
+(``jaxcnn.bench.measure.prepare``: the training path on one device, uint8 batches), compiled under
+the CPU mode ``--mode``; ``jaxcnn bench MODEL`` is the way to measure a model, this script the
+before/after check of one CPU change.
 """
 
 from __future__ import annotations
@@ -40,30 +43,27 @@ def main(argv: list[str] | None = None) -> str:
         compile_cache.enable()
     harness.keep_heap(args)
     import jax
-    import jax.numpy as jnp
 
     from jaxcnn import cpu
+    from jaxcnn.bench import measure
     from jaxcnn.cpu import host_memory
-    from jaxcnn.training.steps import make_train_step
 
-    cpu.set_mode(args.mode)
-    model, tx, state, batch = harness.model_case(args.model, args.batch, args.size, args.dtype)
-    infer = jax.jit(lambda v, x: model.apply(v, x.astype(jnp.float32) / 255.0, train=False)[0]).lower(
-        state.variables, batch["image"]).compile()
-    t = time.perf_counter()
-    step = jax.jit(make_train_step(model, tx), donate_argnums=0).lower(state, batch).compile()
-    compile_s = time.perf_counter() - t
-    state, m = step(state, batch)
-    jax.block_until_ready((m, infer(state.variables, batch["image"])))
+    with cpu.mode(args.mode):    # the lowering is chosen at trace time: compile inside the mode
+        infer_case, train_case = (measure.prepare(measure.Setup(args.model, mode=m, batch=args.batch, size=args.size,
+                                                                dtype=args.dtype, devices=1)) for m in measure.MODES)
+    compile_s = train_case.compile_s
+    infer = lambda: jax.block_until_ready(infer_case.step())
+    step = lambda: jax.block_until_ready(train_case.step())
+    infer()
+    step()
     ti, tt, faults = [], [], []
     for _ in range(args.steps):
         t = time.perf_counter()
-        jax.block_until_ready(infer(state.variables, batch["image"]))
+        infer()
         ti.append(time.perf_counter() - t)
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t = time.perf_counter()
-        state, m = step(state, batch)
-        jax.block_until_ready(m)
+        step()
         tt.append(time.perf_counter() - t)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
     print(f"{args.model} {args.dtype} mode={args.mode} batch {args.batch}: inference {args.batch / min(ti):.1f} "

@@ -1,9 +1,12 @@
 """Every comparison with PyTorch from one command: models, input-optimisation loops, device scaling.
 
+(A model's throughput beside PyTorch's, on any device: ``jaxcnn bench MODEL --vs torch``. This is the
+developer's full CPU comparison, input optimisation and simulated-device scaling included.)
+
     python -m benchmarks.vs_torch [--torch-python PATH]     # about an hour on a 2-core CPU
 
 runs, one after the other (each in processes of its own, PyTorch in the Python of ``--torch-python``,
-``$JAXCNN_TORCH_PYTHON``, or this one if it has torch):
+this one if it has torch, or ``$JAXCNN_TORCH_PYTHON``):
 
   benchmarks.models_vs_torch --models resnet50 vgg16 alexnet googlenet   inference and train step, f32 and bf16,
                                                                           PyTorch eager / channels-last / torch.compile

@@ -3,7 +3,8 @@
 Public API:
   create_model(name, **options) -> flax Module; apply(variables, x, train=False) -> (logits, features)
   list_models(family=None, task=None), model_info(name), model_options(name)
-  load_pretrained(name, path, **options) -> (model, variables) from a torchvision state dict
+  load_pretrained(name, path, **options) -> (model, variables) from a torchvision state dict (also RobustBench-
+    wrapped ones, and BVLC's GoogLeNet as ONNX for inception_v1)
   init_variables(model, resolution, seed=0) -> variables
   preprocess / deprocess: pixels in [0, 1] <-> normalized model input
   class_names() -> the 1000 ImageNet class names

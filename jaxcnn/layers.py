@@ -220,18 +220,24 @@ def max_pool(x: jax.Array, kernel: int | Sequence[int], stride: int | Sequence[i
 
 
 def avg_pool(x: jax.Array, kernel: int | Sequence[int], stride: int | Sequence[int] | None = None,
-             padding: int | Sequence[int] = 0, count_include_pad: bool = True) -> jax.Array:
-    """``torch.nn.AvgPool2d`` (floor mode) on NHWC."""
+             padding: int | Sequence[int] = 0, count_include_pad: bool = True, ceil_mode: bool = False) -> jax.Array:
+    """``torch.nn.AvgPool2d`` on NHWC. With ``ceil_mode`` (Caffe's only mode) a last window that overhangs
+    the padded input averages what it covers: the overhang never counts, the explicit padding does when
+    ``count_include_pad``."""
     kh, kw = _pairs(kernel)
     sh, sw = _pairs(stride if stride is not None else kernel)
     ph, pw = _pairs(padding)
-    pads = ((0, 0), (ph, ph), (pw, pw), (0, 0))
+    pads = ((0, 0), _pool_pads(x.shape[1], kh, sh, ph, ceil_mode), _pool_pads(x.shape[2], kw, sw, pw, ceil_mode),
+            (0, 0))
     window, strides = (1, kh, kw, 1), (1, sh, sw, 1)
     summed = lax.reduce_window(x, np.array(0, x.dtype), lax.add, window, strides, pads)
-    if count_include_pad or (ph == 0 and pw == 0):
+    if pads == ((0, 0), (ph, ph), (pw, pw), (0, 0)) and (count_include_pad or (ph == 0 and pw == 0)):
         return summed / (kh * kw)
-    ones = jnp.ones((1, x.shape[1], x.shape[2], 1), x.dtype)
-    counts = lax.reduce_window(ones, np.array(0, x.dtype), lax.add, window, strides, pads)
+    # the divisor: covered input, plus the explicit padding when it counts (never the ceil-mode overhang)
+    inner = ((ph, ph), (pw, pw)) if count_include_pad else ((0, 0), (0, 0))
+    ones = jnp.pad(jnp.ones((1, x.shape[1], x.shape[2], 1), x.dtype), ((0, 0), *inner, (0, 0)), constant_values=1)
+    rest = tuple((lo - a, hi - b) for (lo, hi), (a, b) in zip(pads[1:3], inner))
+    counts = lax.reduce_window(ones, np.array(0, x.dtype), lax.add, window, strides, ((0, 0), *rest, (0, 0)))
     return summed / counts
 
 

@@ -31,7 +31,7 @@ def _no_work(*_, **__):
     ("max_steps=many", "config field max_steps takes int | None, got 'many'"),
     ("augment_flip=maybe", "config field augment_flip takes bool, got 'maybe'"),
     ("epochs.x=1", "config field epochs is a float; it has no field 'x'"),
-    ("optimizer=1", "config field optimizer is a group; set its fields: optimizer.learning_rate"),
+    ("optimizer=1", "config field optimizer is a group; set its fields: optimizer.name, optimizer.learning_rate"),
 ])
 def test_wrong_typed_overrides_are_one_line(override, message, monkeypatch, tmp_path, capsys):
     monkeypatch.setattr("jaxcnn.training.train", _no_work)

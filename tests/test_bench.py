@@ -68,3 +68,54 @@ def test_timing_block_counts_steps():
     assert len(calls) == 7 and len(t.runs) == 2
     with pytest.raises(ValueError):
         timing.time_block(lambda: None, lambda _: None, steps=0, repeats=1)
+
+
+def test_ratios_and_table_pair_each_torch_variant_with_jaxcnns_row():
+    from jaxcnn.bench import report
+
+    jax_rows = [{"model": "m", "mode": "train", "images_per_s": 30.0}, {"model": "m", "mode": "infer", "error": "x"}]
+    timed = {"batch": 8, "spread": 0.05, "ms_per_step": 400.0}
+    torch_rows = [{"model": "m", "mode": "train", "variant": "torch eager", "images_per_s": 20.0, **timed},
+                  {"model": "m", "mode": "train", "variant": "torch.compile", "error": "no compiler"},
+                  {"model": "m", "mode": "infer", "variant": "torch eager", "images_per_s": 50.0, **timed}]
+    assert report.ratios(jax_rows, torch_rows) == [{"model": "m", "mode": "train", "variant": "torch eager",
+                                                    "ratio": 1.5}]
+    row = {"model": "m", "mode": "train", "variant": "jaxcnn jit", "dtype": "float32", "batch": 8,
+           "images_per_s": 30.0, "spread": 0.1, "ms_per_step": 266.7, "compile_s": 2.0, "tflop_s": 0.01, "mfu": 0.25,
+           "program_bytes": 2**20, "device_peak_bytes": None}
+    result = {"rows": [row], "torch": {"rows": torch_rows[:2]}, "ratios": report.ratios([row], torch_rows)}
+    lines = report.table(result).splitlines()
+    assert len(lines) == 5 and "jaxcnn jit float32" in lines[2] and "25.0%" in lines[2]
+    assert lines[3].split()[:2] == ["torch", "eager"] and lines[3].endswith("1.50x")
+    assert "error: no compiler" in lines[4]
+
+
+def test_default_batch_is_sized_for_the_device():
+    tiny_model.register()
+    import types
+
+    cpu = measure.devices_for(1)
+    assert measure.default_batch("resnet18", 224, cpu) == 32     # 1.8 GFLOP/image: ~64 GFLOP per batch
+    assert measure.default_batch("tiny_cnn", None, cpu) == measure.CPU_MAX_BATCH
+    assert measure.default_batch("resnet18", 224, measure.devices_for(3)) == 33  # a multiple of the devices
+    gpus = [types.SimpleNamespace(platform="gpu")] * 2
+    assert measure.default_batch("resnet18", 224, gpus) == 2 * measure.ACCELERATOR_BATCH
+
+
+def test_torch_plan_says_why_the_torch_side_cannot_run(monkeypatch, tmp_path):
+    import types
+
+    from jaxcnn.bench import machine, runner
+
+    tpu = [types.SimpleNamespace(platform="tpu")]
+    assert "JAX runs on tpu" in runner.torch_plan(runner.Options(["m"], vs_torch=True), tpu)[2]
+    monkeypatch.setattr(machine, "bf16_native", lambda: False)
+    cpu = measure.devices_for(1)
+    assert "emulated" in runner.torch_plan(runner.Options(["m"], dtype="bfloat16"), cpu)[2]
+    missing = str(tmp_path / "python")
+    assert runner.torch_plan(runner.Options(["m"], torch_python=missing), cpu) == (
+        None, None, f"{missing} is not an executable file")
+    monkeypatch.setattr(torch_side, "unavailable", lambda python: None if python == "/env/python" else "no torch")
+    monkeypatch.setenv(torch_side.TORCH_PYTHON_ENV, "/env/python")
+    assert torch_side.find_python() == ("/env/python", None)               # this Python has none: the variable's
+    assert torch_side.find_python("/given/python") == (None, "no torch")    # a given Python is the one checked

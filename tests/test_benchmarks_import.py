@@ -1,5 +1,6 @@
 """The benchmarks package: every module imports without torch and without running anything, the harness
-names and fills its results, and two CPU probes run end to end at the smallest sizes."""
+names and fills its results, two CPU probes run end to end at the smallest sizes, and the GPU check's
+train-step agreement tells the same step from a different one."""
 
 import importlib
 import json
@@ -85,3 +86,29 @@ def test_pool_layers_probe_writes_its_result(tmp_path):
     (row,) = _result(out)["rows"]
     assert row["pool"] == "alexnet pool2" and row["shape"] == [1, 27, 27, 192]
     assert all(row[f"{k} ms"] > 0 for k in pool_layers.LOWERINGS)
+
+
+def test_train_agreement_passes_the_same_step_and_fails_a_different_one():
+    """The GPU check's train-step comparison: its dry run (the CPU's default mode against the reference) is
+    within the tolerance, and a step on other labels from the same weights is not."""
+    import jax
+    import numpy as np
+
+    from benchmarks import train_agreement
+    from jaxcnn.models import create_model
+    from jaxcnn.training.optimizer import make_optimizer
+    from jaxcnn.training.state import create_train_state
+    from tests import tiny_model
+
+    tiny_model.register()
+    result = train_agreement.agreement("tiny_cnn", size=16, batch=4, dry_run=True)
+    (row,) = result["rows"]
+    assert result["ok"] and row["within"] and all(v <= row["tolerance"][k] for k, v in row["errors"].items())
+    tx = make_optimizer(train_agreement.optimizer(), 1000, 100_000)
+    state = jax.device_get(create_train_state(create_model("tiny_cnn"), tx, (16, 16, 3), seed=0))
+    images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3)).astype(np.uint8)
+    cpu = jax.devices("cpu")[0]
+    steps = [train_agreement.one_step("tiny_cnn", cpu, state, {"image": images, "label": np.array(labels, np.int32)},
+                                      16, mode="reference") for labels in ([0, 1, 2, 3], [3, 2, 1, 0])]
+    errors = train_agreement.compare(*steps)
+    assert errors["loss"] > 1e-3 and errors["update"] > train_agreement.TOLERANCE["update"]

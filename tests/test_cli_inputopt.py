@@ -100,3 +100,16 @@ def test_explain_top_patches_filters_and_bad_input(weights, tmp_path, capsys):
     assert "stride must be > 0" in capsys.readouterr().err
     assert main(["explain", photo, *common, "--method", "guided", "--layer", "fc9"]) == 2
     assert "no layer 'fc9'; valid: block0, block1, pre_logits" in capsys.readouterr().err
+
+
+def test_explain_grad_cam(weights, tmp_path, capsys):
+    path, photo = weights
+    common = [photo, "--model", "tiny_cnn", "--weights", path, "--size", str(SIZE), "--out", str(tmp_path)]
+    assert main(["explain", *common, "--method", "gradcam"]) == 0
+    assert "gradcam at block1 (the last spatial layer" in capsys.readouterr().out
+    assert np.load(tmp_path / "seven_gradcam.npy").shape == (SIZE // 4, SIZE // 4)      # block1's resolution
+    assert main(["explain", *common, "--method", "guidedgradcam", "--layer", "block0"]) == 0
+    assert np.load(tmp_path / "seven_guidedgradcam.npy").shape == (SIZE, SIZE, 3)
+    assert _png(tmp_path / "seven_guidedgradcam.png").shape == (SIZE, SIZE, 3)
+    assert main(["explain", *common, "--method", "gradcam", "--layer", "pre_logits"]) == 2
+    assert "Grad-CAM needs a spatial (B, h, w, C) layer; pre_logits is (1, 16)" in capsys.readouterr().err

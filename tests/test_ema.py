@@ -121,20 +121,59 @@ def _final_leaves(workdir):
     return jax.tree_util.tree_leaves(jax.device_get((state.params, state.ema)))
 
 
-def test_run_with_ema_and_mixup_logs_ema_eval_and_resumes_bit_exact(tmp_path):
+@pytest.fixture(scope="module")
+def ema_run(tmp_path_factory):
+    """A tiny digits run with EMA and mixup/cutmix: (its config, ``train``'s result)."""
     register()
     opts = ["ema_decay=0.9", "ema_every=2", "ema_warmup='tf'", "mixup_alpha=0.2", "cutmix_alpha=1.0",
             "epochs=0.3", "log_every_steps=4"]
-    full = load_config(RECIPE).with_overrides([f"workdir={tmp_path / 'full'}", *opts])
-    result = train(full, progress=False)
+    full = load_config(RECIPE).with_overrides([f"workdir={tmp_path_factory.mktemp('ema') / 'full'}", *opts])
+    return full, train(full, progress=False)
+
+
+def test_run_with_ema_and_mixup_logs_ema_eval_and_resumes_bit_exact(tmp_path, ema_run):
+    full, result = ema_run
     assert {"top1", "ema_top1", "ema_loss"} <= set(result["eval"])
-    rows = read_rows(os.path.join(str(tmp_path / "full"), "metrics.jsonl"))
+    rows = read_rows(os.path.join(full.workdir, "metrics.jsonl"))
     assert any("eval/ema_top1" in r for r in rows) and any("train/loss" in r for r in rows)
     # stopped after 8 steps (a checkpoint at 8), then resumed to the end
     part = full.with_overrides([f"workdir={tmp_path / 'part'}", "max_steps=8"])
     train(part, progress=False)
     train(part.with_overrides(["max_steps=None"]), progress=False, reuse="resume")
-    a, b = _final_leaves(str(tmp_path / "full")), _final_leaves(str(tmp_path / "part"))
+    a, b = _final_leaves(full.workdir), _final_leaves(str(tmp_path / "part"))
     assert len(a) == len(b) > 0
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+
+
+def test_the_average_is_selectable_for_eval_export_and_checkpoint_commands(tmp_path, capsys, ema_run):
+    """``restore_run(ema=True)``, ``jaxcnn eval --ema``, ``jaxcnn export --ema`` and ``--checkpoint RUN --ema`` give
+    the run's average; ``--ema`` without a run is a one-line error."""
+    from jaxcnn.cli.main import main as cli_main
+    from jaxcnn.training.evaluation import restore_run
+    from jaxcnn.weights import load_pretrained
+
+    cfg, result = ema_run
+    run = cfg.workdir
+    state = jax.device_get(result["data_parallel"].unreplicate(result["state"]))
+    _, _, raw = restore_run(run)
+    _, _, avg = restore_run(run, ema=True)
+    for got, want in ((raw, variables_of(state)), (avg, variables_of(state, ema=True))):
+        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(raw["params"]["fc"]["kernel"]), np.asarray(avg["params"]["fc"]["kernel"]))
+
+    out = str(tmp_path / "avg.safetensors")
+    assert cli_main(["export", run, out, "--ema"]) == 0
+    _, loaded = load_pretrained("tiny_cnn", out, dropout_rate=0.1)
+    assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(avg)
+    for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(avg)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    capsys.readouterr()
+    assert cli_main(["eval", run, "--ema", "--no-progress"]) == 0
+    assert f"{100 * result['eval']['ema_top1']:.2f}%" in capsys.readouterr().out
+    assert cli_main(["predict", "--model", "tiny_cnn", "--ema"]) == 2
+    assert cli_main(["eval", "--model", "tiny_cnn", "--weights", out, "--ema", "--dataset", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert "--ema selects a run's weight average: it needs --checkpoint" in err and "give run directories" in err

@@ -2,8 +2,8 @@
 
 What the input-optimisation code (attacks, DeepDream, attributions) differentiates through. One
 test over the families, each at the small input its own test file uses (AlexNet 64 px, VGG 37x45,
-ResNet and SqueezeNet 64, GoogLeNet 64, Inception-v3 its minimum 75). The weights are drawn here
-with NumPy from the variables' shapes (``jax.eval_shape``), so no initialisation is compiled, and
+ResNet and SqueezeNet 64, GoogLeNet and the paper's GoogLeNet 64, Inception-v3 its minimum 75). The weights are
+drawn here with NumPy from the variables' shapes (``jax.eval_shape``), so no initialisation is compiled, and
 they are an argument of the compiled gradient rather than constants folded into it.
 """
 
@@ -23,6 +23,7 @@ CASES = [
     ("vgg11_bn", (37, 45)), ("resnet18", (64, 64)), ("squeezenet1_1", (64, 64)),
     pytest.param("googlenet", (64, 64), marks=pytest.mark.slow),
     pytest.param("inception_v3", (75, 75), marks=pytest.mark.slow),
+    pytest.param("inception_v1", (64, 64), marks=pytest.mark.slow),
 ]
 
 

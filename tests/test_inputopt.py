@@ -43,6 +43,10 @@ def _all_objectives(rng):
         "l2": O.l2(),
         "blur": O.blur(),
         "sum": 2.0 * O.class_logit(0) - 0.5 * O.layer_l2("f") + O.total_variation() * 3,
+        # lucid's algebra in one case (each case differentiates its own program)
+        "lucid_algebra": O.channel_interpolate("f", 1, "g", 3) - 0.5 * O.diversity("f") + O.alignment("g")
+        + O.direction("f", rng.normal(size=5), cossim_pow=2)
+        * O.direction_neuron("f", rng.normal(size=(b, 5)), y=1, x=4) / (O.layer_l2("g") + 1.0),
     }
 
 
@@ -52,8 +56,8 @@ def test_objective_gradient_matches_finite_differences_in_float64(name):
     obj = _all_objectives(rng)[name]
     with jax.enable_x64(True):
         x = jnp.asarray(rng.uniform(0.2, 0.8, size=(2, 6, 6, 3)), jnp.float64)
-        f = lambda x: jnp.sum(obj(_toy_ctx(x)))
-        grad = jax.grad(f)(x)
+        f = jax.jit(lambda x: jnp.sum(obj(_toy_ctx(x))))      # one compile each, not one per operation
+        grad = jax.jit(jax.grad(f))(x)
         assert grad.dtype == jnp.float64
         for _ in range(3):
             d = jnp.asarray(rng.normal(size=x.shape), jnp.float64)

@@ -32,13 +32,14 @@ def np_mixup_target(labels, num_classes, lam, smoothing):
 
 def test_cutmix_box_and_corrected_lambda_match_timm():
     rng = np.random.default_rng(0)
-    for _ in range(200):
-        h, w = int(rng.integers(5, 40)), int(rng.integers(5, 40))
-        lam, cy, cx = float(rng.uniform(0.01, 0.99)), int(rng.integers(0, h)), int(rng.integers(0, w))
-        box, want = np_rand_bbox(h, w, lam, cy, cx)
-        *got, corrected = cutmix_box(jnp.float32(lam), jnp.int32(cy), jnp.int32(cx), h, w)
-        assert tuple(int(v) for v in got) == tuple(int(v) for v in box), (h, w, lam, cy, cx)
-        assert float(corrected) == pytest.approx(want, abs=1e-6)
+    for h, w in ((5, 5), (7, 31), (16, 16), (24, 9), (39, 40), (32, 17)):   # one compiled program per image shape
+        lam = rng.uniform(0.01, 0.99, 40).astype(np.float32)
+        cy, cx = rng.integers(0, h, 40).astype(np.int32), rng.integers(0, w, 40).astype(np.int32)
+        *got, corrected = jax.jit(jax.vmap(lambda a, b, c: cutmix_box(a, b, c, h, w)))(lam, cy, cx)
+        for i in range(len(lam)):
+            box, want = np_rand_bbox(h, w, float(lam[i]), int(cy[i]), int(cx[i]))
+            assert tuple(int(v[i]) for v in got) == tuple(int(v) for v in box), (h, w, lam[i], cy[i], cx[i])
+            assert float(corrected[i]) == pytest.approx(want, abs=1e-6)
 
 
 @pytest.mark.parametrize("cut", [False, True])
@@ -75,7 +76,7 @@ def test_unmixed_batch_keeps_pixels_and_smooths_labels():
 
 def test_draw_rates_follow_the_probabilities():
     mix = MixConfig(mixup_alpha=0.2, cutmix_alpha=1.0, switch_prob=0.3, prob=0.8)
-    draws = jax.vmap(lambda k: mix_draws(k, mix, 16, 16))(jax.random.split(jax.random.key(0), 4000))
+    draws = jax.jit(jax.vmap(lambda k: mix_draws(k, mix, 16, 16)))(jax.random.split(jax.random.key(0), 4000))
     applied, cut, lam = (np.asarray(draws[k]) for k in ("apply", "cutmix", "lam"))
     assert applied.mean() == pytest.approx(0.8, abs=0.03)
     assert cut[applied].mean() == pytest.approx(0.3, abs=0.03)
@@ -85,7 +86,7 @@ def test_draw_rates_follow_the_probabilities():
     mixed = applied & ~cut
     assert lam[mixed].var() == pytest.approx(1 / 5.6, abs=0.02)
     keys = jax.random.split(jax.random.key(1), 50)
-    only_cut = jax.vmap(lambda k: mix_draws(k, MixConfig(cutmix_alpha=1.0), 8, 8))(keys)
+    only_cut = jax.jit(jax.vmap(lambda k: mix_draws(k, MixConfig(cutmix_alpha=1.0), 8, 8)))(keys)
     assert np.all(np.asarray(only_cut["cutmix"]))
 
 

@@ -51,6 +51,25 @@ def test_schedules():
     assert [float(warm(i)) for i in (0, 5, 10, 50)] == pytest.approx([0.0, 0.2, 0.4, 0.4])
 
 
+def test_poly_schedule_is_mlperfs():
+    """MLPerf's ResNet-50 LARS schedule (the reference's poly_rate_schedule): lr * step / warm-up steps, then
+    end + (lr - end) * (1 - (step - warm-up) / (total - warm-up + 1)) ** 2, written out in float64."""
+    cfg = OptimizerConfig(learning_rate=10.5, schedule="poly", warmup_epochs=2, end_learning_rate=1e-4)
+    per_epoch, total = 25, 37 * 25
+    s = learning_rate_schedule(cfg, per_epoch, total)
+    warm, decay = 2 * per_epoch, total - 2 * per_epoch + 1
+
+    def want(step):
+        if step <= warm:
+            return 10.5 * step / warm
+        return 1e-4 + (10.5 - 1e-4) * (1 - (step - warm) / decay) ** 2
+    steps = [0, 1, 25, 49, 50, 51, 300, 600, total - 1]
+    np.testing.assert_allclose([float(s(i)) for i in steps], [want(i) for i in steps], rtol=2e-6, atol=1e-7)
+    cubic = learning_rate_schedule(OptimizerConfig(learning_rate=1.0, schedule="poly", poly_power=3.0,
+                                                   end_learning_rate=0.0), 10, 100)
+    assert float(cubic(50)) == pytest.approx((1 - 50 / 101) ** 3, rel=1e-6)
+
+
 def test_plateau_control_divides_by_ten_after_patience():
     tx = make_optimizer(OptimizerConfig(schedule="plateau", learning_rate=0.1, weight_decay=0.0), 10, 100)
     opt = tx.init(PARAMS)
@@ -68,8 +87,8 @@ def test_plateau_control_divides_by_ten_after_patience():
 
 
 def test_bad_config_is_one_line():
-    with pytest.raises(ValueError, match="unknown schedule 'poly'; valid: constant, step, cosine, plateau"):
-        OptimizerConfig(schedule="poly")
+    with pytest.raises(ValueError, match="unknown schedule 'linear'; valid: constant, step, cosine, poly, plateau"):
+        OptimizerConfig(schedule="linear")
     with pytest.raises(ValueError, match="learning_rate must be > 0"):
         OptimizerConfig(learning_rate=0.0)
     with pytest.raises(ValueError, match="momentum in"):

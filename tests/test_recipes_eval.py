@@ -20,6 +20,7 @@ from jaxcnn.data.tfds_sources import TFDS_DATASETS
 from jaxcnn.data.transforms import make_eval_transform, make_train_transform
 from jaxcnn.training import TrainConfig, load_config, train
 from jaxcnn.training import evaluation
+from jaxcnn.training.config import eval_size
 from jaxcnn.training.optimizer import make_optimizer
 from jaxcnn.training.evaluation import eval_views, evaluate_runs, predict_probs, restore_run, ten_crops
 from tests.tiny_model import register
@@ -73,12 +74,12 @@ def test_recipe_is_valid(path):
     example = {"image": rng.integers(0, 256, (*hw, 3), dtype=np.uint8),
                **({"mask": rng.integers(0, classes, hw, dtype=np.uint8)} if masks else {"label": 1})}
     train_tf = make_train_transform(cfg.augment, cfg.image_size, **cfg.augment_options)
-    eval_tf = make_eval_transform(cfg.image_size, cfg.eval_transform)
-    for tf in (train_tf, eval_tf):
+    eval_tf = make_eval_transform(eval_size(cfg), cfg.eval_transform, **cfg.eval_options)
+    for tf, hw in ((train_tf, size), (eval_tf, (eval_size(cfg),) * 2 if cfg.eval_transform != "none" else size)):
         out = tf(example, np.random.default_rng(1))
-        assert out["image"].shape == (*size, 3) and out["image"].dtype == np.uint8, (tf, out["image"].shape)
+        assert out["image"].shape == (*hw, 3) and out["image"].dtype == np.uint8, (tf, out["image"].shape)
         if masks:
-            assert out["mask"].shape == size
+            assert out["mask"].shape == hw
 
     with open(path) as f:
         doc = f.read()
@@ -97,7 +98,7 @@ def test_overrides():
     assert cfg.workdir == "/tmp/x"
     with pytest.raises(ValueError, match="unknown config field 'epoch'; valid: .*epochs"):
         TrainConfig().with_overrides(["epoch=3"])
-    with pytest.raises(ValueError, match="unknown config field 'lr'; valid: learning_rate"):
+    with pytest.raises(ValueError, match="unknown config field 'lr'; valid: name, learning_rate"):
         TrainConfig().with_overrides(["optimizer.lr=3"])
     with pytest.raises(ValueError, match="not key=value"):
         TrainConfig().with_overrides(["epochs"])
@@ -157,7 +158,12 @@ def test_ten_crop_views_follow_the_runs_augmentation():
     (images, labels), = evaluation._scored_chunks(src, v)
     assert images.shape == (len(src), 18, 18, 3) and np.array_equal(labels, src.labels)
     assert v.of(images[:3]).shape == (10, 3, 16, 16, 3)
-    assert eval_views(alexnet).description == "center crop"
+    assert eval_views(alexnet).description == "shorter side 256, center crop 224"
+    # torchvision's current recipes: train at 176, evaluate a 224 crop of the image resized to 232
+    fixres = dataclasses.replace(alexnet, image_size=176, eval_image_size=224, eval_options={"resize": 232})
+    assert eval_views(fixres).description == "shorter side 232, center crop 224"
+    photo = {"image": np.zeros((300, 400, 3), np.uint8), "label": 0}
+    assert eval_views(fixres).base(photo, None)["image"].shape == (224, 224, 3)
 
 
 def test_ensemble_averages_member_probabilities(tmp_path):

@@ -8,8 +8,8 @@ import jaxcnn
 
 EXPECTED = {
     "alexnet", "alexnet_twotower", "zfnet", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn",
-    "vgg19_bn", "googlenet", "inception_v3", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "fcn32s", "fcn16s", "fcn8s", "fcn_resnet50", "fcn_resnet101", "squeezenet1_0", "squeezenet1_1",
+    "vgg19_bn", "googlenet", "inception_v1", "inception_v3", "resnet18", "resnet34", "resnet50", "resnet101",
+    "resnet152", "fcn32s", "fcn16s", "fcn8s", "fcn_resnet50", "fcn_resnet101", "squeezenet1_0", "squeezenet1_1",
     "densenet121", "densenet161",
 }
 

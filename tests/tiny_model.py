@@ -33,9 +33,38 @@ class TinyCNN(nn.Module):
         return logits.astype(jnp.float32), feats
 
 
+class SmallCNN(nn.Module):
+    """Three blocks of two 3x3 conv-BN-ReLU (16, 32, 64 channels) and a max pool, global average, dense: enough
+    capacity for digits under heavy augmentation (mixup, TrivialAugment), small enough to train in seconds."""
+
+    num_classes: int = 10
+    dropout_rate: float = 0.0
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = layers.check_images(x, model="SmallCNN").astype(self.dtype)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        feats = {}
+        for i, ch in enumerate((16, 32, 64)):
+            for j in range(2):
+                x = layers.conv(ch, 3, padding=1, bias=False, name=f"conv{i}_{j}", **kw)(x)
+                x = nn.relu(layers.batch_norm(train, name=f"bn{i}_{j}", axis_name=self.bn_axis_name)(x))
+                x = x.astype(self.dtype)
+            x = feats[f"block{i}"] = layers.max_pool(x, 2, 2)
+        x = feats["pre_logits"] = jnp.mean(x, axis=(1, 2))
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        logits = nn.Dense(self.num_classes, name="fc", **kw)(x)
+        return logits.astype(jnp.float32), feats
+
+
 def register():
     if "tiny_cnn" not in registry._REGISTRY:
         registry.register("tiny_cnn", TinyCNN, family="tiny", resolution=16)
+    if "small_cnn" not in registry._REGISTRY:
+        registry.register("small_cnn", SmallCNN, family="tiny", resolution=16)
 
 
 class TinyFCN(nn.Module):

@@ -6,7 +6,8 @@ and compiled by the placement (``jaxcnn.parallel.placement``: the state replicat
 batch sharded along ``"data"``, or ``pmap``). Inference is the task's eval step (the forward in eval
 mode and its sums), compiled the same way. Both read uint8 images as the loader ships them, put on
 the devices once by ``placement.put_batch``: what is timed is the step, the input pipeline is
-``jaxcnn.bench.pipeline``'s.
+``jaxcnn.bench.pipeline``'s. ``prepare`` gives the compiled step as a ``Case`` to callers that time
+it their own way (``benchmarks/models_vs_torch.py`` alternates cases); ``measure`` times it here.
 
 Memory: the compiled program's own analysis (arguments + outputs + temporaries - donated aliases,
 per device), checked against a limit before anything runs (``memory_limit``: the device's
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import math
 import os
 import time
 from typing import Any
@@ -31,7 +33,7 @@ import jax
 import numpy as np
 
 from jaxcnn.bench import peak as peaks
-from jaxcnn.bench.timing import throughput, time_block
+from jaxcnn.bench.timing import auto_steps, throughput, time_block
 from jaxcnn.model_stats import count_flops
 from jaxcnn.models import create_model, model_info, model_options
 from jaxcnn.parallel import placement as placements
@@ -42,8 +44,10 @@ from jaxcnn.training.tasks import task_for
 
 MODES = ("infer", "train")
 TRAIN_FLOP_FACTOR = 3
-STEP_TARGET_S = 0.5      # a timed block of steps lasts about this long (--steps auto)
-MAX_STEPS = 50
+PROFILE_STEPS = 3        # steps in a --profile trace
+ACCELERATOR_BATCH = 256  # default batch per GPU or TPU (timm's benchmark.py uses 256 too)
+CPU_BATCH_GFLOP = 128    # default CPU batch: about this many GFLOP of forward per batch (ResNet-50: 16)
+CPU_MAX_BATCH = 64
 
 
 class OutOfMemory(RuntimeError):
@@ -85,6 +89,20 @@ def devices_for(n: int | None) -> list:
     if not 1 <= n <= len(devices):
         raise ValueError(f"--devices {n}: JAX sees {len(devices)} device(s) ({devices[0].platform})")
     return devices[:n]
+
+
+def default_batch(name: str, size: int | None, devices: list) -> int:
+    """The global batch ``jaxcnn bench`` uses when none is given: ``ACCELERATOR_BATCH`` per device on GPUs and
+    TPUs; on the CPU the power of two nearest ``CPU_BATCH_GFLOP`` of forward FLOPs per batch (1 to
+    ``CPU_MAX_BATCH``), rounded up to a multiple of the devices. Too large a batch is halved by
+    ``measure_with_retry``."""
+    n = len(devices)
+    if devices[0].platform != "cpu":
+        return ACCELERATOR_BATCH * n
+    flops = count_flops(create_model(name), size or model_info(name).resolution)
+    per = 2 ** round(math.log2(max(1.0, CPU_BATCH_GFLOP * 1e9 / max(flops, 1))))
+    per = min(per, CPU_MAX_BATCH)
+    return -(-per // n) * n
 
 
 def is_resource_exhausted(err: BaseException) -> bool:
@@ -131,7 +149,7 @@ class SyntheticSource:
     num_classes: int
 
 
-def _num_classes(model) -> int:
+def num_classes(model) -> int:
     return int(getattr(model, "num_classes", 1000))
 
 
@@ -141,9 +159,40 @@ def _check_fits(needed: int | None, limit: int | None, batch: int) -> None:
                           f"{limit / 2**20:.1f} MiB")
 
 
-def measure(setup: Setup, peak: dict | None = None) -> dict:
-    """One row: throughput, compile time, memory, FLOP/s and MFU of ``setup`` (``peak``: ``peak.run_peak``'s,
-    measured when not given). ``OutOfMemory`` when the program does not fit."""
+class Case:
+    """One setup's compiled step, ready to time: ``step()`` runs one step (the train step carries its donated
+    state along) and returns its outputs; ``close()`` frees the device buffers (an out-of-memory retry needs
+    them gone). ``prepare`` builds it."""
+
+    def __init__(self, setup: Setup, model, size: int, devices: list, compiled, box: dict, batch, compile_s: float,
+                 program_bytes: int | None, memory_limit: int | None):
+        self.setup, self.model, self.size, self.devices = setup, model, size, devices
+        self.compile_s, self.program_bytes, self.memory_limit = compile_s, program_bytes, memory_limit
+        self._compiled, self._box, self._batch = compiled, box, batch
+
+    def step(self):
+        box = self._box
+        if self.setup.mode == "train":
+            box["state"], metrics = self._compiled(box["state"], self._batch)
+            return metrics
+        return self._compiled(box["state"].variables, self._batch)
+
+    @property
+    def variables(self):
+        """The model's variables as the case holds them (on its devices)."""
+        return self._box["state"].variables
+
+    def flop_per_image(self) -> int:
+        return count_flops(self.model, self.size)
+
+    def close(self) -> None:
+        self._box.clear()
+        self._batch = self._compiled = None
+
+
+def prepare(setup: Setup) -> Case:
+    """``setup``'s model, state and batch on its devices and its step compiled by the placement, checked against
+    the memory limit; ``OutOfMemory`` when it does not fit (nothing is left on the devices then)."""
     info, model = _model(setup)
     devices = devices_for(setup.devices)
     size = setup.size or info.resolution
@@ -155,14 +204,13 @@ def measure(setup: Setup, peak: dict | None = None) -> dict:
     tx = make_optimizer(cfg.optimizer, steps_per_epoch=1000, total_steps=100_000)
     net = dp.step_model(model)
     limit = setup.memory_limit if setup.memory_limit is not None else device_memory(devices[0])["limit"]
-    host_state = create_train_state(model, tx, (size, size, 3), seed=0)
-    state = dp.put_state(host_state)
-    del host_state
-    source = SyntheticSource(_num_classes(model))
-    batch = dp.put_batch(_batch(info.task, setup.batch, size, source.num_classes))
-    box: dict[str, Any] = {"state": state}
-    del state
+    box: dict[str, Any] = {}
     try:
+        host_state = create_train_state(model, tx, (size, size, 3), seed=0)
+        box["state"] = dp.put_state(host_state)
+        del host_state
+        source = SyntheticSource(num_classes(model))
+        batch = dp.put_batch(_batch(info.task, setup.batch, size, source.num_classes))
         t0 = time.perf_counter()
         if setup.mode == "train":
             fn = dp.compile_train_step(task.train_step(net, tx, cfg, dp.axis_name, source), box["state"])
@@ -173,55 +221,56 @@ def measure(setup: Setup, peak: dict | None = None) -> dict:
         compile_s = time.perf_counter() - t0
         needed = program_bytes(compiled)
         _check_fits(needed, limit, setup.batch)
-
-        if setup.mode == "train":
-            def step():
-                box["state"], metrics = compiled(box["state"], batch)
-                return metrics
-        else:
-            def step():
-                return compiled(box["state"].variables, batch)
-
-        sync = jax.block_until_ready
-        t = time.perf_counter()
-        sync(step())
-        first_s = time.perf_counter() - t
-        steps = setup.steps
-        if steps is None:
-            t = time.perf_counter()
-            sync(step())
-            steps = int(min(MAX_STEPS, max(1, round(STEP_TARGET_S / max(time.perf_counter() - t, 1e-6)))))
-        timing = time_block(step, sync, steps=steps, repeats=setup.repeats, warmup=max(setup.warmup - 1, 0))
-        trace = None
-        if setup.profile_dir:
-            trace = os.path.join(setup.profile_dir, f"{setup.model}-{setup.mode}-{setup.dtype}")
-            with jax.profiler.trace(trace):
-                for _ in range(3):
-                    out = step()
-                sync(out)
     except Exception as err:
+        box.clear()
         if isinstance(err, OutOfMemory):
             raise
         if is_resource_exhausted(err):
             raise OutOfMemory(f"batch {setup.batch}: {str(err).splitlines()[0][:200]}") from None
         raise
-    finally:    # the device buffers go with the box (an out-of-memory retry needs them freed)
-        box.clear()
-    flop_per_image = count_flops(model, size)
+    return Case(setup, model, size, devices, compiled, box, batch, compile_s, needed, limit)
+
+
+def measure(setup: Setup, peak: dict | None = None) -> dict:
+    """One row: throughput, compile time, memory, FLOP/s and MFU of ``setup`` (``peak``: ``peak.run_peak``'s,
+    measured when not given). ``OutOfMemory`` when the program does not fit."""
+    case = prepare(setup)
+    sync = jax.block_until_ready
+    try:
+        t = time.perf_counter()
+        sync(case.step())
+        first_s = time.perf_counter() - t
+        steps = setup.steps or auto_steps(case.step, sync)
+        timing = time_block(case.step, sync, steps=steps, repeats=setup.repeats, warmup=max(setup.warmup - 1, 0))
+        trace = None
+        if setup.profile_dir:
+            trace = os.path.join(setup.profile_dir, f"{setup.model}-{setup.mode}-{setup.dtype}")
+            with jax.profiler.trace(trace):
+                for _ in range(PROFILE_STEPS):
+                    out = case.step()
+                sync(out)
+    except Exception as err:
+        if is_resource_exhausted(err):
+            raise OutOfMemory(f"batch {setup.batch}: {str(err).splitlines()[0][:200]}") from None
+        raise
+    finally:    # the device buffers go (an out-of-memory retry needs them freed)
+        case.close()
+    flop_per_image = case.flop_per_image()
     factor = TRAIN_FLOP_FACTOR if setup.mode == "train" else 1
     speed = throughput(setup.batch, timing)
     flop_s = factor * flop_per_image * speed["images_per_s"]
-    peak = peak or peaks.run_peak(setup.dtype, devices)
-    mem = device_memory(devices[0])
+    peak = peak or peaks.run_peak(setup.dtype, case.devices)
+    mem = device_memory(case.devices[0])
+    device = case.devices[0]
     return {"framework": "jaxcnn", "variant": f"jaxcnn {setup.strategy}", "model": setup.model, "mode": setup.mode,
-            "batch": setup.batch, "size": size, "dtype": setup.dtype, "strategy": setup.strategy,
-            "devices": len(devices), "backend": devices[0].platform, "device_kind": devices[0].device_kind,
-            **speed, "steps": steps, "repeats": setup.repeats, "compile_s": compile_s,
+            "batch": setup.batch, "size": case.size, "dtype": setup.dtype, "strategy": setup.strategy,
+            "devices": len(case.devices), "backend": device.platform, "device_kind": device.device_kind,
+            **speed, "steps": steps, "repeats": setup.repeats, "compile_s": case.compile_s,
             "first_step_s": first_s, "flop_per_image": flop_per_image,
             "flop_convention": "2 x MACs of conv/dense, forward" + (", train = 3 x forward" if factor == 3 else ""),
             "tflop_s": flop_s / 1e12, "peak_tflop_s": peak["flop_s"] / 1e12, "peak_dtype": peak["dtype"],
-            "mfu": flop_s / peak["flop_s"], "program_bytes": needed, "memory_limit_bytes": limit,
-            "device_peak_bytes": mem["peak"], "trace": trace}
+            "mfu": flop_s / peak["flop_s"], "program_bytes": case.program_bytes,
+            "memory_limit_bytes": case.memory_limit, "device_peak_bytes": mem["peak"], "trace": trace}
 
 
 def _smaller(batch: int, multiple: int) -> int:

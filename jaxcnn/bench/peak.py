@@ -3,8 +3,8 @@
 The figure MFU is taken against. It is measured rather than read off a datasheet because what a
 model can reach is what the device's own matrix unit reaches through XLA (clock limits, a shared
 host, emulated bfloat16 on a CPU without it). One measurement per (backend, device kind, dtype, jax
-version) is cached in ``peak_flops.json`` under the user's cache directory (``$JAXCNN_CACHE_DIR``,
-else ``$XDG_CACHE_HOME/jaxcnn``, else ``~/.cache/jaxcnn``).
+version) is cached in ``peak_flops.json`` under jaxcnn's cache directory (``$JAXCNN_CACHE``, else
+``~/.cache/jaxcnn``, as for the compilation cache).
 
 On the CPU the simulated or real devices share the same cores, so the peak is the host's, once; on
 accelerators it is one device's, times the devices a run uses. On a CPU without native bfloat16
@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn import cpu
+from jaxcnn.bench.machine import bf16_native
 
 CACHE_FILE = "peak_flops.json"
 SIZE = {"cpu": 2048}      # the product's side; 8192 elsewhere (a few ms per product on a GPU)
@@ -31,22 +32,10 @@ def cache_dir() -> str:
     return os.environ.get("JAXCNN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "jaxcnn")
 
 
-def cpu_bf16_native() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX-BF16)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return bool({"avx512_bf16", "amx_bf16"} & set(line.split(":", 1)[1].split()))
-    except OSError:
-        pass
-    return False
-
-
 def peak_dtype(dtype: str, backend: str | None = None) -> str:
     """The dtype whose product the peak of a ``dtype`` run is measured with (float32 for emulated bfloat16)."""
     backend = backend or jax.default_backend()
-    return "float32" if backend == "cpu" and dtype == "bfloat16" and not cpu_bf16_native() else dtype
+    return "float32" if backend == "cpu" and dtype == "bfloat16" and not bf16_native() else dtype
 
 
 @cpu.jit

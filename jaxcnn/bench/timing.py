@@ -38,6 +38,18 @@ class Timing:
         return {"median_s": self.median, "best_s": self.best, "spread": self.spread, "runs_s": list(self.runs)}
 
 
+STEP_TARGET_S = 0.5      # a timed block of steps lasts about this long when its steps are not given
+MAX_STEPS = 50
+
+
+def auto_steps(step: Callable[[], object], sync: Callable[[object], object], target_s: float = STEP_TARGET_S,
+               max_steps: int = MAX_STEPS) -> int:
+    """Steps per timed block so that one lasts about ``target_s``, from one timed call (1 to ``max_steps``)."""
+    t = time.perf_counter()
+    sync(step())
+    return int(min(max_steps, max(1, round(target_s / max(time.perf_counter() - t, 1e-6)))))
+
+
 def time_block(step: Callable[[], object], sync: Callable[[object], object], *, steps: int, repeats: int,
                warmup: int = 1) -> Timing:
     """``warmup`` untimed steps, then ``repeats`` timed blocks of ``steps`` calls of ``step``, each block ended

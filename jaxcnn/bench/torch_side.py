@@ -23,6 +23,8 @@ the step; training is cross-entropy (plus the auxiliary heads of GoogLeNet at 0.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import math
 import os
@@ -31,10 +33,22 @@ import sys
 import time
 import traceback
 
-if __package__:
-    from jaxcnn.bench import timing
-else:   # run as a file: this folder is sys.path[0]
-    import timing
+
+def standalone(name: str):
+    """This folder's module ``name`` (one that needs only the standard library) loaded from its file as
+    ``_jaxcnn_bench_<name>``, for a Python without JAX, where the jaxcnn package cannot import: this file run
+    as a script, or loaded by path by ``benchmarks/harness.py`` in a PyTorch worker."""
+    key = f"_jaxcnn_bench_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                        f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module      # before running it: its dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
+timing = importlib.import_module("jaxcnn.bench.timing") if __package__ else standalone("timing")
 
 MARK = "@@torch "
 TORCH_PYTHON_ENV = "JAXCNN_TORCH_PYTHON"
@@ -110,12 +124,7 @@ def _time(call, sync, spec: dict) -> tuple[timing.Timing, int, float]:
     call()
     sync()
     first = time.perf_counter() - t
-    steps = spec.get("steps")
-    if not steps:
-        t = time.perf_counter()
-        call()
-        sync()
-        steps = int(min(50, max(1, round(0.5 / max(time.perf_counter() - t, 1e-6)))))
+    steps = spec.get("steps") or timing.auto_steps(call, lambda _: sync())
     result = timing.time_block(call, lambda _: sync(), steps=steps, repeats=int(spec.get("repeats", 5)),
                                warmup=max(int(spec.get("warmup", 2)) - 1, 0))
     return result, steps, first
@@ -161,9 +170,22 @@ def run(spec: dict) -> dict:
             "threads": torch.get_num_threads(), "rows": rows}
 
 
-def python_for(option: str | None = None) -> str:
-    """The Python to run this file in: ``option`` (``--torch-python``), else ``$JAXCNN_TORCH_PYTHON``, else this one."""
-    return option or os.environ.get(TORCH_PYTHON_ENV) or sys.executable
+def find_python(option: str | None = None) -> tuple[str | None, str | None]:
+    """``(python, None)``: the Python to run this file in, or ``(None, why)`` when none can. ``option``
+    (``--torch-python``) when given, else this Python if torch and torchvision import in it, else
+    ``$JAXCNN_TORCH_PYTHON``."""
+    if option:
+        reason = unavailable(option)
+        return (None, reason) if reason else (option, None)
+    here = unavailable(sys.executable)
+    if here is None:
+        return sys.executable, None
+    chosen = os.environ.get(TORCH_PYTHON_ENV)
+    if chosen:
+        reason = unavailable(chosen)
+        return (None, f"{reason} (${TORCH_PYTHON_ENV})") if reason else (chosen, None)
+    return None, (f"torch and torchvision do not import in {sys.executable}: give --torch-python PATH "
+                  f"(a Python that has them) or set ${TORCH_PYTHON_ENV}")
 
 
 def unavailable(python: str) -> str | None:
@@ -179,13 +201,14 @@ def unavailable(python: str) -> str | None:
 
 def launch(python: str, spec: dict) -> dict:
     """``run(spec)`` in a child process of ``python``; a ``RuntimeError`` naming it when it fails."""
-    proc = subprocess.run([python, os.path.abspath(__file__)], input=json.dumps(spec), stdout=subprocess.PIPE,
+    proc = subprocess.run([python, os.path.abspath(__file__)], input=json.dumps(spec), capture_output=True,
                           text=True)
     for line in proc.stdout.splitlines():
         if line.startswith(MARK):
             return json.loads(line[len(MARK):])
+    tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
     raise RuntimeError(f"the PyTorch side ({python} {os.path.abspath(__file__)}) exited with code "
-                       f"{proc.returncode} and no result")
+                       f"{proc.returncode} and no result: {tail}")
 
 
 def main() -> None:

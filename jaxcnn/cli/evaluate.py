@@ -25,7 +25,9 @@ def _members(args: argparse.Namespace):
                          "or one before each --weights")
     if (args.size is not None or args.resize is not None) and not weights:
         raise ValueError("--size and --resize apply to --weights (a run is scored at its own size)")
-    members = [run_member(wd, args.ten_crop) for wd in args.workdirs]
+    if args.ema and not args.workdirs:
+        raise ValueError("--ema selects the runs' weight averages: give run directories")
+    members = [run_member(wd, args.ten_crop, args.ema) for wd in args.workdirs]
     for i, path in enumerate(weights):
         members.append(weights_member(models[i if len(models) > 1 else 0], path, size=args.size,
                                       resize=args.resize, ten_crop=args.ten_crop))
@@ -145,5 +147,7 @@ def add_commands(sub) -> None:
     p.add_argument("--ten-crop", action="store_true", help="average over AlexNet's 10 crops")
     p.add_argument("--data-workers", type=int, help="loader processes decoding the images (0: threads; default: "
                                                      "none on the CPU, else the cores but two)")
+    p.add_argument("--ema", action="store_true", help="score each run's weight average (EMA) instead of its raw "
+                                                      "weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)

@@ -1,4 +1,4 @@
-"""``jaxcnn explain``: attribution maps, deconvnet views, top patches and filter mosaics (PNG + raw .npy)."""
+"""``jaxcnn explain``: attribution maps, Grad-CAM, deconvnet views, top patches and filter mosaics (PNG + raw .npy)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 from jaxcnn.cli.loading import add_model_args, dataset_name, load_dataset, load_images, load_model
 
 GRADIENT_METHODS = ("saliency", "deconvnet", "guided", "ig", "smoothgrad")
+CAM_METHODS = ("gradcam", "guidedgradcam")
 
 
 def _unit_for(args, model, variables, image, label):
@@ -24,6 +25,18 @@ def _unit_for(args, model, variables, image, label):
     return O.neuron(args.layer, args.channel, y=int(y), x=int(x)), f"{args.layer}:{args.channel}@({y},{x})"
 
 
+def _grad_cam(args, model, variables, image, label):
+    """Grad-CAM (raw map at the layer's resolution) or guided Grad-CAM (H, W, 3), and the heat map to draw."""
+    from jaxcnn.inputopt import gradcam
+    from jaxcnn.inputopt import objectives as O
+    unit, x = O.class_logit(int(label)), image[None]
+    if args.method == "gradcam":
+        raw = gradcam.grad_cam(model, variables, x, unit, args.layer)[0]
+        return raw, gradcam.upsample(raw[None], image.shape[:2], "bilinear")[0]
+    raw = gradcam.guided_grad_cam(model, variables, x, unit, args.layer)[0]
+    return raw, np.abs(raw).max(axis=-1)
+
+
 def _explain_images(args, loaded) -> None:
     import jax
 
@@ -33,6 +46,10 @@ def _explain_images(args, loaded) -> None:
 
     model, variables, size = loaded.model, loaded.variables, loaded.size
     names, x = load_images(args.images, size)
+    if args.method in CAM_METHODS and args.layer is None:
+        from jaxcnn.inputopt.gradcam import default_layer
+        args.layer = default_layer(model, variables, x.shape)
+        print(f"{args.method} at {args.layer} (the last spatial layer; --layer picks another)")
     probs = np.asarray(jax.nn.softmax(clean_logits(model, variables, x)))
     tiles, captions = [], []
     for i, name in enumerate(names):
@@ -42,6 +59,9 @@ def _explain_images(args, loaded) -> None:
             raw = at.occlusion(model, variables, x[i], label, size=args.occluder, stride=args.stride, fill=args.fill)
             what = f"p({label}) occluded"
             heat = 1.0 - raw / max(probs[i, label], 1e-12)      # how much covering each place costs
+        elif args.method in CAM_METHODS:
+            raw, heat = _grad_cam(args, model, variables, x[i], label)
+            what = f"class {label} at {args.layer}"
         else:
             unit, what = _unit_for(args, model, variables, x[i], label)
             if args.method == "ig":
@@ -132,9 +152,10 @@ def add_commands(sub) -> None:
     add_model_args(p, "alexnet")
     p.add_argument("images", nargs="*", help="image files (default: scikit-image's sample photos)")
     p.add_argument("--method", default="occlusion",
-                   choices=["occlusion", *GRADIENT_METHODS, "top-patches", "filters"])
+                   choices=["occlusion", *GRADIENT_METHODS, *CAM_METHODS, "top-patches", "filters"])
     p.add_argument("--label", type=int, help="class to explain (default: the predicted class)")
-    p.add_argument("--layer", help="explain a unit of this layer instead of a class (with --channel)")
+    p.add_argument("--layer", help="gradient methods: explain a unit of this layer instead of a class (with "
+                   "--channel); gradcam, guidedgradcam: the layer of the map (default: the last spatial one)")
     p.add_argument("--channel", type=int, default=0)
     p.add_argument("--occluder", type=int, default=32, help="occluder side in pixels")
     p.add_argument("--stride", type=int, default=8)

@@ -8,7 +8,8 @@ weights, for commands that check their other input first):
   latest weights, its image size, and its data settings (``load_dataset`` reads the run's data set
   with its data directory and evaluation transform). ``--model`` may be left out; one that is not
   the run's model is an error, as is ``--weights`` beside ``--checkpoint``.
-- ``--weights FILE``: a torchvision state dict (.safetensors, .npz or .pth) for ``--model``.
+- ``--weights FILE``: a torchvision state dict (.safetensors, .npz or .pth; RobustBench's and the robustness
+  library's wrapped ones too) or an .onnx model (BVLC's GoogLeNet for inception_v1) for ``--model``.
 - neither: ``--model`` with random weights, with a note on stderr.
 
 The image size is ``image_size``'s: ``--size``, else the run's, else the command's own default
@@ -52,9 +53,12 @@ class LoadedModel:
 def add_model_args(p: argparse.ArgumentParser, default_model: str, *, size_help: str | None = None) -> None:
     """``--model``, ``--weights``, ``--checkpoint`` and ``--size`` on the sub-command parser ``p``."""
     p.add_argument("--model", help=f"registry name (default: {default_model}; with --checkpoint: the run's model)")
-    p.add_argument("--weights", help="torchvision state dict for --model: .safetensors, .npz or .pth")
+    p.add_argument("--weights", help="torchvision state dict for --model: .safetensors, .npz or .pth (RobustBench "
+                   "and robustness-library files too); .onnx for inception_v1 (BVLC's GoogLeNet)")
     p.add_argument("--checkpoint", help="a `jaxcnn train` run directory: its latest checkpoint, model, image size "
                                         "and data settings")
+    p.add_argument("--ema", action="store_true", help="with --checkpoint: the run's weight average (trained with "
+                                                       "ema_decay > 0) instead of its raw weights")
     p.add_argument("--size", type=int, help=size_help or "image size (default: the run's with --checkpoint, "
                                                          "else the model's native resolution)")
     p.set_defaults(default_model=default_model)
@@ -68,8 +72,9 @@ def image_size(args: argparse.Namespace, model_name: str, run=None, default: int
         if args.size <= 0:
             raise ValueError(f"--size must be > 0, got {args.size}")
         return args.size
-    if run is not None:
-        return int(run.image_size)
+    if run is not None:   # the size the run is evaluated at
+        from jaxcnn.training.config import eval_size
+        return int(eval_size(run))
     return default or model_info(model_name).resolution
 
 
@@ -107,6 +112,8 @@ def choose_model(args: argparse.Namespace, *, default_size: int | None = None,
         if args.weights:
             raise ValueError("give --weights or --checkpoint, not both")
         run = run_config(args.checkpoint)
+    elif getattr(args, "ema", False):
+        raise ValueError("--ema selects a run's weight average: it needs --checkpoint")
         if args.model and args.model != run.model:
             raise ValueError(f"--model {args.model} contradicts the checkpoint, a run of {run.model} "
                              f"({args.checkpoint}); leave --model out to use the run's")
@@ -144,11 +151,11 @@ def load_model(args: argparse.Namespace, *, default_size: int | None = None, tas
     if choice.run is not None:
         from jaxcnn.training.evaluation import restore_run
 
-        _, model, variables = restore_run(args.checkpoint)
+        _, model, variables = restore_run(args.checkpoint, ema=getattr(args, "ema", False))
         # host arrays, as --weights gives: committed to one device, they would clash with a batch that
         # the input-optimisation code shards over all devices
         variables = jax.device_get(variables)
-        origin = f"checkpoint {args.checkpoint}"
+        origin = f"checkpoint {args.checkpoint}" + (" (weight average)" if getattr(args, "ema", False) else "")
     elif args.weights:
         model, variables = load_pretrained(name, args.weights)
         origin = f"weights {args.weights}"

@@ -8,6 +8,8 @@
                                          torchvision twin
   jaxcnn predict [--model M] [--weights FILE | --checkpoint RUN] [IMAGE ...]
                                          top-5 classes of photos (default: scikit-image's sample photos)
+  jaxcnn export RUN OUT.safetensors [--ema]
+                                         a run's weights (or their average) as a torchvision state dict
   jaxcnn visualize | dream | invert | style ...      (jaxcnn/cli/dream.py)
   jaxcnn attack | fool | patch ...                     (jaxcnn/cli/attack.py)
   jaxcnn explain --method occlusion|saliency|deconvnet|guided|ig|smoothgrad|top-patches|filters
@@ -16,6 +18,8 @@
                                                        (jaxcnn/cli/fixture.py)
                                          input optimisation; each takes --model/--weights/--checkpoint
                                          (jaxcnn/cli/loading.py) and writes PNGs and a report under out/
+  jaxcnn bench [MODEL ...] [--mode infer|train|both] [--vs torch] ...  (jaxcnn/cli/bench.py)
+                                         throughput, MFU and memory of the training path, beside PyTorch
 
 Errors in what the user gave (unknown model, unreadable file, bad weights, a value of the wrong
 type, an output directory that cannot be written) are one line on stderr and exit status 2;
@@ -36,7 +40,7 @@ from jaxcnn.cli.loading import add_model_args
 from jaxcnn.cpu import host_memory
 
 # modules of jaxcnn.cli with an ``add_commands(subparsers)``
-COMMAND_MODULES = ("evaluate", "dream", "attack", "explain", "fixture")
+COMMAND_MODULES = ("evaluate", "dream", "attack", "explain", "bench", "fixture")
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
@@ -111,6 +115,23 @@ def _cmd_train(args: argparse.Namespace) -> None:
               f"plot:        {result.get('plot')}")
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    import jax
+
+    from jaxcnn.training.evaluation import restore_run
+    from jaxcnn.weights import to_torch_state_dict, write_state_dict
+
+    if os.path.splitext(args.path)[1].lower() not in (".safetensors", ".npz"):
+        raise ValueError(f"{args.path}: the export is written as .safetensors or .npz")
+    writable_dir(os.path.dirname(os.path.abspath(args.path)), "output directory")
+    cfg, _, variables = restore_run(args.workdir, ema=args.ema)
+    state = to_torch_state_dict(jax.device_get(variables))
+    write_state_dict(state, args.path)
+    print(f"{args.path}: {len(state)} tensors of the {cfg.model} run {args.workdir}"
+          f"{' (weight average)' if args.ema else ''}, torchvision's key names; read it with "
+          f"--model {cfg.model} --weights {args.path}")
+
+
 def writable_dir(path: str, what: str) -> None:
     """Creates ``path`` if needed and checks that a file can be written there, before any work is done."""
     try:
@@ -159,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
                                             "native resolution)")
     p.add_argument("--top", type=int, default=5)
     p.set_defaults(func=_cmd_predict)
+    p = sub.add_parser("export", help="a run's weights as a torchvision-style state dict (for --weights, PyTorch)")
+    p.add_argument("workdir", help="a `jaxcnn train` run directory")
+    p.add_argument("path", metavar="OUT", help="the file to write: .safetensors or .npz")
+    p.add_argument("--ema", action="store_true", help="the run's weight average instead of its raw weights")
+    p.set_defaults(func=_cmd_export)
     for name in COMMAND_MODULES:   # each adds its sub-commands
         importlib.import_module(f"jaxcnn.cli.{name}").add_commands(sub)
     return parser
@@ -177,6 +203,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # what a result records as its command
     try:
         if getattr(args, "out", None):
             writable_dir(args.out, "--out")

@@ -83,28 +83,48 @@ def num_classes(model, variables, image_shape: Sequence[int]) -> int:
 
 _CLASS_KINDS = ("class_logit", "class_logprob")
 _CHANNEL_KINDS = ("channel", "neuron")
+_DIRECTION_KINDS = ("direction", "direction_neuron")
+
+
+def _check_channels(layer: str, channels, shape) -> None:
+    c = np.asarray(channels)
+    if c.size and (c.min() < 0 or c.max() >= shape[-1]):
+        raise ValueError(f"channel {c.min()}..{c.max()} out of range for {layer}, which has {shape[-1]} channels")
+
+
+def _check_position(kind: str, layer: str, y, x, shape) -> None:
+    if len(shape) != 4:
+        return
+    for name, pos, n in (("y", y, shape[1]), ("x", x, shape[2])):
+        if pos is not None and not 0 <= pos < n:
+            raise ValueError(f"{kind} {name}={pos} out of range for {layer}, whose feature map "
+                             f"is {shape[1]}x{shape[2]}")
 
 
 def check_objective(objective, logits_shape, features: dict) -> None:
     """The objective against the model's shapes: unknown layers (listing the valid ones), class labels,
-    channels and neuron positions out of range fail with one line."""
+    channels, direction lengths and neuron positions out of range fail with one line."""
     for layer in objective.layers:
         if layer not in features:
             raise ValueError(f"the model has no layer {layer!r}; valid: {', '.join(features)}")
-    for t in objective.terms:
+    for t in objective.flat_terms():
         if t.kind in _CLASS_KINDS:
             check_classes(t.params, logits_shape[-1], "class label")
         elif t.kind in _CHANNEL_KINDS:
             layer, shape = t.static[0], features[t.static[0]].shape
-            c = np.asarray(t.params)
-            if c.size and (c.min() < 0 or c.max() >= shape[-1]):
-                raise ValueError(f"channel {c.min()}..{c.max()} out of range for {layer}, "
+            _check_channels(layer, t.params, shape)
+            if t.kind == "neuron":
+                _check_position("neuron", layer, t.static[1], t.static[2], shape)
+        elif t.kind == "channel_interpolate":
+            for layer, channels in zip(t.static, t.params):
+                _check_channels(layer, channels, features[layer].shape)
+        elif t.kind in _DIRECTION_KINDS:
+            layer, shape = t.static[0], features[t.static[0]].shape
+            if np.shape(t.params)[-1:] != shape[-1:]:
+                raise ValueError(f"{t.kind} vector of shape {np.shape(t.params)} does not fit {layer}, "
                                  f"which has {shape[-1]} channels")
-            if t.kind == "neuron" and len(shape) == 4:
-                for name, pos, n in (("y", t.static[1], shape[1]), ("x", t.static[2], shape[2])):
-                    if pos is not None and not 0 <= pos < n:
-                        raise ValueError(f"neuron {name}={pos} out of range for {layer}, whose feature map "
-                                         f"is {shape[1]}x{shape[2]}")
+            if t.kind == "direction_neuron":
+                _check_position("direction_neuron", layer, t.static[1], t.static[2], shape)
 
 
 def check_unit(model, variables, images, objective, what: str = "images") -> jax.Array:

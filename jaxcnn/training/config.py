@@ -45,6 +45,9 @@ class TrainConfig:
                                           # inception, alexnet, vgg_scale, segmentation (jaxcnn.data.transforms)
     augment_options: dict = dataclasses.field(default_factory=dict)   # the policy's options (e.g. lighting_std)
     eval_transform: str = "none"          # none (fixed-size data), center (resize + center crop), pad (segmentation)
+    eval_options: dict = dataclasses.field(default_factory=dict)   # its options, e.g. {"resize": 232}
+    eval_image_size: int | None = None    # the evaluation crop, when it differs from image_size (train at 176,
+                                          # evaluate at 224: torchvision's current recipes); needs eval_transform
     augment_flip: bool = False            # shift policy: horizontal reflections (off for digits)
     augment_shift: int = 2                # shift policy: random translation, pixels
     workdir: str = "runs/digits_resnet18"
@@ -86,6 +89,11 @@ class TrainConfig:
             key, raw = item.split("=", 1)
             cfg = _replace_path(cfg, key.strip().split("."), raw.strip())
         return cfg
+
+
+def eval_size(cfg: TrainConfig) -> int:
+    """The size a run is evaluated at: ``eval_image_size``, else ``image_size``."""
+    return cfg.eval_image_size or cfg.image_size
 
 
 def _literal(raw: str) -> Any:

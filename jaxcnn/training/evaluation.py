@@ -56,14 +56,13 @@ from PIL import Image
 
 from jaxcnn import cpu
 from jaxcnn.data.image_io import Encoded, decode_resized
-from jaxcnn.data.loader import eval_batches, reader
-from jaxcnn.data.sources import get_source
+from jaxcnn.data.sources import get_source, reader
 from jaxcnn.data.tfds_sources import REAL_LABELS
-from jaxcnn.data.transforms import (Transform, center_crop, compose, make_eval_transform, policy_flips, resize_shorter)
+from jaxcnn.data.transforms import Transform, center_crop, compose, make_eval_transform, policy_flips, resize_shorter
 from jaxcnn.training.checkpoint import Checkpointer
-from jaxcnn.training.config import TrainConfig
+from jaxcnn.training.config import TrainConfig, eval_size
 from jaxcnn.training.optimizer import OptimizerConfig, make_optimizer
-from jaxcnn.training.state import create_train_state
+from jaxcnn.training.state import create_train_state, variables_of
 from jaxcnn.training.steps import model_input
 
 REAL_KEY = REAL_LABELS   # a source's example field with the image's ReaL label set (int array, may be empty)
@@ -184,11 +183,15 @@ _EVAL_WORDS = {"none": "whole images", "center": "center crop", "pad": "whole im
 
 def eval_views(cfg: TrainConfig, ten_crop: bool = False) -> Views:
     """The views of the run ``cfg``; ``description`` says in words what they are."""
-    size = cfg.image_size
+    size = eval_size(cfg)
     if not ten_crop:
-        base = None if cfg.eval_transform == "none" else make_eval_transform(size, cfg.eval_transform)
-        return Views(base, 0, size, "one", False, _EVAL_WORDS.get(cfg.eval_transform, cfg.eval_transform),
-                     ("run", cfg.eval_transform, size))
+        base = None if cfg.eval_transform == "none" else make_eval_transform(size, cfg.eval_transform,
+                                                                             **cfg.eval_options)
+        words = _EVAL_WORDS.get(cfg.eval_transform, cfg.eval_transform)
+        if cfg.eval_transform == "center":
+            words = f"shorter side {cfg.eval_options.get('resize') or round(size / 0.875)}, center crop {size}"
+        return Views(base, 0, size, "one", False, words,
+                     ("run", cfg.eval_transform, size, tuple(sorted(cfg.eval_options.items()))))
     mirror = run_flips(cfg)
     mirrored = (", and their mirror images" if mirror
                 else " (no mirror images: the run trained without flips)")
@@ -291,9 +294,10 @@ def stored_classes(workdir: str, cfg: TrainConfig) -> int:
     return differ.pop() if differ else 1
 
 
-def restore_run(workdir: str):
+def restore_run(workdir: str, ema: bool = False):
     """(config, model, variables) of the latest checkpoint in ``workdir``: the run's model with its options and
-    the checkpoint's number of classes, at the run's image size; reads no data set."""
+    the checkpoint's number of classes, at the run's image size; reads no data set. ``ema``: the run's weight
+    average (``ema_decay`` > 0) instead of its raw weights; a run without one is a one-line error."""
     from jaxcnn.training.loop import build_model
     cfg = run_config(workdir)
     model = build_model(cfg, stored_classes(workdir, cfg))
@@ -304,7 +308,10 @@ def restore_run(workdir: str):
         state, _ = ckpt.restore(target)
     finally:
         ckpt.close()
-    return cfg, model, state.variables
+    try:
+        return cfg, model, variables_of(state, ema)
+    except ValueError as err:
+        raise ValueError(f"{workdir}: {err}") from None
 
 
 # -- members ------------------------------------------------------------------------------------------------------
@@ -330,9 +337,10 @@ def _output_classes(model, variables, size: int) -> int:
     return int(logits.shape[-1])
 
 
-def run_member(workdir: str, ten_crop: bool = False) -> Member:
-    """The latest checkpoint of the run in ``workdir``, scored on the run's views."""
-    cfg, model, variables = restore_run(workdir)
+def run_member(workdir: str, ten_crop: bool = False, ema: bool = False) -> Member:
+    """The latest checkpoint of the run in ``workdir`` (its weight average with ``ema``), scored on the run's
+    views."""
+    cfg, model, variables = restore_run(workdir, ema)
     variables = jax.device_get(variables)
     return Member(workdir, cfg.model, model, variables, _output_classes(model, variables, cfg.image_size),
                   eval_views(cfg, ten_crop), cfg)
@@ -468,6 +476,8 @@ def evaluate(members: Sequence[Member], dataset: str, *, split: str = "test", da
         got = {k: int(v) for k, v in jax.device_get(sums).items()}
         totals[name] = {k: totals.get(name, {}).get(k, 0) + v for k, v in got.items()}
 
+    from jaxcnn.data.loader import eval_batches   # grain: imported when data flows, not with the package
+
     batches = eval_batches(inputs, global_batch=global_batch, process_index=jax.process_index(),
                            process_count=jax.process_count(), workers=workers)
     bar = None
@@ -549,10 +559,11 @@ def _scored_chunks(src, views: Views, chunk: int = 1024):
 
 
 def evaluate_runs(workdirs: list[str], *, ten_crop: bool = False, dataset: str | None = None,
-                  data_dir: str | None = None, batch_size: int = 128) -> dict[str, dict]:
-    """Top-1/top-5 of each run and (for several) of their ensemble on the runs' test split (or ``dataset``'s,
-    read from ``data_dir``, else the first run's data dir); each run's entry also holds ``views``."""
-    members = [run_member(wd, ten_crop) for wd in workdirs]
+                  data_dir: str | None = None, batch_size: int = 128, ema: bool = False) -> dict[str, dict]:
+    """Top-1/top-5 of each run (its weight average with ``ema``) and (for several) of their ensemble on the
+    runs' test split (or ``dataset``'s, read from ``data_dir``, else the first run's data dir); each run's entry
+    also holds ``views``."""
+    members = [run_member(wd, ten_crop, ema) for wd in workdirs]
     names = {m.run.dataset for m in members}
     if dataset is None and len(names) > 1:
         raise ValueError(f"the runs were trained on different data sets ({', '.join(sorted(names))}); "

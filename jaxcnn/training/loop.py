@@ -31,7 +31,6 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxcnn.data.loader import check_workers, default_workers, eval_batches, train_batches
 from jaxcnn.data.sources import TransformedSource, get_source
 from jaxcnn.data.transforms import make_eval_transform
 from jaxcnn.model_stats import count_flops, init_variables
@@ -41,7 +40,7 @@ from jaxcnn.parallel.placement import Placement
 from jaxcnn.training import segmentation as seg
 from jaxcnn.training import workdir as run_dir
 from jaxcnn.training.checkpoint import Checkpointer, diverged_message
-from jaxcnn.training.config import TrainConfig, to_dict
+from jaxcnn.training.config import TrainConfig, eval_size, to_dict
 from jaxcnn.training.metrics_log import MetricsLog, plot_curves
 from jaxcnn.training.optimizer import PlateauControl, make_optimizer, plateau_factor
 from jaxcnn.training.state import create_train_state, variables_of
@@ -80,6 +79,16 @@ def device_peak(dtype: str, devices: list) -> float | None:
     return run_peak(dtype, devices)["flop_s"]
 
 
+def train_stream(cfg: TrainConfig, source, augment, start: int, num_steps: int):
+    """This process's slice of the run's global batches ``start, start + 1, ...`` on the host, as the loader
+    (``jaxcnn.data.loader``) makes them; ``jaxcnn.bench.pipeline`` times the same stream."""
+    from jaxcnn.data.loader import train_batches   # grain: imported when data flows, not with the package
+
+    return train_batches(source, global_batch=cfg.batch_size, seed=cfg.seed, augment=augment, start_step=start,
+                         num_steps=num_steps, process_index=jax.process_index(), process_count=jax.process_count(),
+                         workers=data_workers(cfg))
+
+
 class TrainingDiverged(RuntimeError):
     """The loss or a gradient became NaN/Inf; the message names the step and the last good checkpoint."""
 
@@ -97,6 +106,8 @@ def build_model(cfg: TrainConfig, num_classes: int):
 
 def data_workers(cfg: TrainConfig) -> int:
     """The run's loader processes: ``cfg.data_workers``, else ``default_workers`` for this backend."""
+    from jaxcnn.data.loader import check_workers, default_workers   # grain: imported when data flows
+
     if cfg.data_workers is None:
         return default_workers(accelerator=jax.default_backend() != "cpu")
     return check_workers(cfg.data_workers)
@@ -111,6 +122,11 @@ def _pretrained(cfg: TrainConfig, image_shape, num_classes: int):
     except ValueError as e:
         raise ValueError(f"pretrained={cfg.pretrained} is not a {cfg.model} weight file: "
                          f"{str(e).splitlines()[0]}") from None
+    norm = getattr(pre, "normalization", None)   # a wrapped (robust) model's own input normalization
+    if norm is not None and not norm.is_imagenet():
+        raise ValueError(f"{cfg.pretrained}: its model normalizes its input with mean {norm.mean}, std "
+                         f"{norm.std}, not ImageNet's, which training feeds; fine-tune it from a file "
+                         "of ImageNet-normalized weights")
     if model_info(cfg.model).task == "classification":
         logits, _ = jax.eval_shape(lambda v, x: pre.apply(v, x, train=False), variables,
                                    jax.ShapeDtypeStruct((1, *image_shape), jax.numpy.float32))
@@ -124,6 +140,8 @@ def evaluate(dp: Placement, eval_step, variables, source, global_batch: int,
              summarize=Classification().summarize, workers: int = 0) -> dict[str, float]:
     """Metrics over a whole source (padding masked out): the eval step's sums, added up, then ``summarize``d
     (the task's: loss, top-1 and top-5, or loss, mIoU and pixel accuracy)."""
+    from jaxcnn.data.loader import eval_batches   # grain: imported when data flows, not with the package
+
     totals: dict[str, np.ndarray] = {}
     for batch in eval_batches(source, global_batch=global_batch, process_index=jax.process_index(),
                               process_count=jax.process_count(), workers=workers):
@@ -145,7 +163,11 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
     train_src = get_source(cfg.dataset, "train", **source_options)
     test_src = get_source(cfg.dataset, "test", **source_options)
     if cfg.eval_transform != "none":  # variable-size data: a deterministic eval crop
-        test_src = TransformedSource(test_src, make_eval_transform(cfg.image_size, cfg.eval_transform))
+        test_src = TransformedSource(test_src, make_eval_transform(eval_size(cfg), cfg.eval_transform,
+                                                                   **cfg.eval_options))
+    elif cfg.eval_image_size not in (None, cfg.image_size) or cfg.eval_options:
+        raise ValueError("eval_image_size and eval_options apply to an eval_transform (center, pad); "
+                         "eval_transform=none scores the data set's own images")
     train_src, test_src = task.prepare(cfg, train_src, test_src)
     if cfg.backbone_weights and cfg.pretrained:
         raise ValueError("give either pretrained (the whole model) or backbone_weights, not both")
@@ -213,10 +235,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
         ckpt.save(step, dp.unreplicate(state), {**meta_base, "step": step, "plateau": plateau.state_dict()},
                   force=force)
 
-    batches = train_batches(train_src, global_batch=cfg.batch_size, seed=cfg.seed,
-                            augment=augment,
-                            start_step=start, num_steps=total_steps - start, process_index=jax.process_index(),
-                            process_count=jax.process_count(), workers=workers)
+    batches = train_stream(cfg, train_src, augment, start, total_steps - start)
     device_batches = dp.prefetch(batches, cfg.prefetch_batches)   # host->device copies overlap the running step
     bar = None
     if progress and lead:

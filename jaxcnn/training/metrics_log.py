@@ -1,9 +1,14 @@
-"""Where metrics go: JSON lines, TensorBoard event files (tensorboardX), and a learning-curve PNG."""
+"""Where metrics go: JSON lines, TensorBoard event files (tensorboardX), and a learning-curve PNG.
+
+Without tensorboardX the rows still go to ``metrics.jsonl`` (the run says so once on stderr): event
+files are a view of the same numbers, not worth failing a run over.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 
 
 class MetricsLog:
@@ -21,17 +26,22 @@ class MetricsLog:
         if enabled:
             os.makedirs(workdir, exist_ok=True)
             truncate_rows(self.path, start_step)
-            from tensorboardX import SummaryWriter
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
-                                     purge_step=start_step + 1)
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:
+                print("note: tensorboardX is not installed: metrics go to metrics.jsonl only, no TensorBoard events",
+                      file=sys.stderr)
+            else:
+                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step + 1)
 
     def write(self, step: int, **values: float) -> None:
         if not self.enabled:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in values.items()}}) + "\n")
-        for k, v in values.items():
-            self._tb.add_scalar(k, float(v), int(step))
+        if self._tb is not None:
+            for k, v in values.items():
+                self._tb.add_scalar(k, float(v), int(step))
 
     def close(self) -> None:
         if self._tb is not None:

@@ -31,8 +31,10 @@
   rank-1 array in a module that has a ``scale`` (BatchNorm, LayerNorm,
   GroupNorm); a bias is any other array of rank < 2.
 * Schedules (``optax`` schedules, per step): ``constant``, ``step`` (x
-  ``decay_factor`` at each epoch of ``decay_epochs``), ``cosine``; each with an
-  optional linear warm-up. ``plateau``: AlexNet's "divide the learning rate by
+  ``decay_factor`` at each epoch of ``decay_epochs``), ``cosine``, ``poly``
+  (MLPerf's ResNet-50 LARS schedule: from the learning rate to
+  ``end_learning_rate`` as ``(1 - t / (T + 1)) ** poly_power`` over the T steps
+  after the warm-up); each with an optional linear warm-up from 0. ``plateau``: AlexNet's "divide the learning rate by
   10 when the validation error stops improving" — a host-side
   ``PlateauControl`` reads the validation error after each evaluation and sets
   the last link of the chain, an injected ``optax.scale``. Both work for every
@@ -50,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-SCHEDULES = ("constant", "step", "cosine", "plateau")
+SCHEDULES = ("constant", "step", "cosine", "poly", "plateau")
 OPTIMIZERS = ("sgd", "adamw", "lars", "lamb")
 DECAY_MASKS = ("kernels", "kernels+biases", "all")
 DEFAULT_EPS = {"sgd": 0.0, "adamw": 1e-8, "lars": 0.0, "lamb": 1e-6}   # optax's (torch AdamW: 1e-8)
@@ -75,6 +77,8 @@ class OptimizerConfig:
     b2: float = 0.999                     # adamw, lamb: second-moment decay
     eps: float | None = None              # adamw, lamb: denominator epsilon; lars: trust-ratio epsilon; None: optax's
     trust_coefficient: float = 0.001      # lars: eta of the trust ratio
+    end_learning_rate: float = 1e-4       # poly: the learning rate reached at the last step
+    poly_power: float = 2.0               # poly: the exponent of the decay
 
     def __post_init__(self):
         if self.name not in OPTIMIZERS:
@@ -97,6 +101,9 @@ def learning_rate_schedule(cfg: OptimizerConfig, steps_per_epoch: int, total_ste
     lr = cfg.learning_rate
     if cfg.schedule == "cosine":
         main = optax.cosine_decay_schedule(lr, max(total_steps - warmup, 1))
+    elif cfg.schedule == "poly":
+        main = optax.polynomial_schedule(lr, cfg.end_learning_rate, cfg.poly_power,
+                                         max(total_steps - warmup, 0) + 1)
     elif cfg.schedule == "step":
         bounds = {int(round(e * steps_per_epoch)) - warmup: cfg.decay_factor for e in cfg.decay_epochs}
         main = optax.piecewise_constant_schedule(lr, {b: f for b, f in bounds.items() if b > 0})

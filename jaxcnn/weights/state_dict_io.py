@@ -4,7 +4,8 @@ Formats: ``.safetensors``, ``.npz`` (``np.load(allow_pickle=False)``; object arr
 ``.pth``/``.pt`` files in PyTorch's zip format, read with a restricted unpickler that only knows how to
 rebuild tensors and ordered dicts: any other global in the pickle is refused. This needs no PyTorch.
 Legacy (pre-1.6, non-zip) ``.pth`` files are read with ``torch.load(weights_only=True)`` when PyTorch is
-installed.
+installed. ``.onnx`` models give their layer parameters (``jaxcnn.weights.onnx_io``, with the optional
+``onnx`` package).
 
 A ``.pth`` pickle only describes tensors (storage record, dtype, offset, sizes, strides); the unpickler
 records those descriptions, and the arrays are built afterwards, each one checked first: the storage's
@@ -335,6 +336,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             return _read_safetensors(path)
         if ext == ".npz":
             return _read_npz(path)
+        if ext == ".onnx":
+            from jaxcnn.weights.onnx_io import read_onnx
+            return read_onnx(path)
         if ext in (".pth", ".pt", ".bin", ".ckpt"):
             if zipfile.is_zipfile(path):
                 return _read_torch_zip(path)
@@ -348,7 +352,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise
     except _READ_ERRORS as e:
         raise ValueError(f"{path}: unreadable weight file ({_one_line(e)})") from None
-    raise ValueError(f"{path}: unknown weight format {ext!r}; use .safetensors, .npz or .pth")
+    raise ValueError(f"{path}: unknown weight format {ext!r}; use .safetensors, .npz, .pth or .onnx")
 
 
 def write_state_dict(state: dict[str, np.ndarray], path: str | os.PathLike) -> None:

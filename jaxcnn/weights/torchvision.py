@@ -16,7 +16,8 @@ batch_stats/<path>/mean, var             <path>.running_mean, running_var
 with ``<path>`` the Flax module names joined by ``.``. A family whose
 torchvision checkpoints use older key spellings registers a renaming function
 in ``KEY_FIXES`` (DenseNet's ``norm.1`` -> ``norm1``). Every missing,
-unexpected or mis-shaped key is reported by name.
+unexpected or mis-shaped key is reported by name. ``inception_v1``'s fix maps BVLC's
+Caffe blob names (``jaxcnn.weights.bvlc_googlenet``) onto its keys.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import numpy as np
 from flax import traverse_util
 
 from jaxcnn.models import create_model, model_info
+from jaxcnn.weights import bvlc_googlenet
+from jaxcnn.weights.normalization import unwrap, wrap
 from jaxcnn.weights.state_dict_io import read_state_dict
 
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
@@ -41,7 +44,7 @@ def _densenet_key(key: str) -> str:
     return re.sub(r"(denselayer\d+)\.(norm|relu|conv)\.(\d)\.", r"\1.\2\3.", key)
 
 
-KEY_FIXES: dict[str, Callable[[str], str]] = {"densenet": _densenet_key}
+KEY_FIXES: dict[str, Callable[[str], str]] = {"densenet": _densenet_key, "inception_v1": bvlc_googlenet.to_jaxcnn_key}
 
 
 def _torch_key(collection: str, path: tuple[str, ...]) -> tuple[str, str]:
@@ -146,9 +149,16 @@ def load_pretrained(name: str, path: str | os.PathLike, **options: Any):
       name: registry name. Models with a torchvision twin read torchvision's
         files; every model reads the files ``to_torch_state_dict`` writes
         (module paths are the keys).
-      path: ``.safetensors``, ``.npz`` or ``.pth`` state dict (read without unpickling code).
+      path: ``.safetensors``, ``.npz`` or ``.pth`` state dict (read without unpickling code), or an
+        ``.onnx`` model (its layer parameters; BVLC's GoogLeNet for ``inception_v1``).
       **options: model options; those torchvision's checkpoints need
         (e.g. GoogLeNet's ``transform_input=True``) are set unless given.
+
+    Files of models wrapped with their input normalization (RobustBench's and the robustness
+    library's robust ImageNet models: a ``model.`` prefix, normalization buffers) are read too
+    (``jaxcnn.weights.normalization``): the model returned is then a ``Renormalized`` one that takes
+    ``jaxcnn.preprocess``'s input like every other and converts it to the file's normalization, and a
+    ``NormalizationWarning`` says which normalization that is and whether the file stored it.
 
     Returns:
       ``(model, variables)`` ready for ``model.apply(variables, x, train=False)``.
@@ -156,7 +166,7 @@ def load_pretrained(name: str, path: str | os.PathLike, **options: Any):
     info = model_info(name)
     opts = {**dict(info.pretrained_options), **options}
     model = create_model(name, **opts)
-    state = read_state_dict(path)
-    variables = convert_state_dict(state, model, family=info.family, resolution=info.resolution,
-                                   source=os.fspath(path))
-    return model, variables
+    source = os.fspath(path)
+    state, norm = unwrap(read_state_dict(path), source)
+    variables = convert_state_dict(state, model, family=info.family, resolution=info.resolution, source=source)
+    return wrap(model, norm, source), variables

@@ -1,0 +1,21 @@
+"""ResNet-18 on scikit-learn's handwritten digits (32 px, offline) with today's recipe pieces all on.
+
+Run:     jaxcnn train --config train/digits_resnet18_modern.py
+Reached: about 98.5% test top-1 after 8 epochs (176 steps), raw and averaged weights alike: a little below
+         the plain recipe (train/digits_resnet18.py, 99.1-99.7%). Mixup, TrivialAugment and label smoothing
+         are regularizers for long schedules on large data sets; eight epochs of 1,437 small images gain
+         nothing from them, and the rotations and shears TrivialAugment draws are large for 8x8 digits.
+Source:  this repo; the pieces as in torchvision's current recipes (train/resnet50_imagenet_torchvision.py):
+         AdamW (Loshchilov & Hutter 2019) with decoupled weight decay 0.05, cosine schedule after a warm-up
+         epoch, weight EMA (decay 0.99 with the TF warm-up), mixup 0.2, TrivialAugmentWide, label smoothing 0.1.
+"""
+
+from jaxcnn.training import OptimizerConfig, TrainConfig
+
+
+def config() -> TrainConfig:
+    return TrainConfig(
+        optimizer=OptimizerConfig(name="adamw", learning_rate=2e-3, weight_decay=0.05, schedule="cosine",
+                                  warmup_epochs=1),
+        label_smoothing=0.1, mixup_alpha=0.2, augment_options={"auto_augment": "ta_wide"},
+        ema_decay=0.99, ema_warmup="tf", workdir="runs/digits_resnet18_modern")
