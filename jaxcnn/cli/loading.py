@@ -112,11 +112,11 @@ def choose_model(args: argparse.Namespace, *, default_size: int | None = None,
         if args.weights:
             raise ValueError("give --weights or --checkpoint, not both")
         run = run_config(args.checkpoint)
-    elif getattr(args, "ema", False):
-        raise ValueError("--ema selects a run's weight average: it needs --checkpoint")
         if args.model and args.model != run.model:
             raise ValueError(f"--model {args.model} contradicts the checkpoint, a run of {run.model} "
                              f"({args.checkpoint}); leave --model out to use the run's")
+    elif getattr(args, "ema", False):
+        raise ValueError("--ema selects a run's weight average: it needs --checkpoint")
     name = run.model if run is not None else args.model or args.default_model
     info = model_info(name)
     if task and info.task != task:

@@ -39,7 +39,7 @@ from typing import Callable, Iterator
 import grain
 import numpy as np
 
-from jaxcnn.data.transforms import reads_encoded
+from jaxcnn.data.sources import reader
 
 
 def usable_cores() -> int:
@@ -65,26 +65,6 @@ def check_workers(workers: int) -> int:
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
         raise ValueError(f"data_workers must be an int >= 0 (0: threads in this process), got {workers!r}")
     return workers
-
-
-class _Encoded:
-    """``source`` read through ``source.encoded``: examples with undecoded images."""
-
-    def __init__(self, source):
-        self.source = source
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, i: int):
-        return self.source.encoded(i)
-
-
-def reader(source, transform: Callable | None):
-    """``source``, or its encoded view when ``transform`` decodes images itself and ``source`` offers them."""
-    if transform is not None and reads_encoded(transform) and hasattr(source, "encoded"):
-        return _Encoded(source)
-    return source
 
 
 def _run(batches: grain.MapDataset, workers: int, threads: int | None, prefetch: int) -> Iterator:

@@ -38,8 +38,8 @@ import numpy as np
 from PIL import Image
 
 from jaxcnn.data.folders import ImageFolder, voc
-from jaxcnn.data.loader import reader
 from jaxcnn.data.tfds_sources import TFDS_DATASETS, TfdsSource
+from jaxcnn.data.transforms import reads_encoded
 
 
 class ArraySource:
@@ -145,6 +145,27 @@ def get_source(name: str, split: str, **kwargs):
     if unknown := sorted(set(kwargs) - set(valid)):
         raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid) or 'none'}")
     return factory(split, **kwargs)
+
+
+class _Encoded:
+    """``source`` read through ``source.encoded``: examples with undecoded images."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        return self.source.encoded(i)
+
+
+def reader(source, transform):
+    """``source``, or its encoded view when ``transform`` decodes images itself and ``source`` offers them
+    (``jaxcnn.data.transforms.reads_encoded``; image folders and tfds sets have ``encoded``)."""
+    if transform is not None and reads_encoded(transform) and hasattr(source, "encoded"):
+        return _Encoded(source)
+    return source
 
 
 class TransformedSource:
