@@ -40,3 +40,18 @@ compile_cache.enable()
 
 def pytest_xdist_auto_num_workers(config):
     return max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
+import pytest  # noqa: E402
+
+# the ImageNet-format fixture (jaxcnn.data.fixture) at the tests' size: 6 classes x (8 train, 4 val, 4 v2) JPEGs
+FIXTURE_SIZE = {"train_per_class": 8, "val_per_class": 4, "v2_per_class": 4, "voc": (4, 2)}
+
+
+@pytest.fixture(scope="session")
+def imagenet_fixture(tmp_path_factory):
+    """The fixture's root folder and manifest, built once per test process."""
+    from jaxcnn.data.fixture import build
+
+    root = tmp_path_factory.mktemp("imagenet_fixture")
+    return root, build(root, **FIXTURE_SIZE)

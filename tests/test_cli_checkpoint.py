@@ -97,5 +97,6 @@ def test_the_run_data_set_is_read_with_the_runs_settings(run):
     assert (cfg.model, cfg.image_size, cfg.model_options) == ("tiny_cnn", RUN_SIZE, {"dropout_rate": 0.0})
     x, y, classes = load_dataset("digits", "test", RUN_SIZE, limit=5, run=cfg)
     src = run_source(cfg, "test")
-    np.testing.assert_array_equal(x, src.images[:5].astype(np.float32) / 255.0)
-    assert list(y) == list(src.labels[:5]) and classes == 10
+    spread = np.round(np.linspace(0, len(src) - 1, 5)).astype(int)   # --limit spreads over the split
+    np.testing.assert_array_equal(x, src.images[spread].astype(np.float32) / 255.0)
+    assert list(y) == list(src.labels[spread]) and classes == 10

@@ -9,7 +9,8 @@ import time
 
 import numpy as np
 
-from jaxcnn.cli.loading import add_model_args, choose_model, dataset_name, load_dataset, load_images, load_model
+from jaxcnn.cli.loading import (add_model_args, choose_model, dataset_batches, dataset_name, dataset_source,
+                                load_dataset, load_images, load_model)
 
 
 def _caption(probs, names) -> str:
@@ -22,24 +23,26 @@ def _cmd_attack(args: argparse.Namespace) -> None:
 
     from jaxcnn import class_names
     from jaxcnn.inputopt.attacks import ATTACKS, clean_logits
-    from jaxcnn.inputopt.robustness import markdown_table, plot_robustness, robustness_curve
+    from jaxcnn.inputopt.robustness import markdown_table, plot_robustness, robustness_rows
     from jaxcnn.viz import image_grid, save_png
 
     choice = choose_model(args, task="classification")
     options = {"steps": args.steps} if args.method in ("bim", "pgd") else {}
     if args.method == "pgd":
         options.update(norm=args.norm, restarts=args.restarts)
-    if args.dataset:
-        x, y, classes = load_dataset(args.dataset, "test", choice.size, limit=args.limit, run=choice.run)
+    if args.dataset:   # streamed through the evaluation transform, one batch at a time
+        src, classes = dataset_source(args.dataset, args.split, choice.size, limit=args.limit, run=choice.run,
+                                      data_dir=args.data_dir)
         loaded = load_model(args, choice=choice, classes=(args.dataset, classes))
         model, variables, size = loaded.model, loaded.variables, loaded.size
         t0 = time.perf_counter()
-        rows = robustness_curve(model, variables, x, y, attack=args.method, epsilons=[0.0, *args.eps], **options)
+        rows = robustness_rows(model, variables, dataset_batches(src, args.batch_size), attack=args.method,
+                               epsilons=[0.0, *args.eps], **options)
         plot_robustness({args.method: rows}, os.path.join(args.out, "robustness.png"))
         with open(os.path.join(args.out, "robustness.json"), "w") as f:
             json.dump(rows, f, indent=1)
         print(markdown_table(rows, args.method))
-        print(f"{len(x)} images of {args.dataset} at {size} px in {time.perf_counter() - t0:.1f} s "
+        print(f"{len(src)} images of {args.dataset} at {size} px in {time.perf_counter() - t0:.1f} s "
               f"-> {args.out}/robustness.png")
         return
     names_, x = load_images(args.images, choice.size)
@@ -140,8 +143,12 @@ def add_commands(sub) -> None:
     p.add_argument("--restarts", type=int, default=1)
     p.add_argument("--target", type=int, help="targeted attack: the class to reach")
     p.add_argument("--labels", type=int, nargs="+", help="true labels (default: the clean predictions)")
-    p.add_argument("--dataset", help="evaluate robustness on this data set's test split instead (e.g. digits)")
-    p.add_argument("--limit", type=int, help="at most this many data set images")
+    p.add_argument("--dataset", help="evaluate robustness on this data set's test split instead (digits, "
+                                     "imagenet2012, folder:DIR, ...), read through the evaluation crop in batches")
+    p.add_argument("--data-dir", help="--dataset: where it is prepared (default: the --checkpoint run's, else tfds's)")
+    p.add_argument("--split", default="test", help="--dataset: the split (default: test; ImageNet's validation)")
+    p.add_argument("--batch-size", type=int, default=256, help="--dataset: images attacked at once")
+    p.add_argument("--limit", type=int, help="at most this many data set images, spread evenly over the split")
     p.add_argument("--out", default="out/attack")
     p.set_defaults(func=_cmd_attack)
 

@@ -39,7 +39,10 @@ def _members(args: argparse.Namespace):
 
 def _datasets(args: argparse.Namespace, members) -> list[tuple[str, str | None]]:
     """(data set, data dir) of each test set: --dataset, else the runs' data set; the data dir is --data-dir,
-    else that of a run trained on the data set."""
+    else that of a run trained on the data set, else that of a run trained on another tfds set (one tfds data
+    dir holds them all: ``jaxcnn.cli.loading.data_dir_for``)."""
+    from jaxcnn.cli.loading import data_dir_for
+
     runs = [m.run for m in members if m.run is not None]
     if args.dataset:
         names = args.dataset
@@ -52,7 +55,10 @@ def _datasets(args: argparse.Namespace, members) -> list[tuple[str, str | None]]
                              "give --dataset to score them on one")
         names = trained
     own = {r.dataset: r.data_dir for r in reversed(runs) if r.data_dir}
-    return [(name, args.data_dir or own.get(name)) for name in names]
+
+    def where(name):
+        return args.data_dir or own.get(name) or next(filter(None, (data_dir_for(name, r) for r in runs)), None)
+    return [(name, where(name)) for name in names]
 
 
 def _pct(x: float) -> str:
@@ -96,18 +102,29 @@ def _print_comparison(results: list[dict]) -> None:
                   f"{c['tau']:.3f} (p = {c['p_value']:.3g})")
 
 
+def _workers(args: argparse.Namespace) -> int:
+    """--data-workers, else the loader's default for this backend (``jaxcnn.data.loader.default_workers``)."""
+    from jaxcnn.data.loader import check_workers, default_workers
+
+    if args.data_workers is not None:
+        return check_workers(args.data_workers)
+    import jax
+    return default_workers(accelerator=jax.default_backend() != "cpu")
+
+
 def _cmd_eval(args: argparse.Namespace) -> None:
     from jaxcnn.training.evaluation import evaluate
 
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
     members = _members(args)
+    workers = _workers(args)
     results = []
     for i, (dataset, data_dir) in enumerate(_datasets(args, members)):
         if i:
             print()
         res = evaluate(members, dataset, split=args.split, data_dir=data_dir, batch_size=args.batch_size,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, workers=workers)
         _print_table(res)
         results.append(res)
     if len(results) > 1:
@@ -128,6 +145,8 @@ def add_commands(sub) -> None:
     p.add_argument("--resize", type=int, help="--weights: shorter side before the crop (default: size * 256/224)")
     p.add_argument("--batch-size", type=int, default=128, help="global batch, rounded up to the devices")
     p.add_argument("--ten-crop", action="store_true", help="average over AlexNet's 10 crops")
+    p.add_argument("--data-workers", type=int, help="loader processes decoding the images (0: threads; default: "
+                                                     "none on the CPU, else the cores but two)")
     p.add_argument("--ema", action="store_true", help="score each run's weight average (EMA) instead of its raw "
                                                       "weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

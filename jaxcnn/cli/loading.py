@@ -16,8 +16,10 @@ The image size is ``image_size``'s: ``--size``, else the run's, else the command
 (style transfer's 256 px), else the model's native resolution.
 
 ``load_images`` reads photos (or scikit-image's sample photos when none are given) at one size;
-``load_dataset`` reads a data set split as float images in [0, 1] and labels, and
-``check_classes`` refuses a model whose classes are not the data set's.
+``dataset_source`` reads a data set split through the evaluation transform (resize and centre crop) as a
+random-access source, which ``dataset_batches`` streams in batches (memory: one batch, whatever the size of
+the data set) and ``load_dataset`` holds in memory as float images in [0, 1] and labels; ``check_classes``
+refuses a model whose classes are not the data set's.
 """
 
 from __future__ import annotations
@@ -110,11 +112,11 @@ def choose_model(args: argparse.Namespace, *, default_size: int | None = None,
         if args.weights:
             raise ValueError("give --weights or --checkpoint, not both")
         run = run_config(args.checkpoint)
-    elif getattr(args, "ema", False):
-        raise ValueError("--ema selects a run's weight average: it needs --checkpoint")
         if args.model and args.model != run.model:
             raise ValueError(f"--model {args.model} contradicts the checkpoint, a run of {run.model} "
                              f"({args.checkpoint}); leave --model out to use the run's")
+    elif getattr(args, "ema", False):
+        raise ValueError("--ema selects a run's weight average: it needs --checkpoint")
     name = run.model if run is not None else args.model or args.default_model
     info = model_info(name)
     if task and info.task != task:
@@ -191,30 +193,82 @@ def dataset_name(args: argparse.Namespace, chosen: ModelChoice | LoadedModel, de
     return chosen.run.dataset if chosen.run is not None else default
 
 
-def load_dataset(name: str, split: str, size: int, *, limit: int | None = None,
-                 run=None) -> tuple[np.ndarray, np.ndarray, int]:
-    """(images (N, size, size, 3) float32 in [0, 1], labels (N,), number of classes) of the first ``limit``
-    examples of ``split``.
+def data_dir_for(name: str, run=None, data_dir: str | None = None) -> str | None:
+    """Where data set ``name`` is read from: ``data_dir``, else the ``--checkpoint`` run's data dir when the run
+    trained on ``name`` or on another tfds set (one tfds data dir holds them all), else None (tfds's own)."""
+    from jaxcnn.data.tfds_sources import TFDS_DATASETS
 
-    The data set of the ``--checkpoint`` run (``run``) is read with the run's data directory and
-    evaluation transform; a data set whose images are not all ``size`` x ``size`` is resized and
-    centre-cropped (``jaxcnn.data.transforms``' ``center`` policy).
+    if data_dir or run is None or not run.data_dir:
+        return data_dir
+    tfds_set = lambda n: n.split("/")[0] in TFDS_DATASETS
+    return run.data_dir if name == run.dataset or (tfds_set(name) and tfds_set(run.dataset)) else None
+
+
+class Limited:
+    """``limit`` examples of ``source`` spread evenly over it (the first, the last, and equal steps between), so
+    that a folder, whose examples come class by class, gives every class."""
+
+    def __init__(self, source, limit: int):
+        self.source, self.num_classes, self.name = source, source.num_classes, source.name
+        self.indices = np.unique(np.linspace(0, len(source) - 1, limit).round().astype(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.source[int(self.indices[i])]
+
+
+def dataset_source(name: str, split: str, size: int, *, limit: int | None = None, run=None,
+                   data_dir: str | None = None):
+    """(source of ``size`` x ``size`` uint8 examples, number of classes) for ``split`` of data set ``name``.
+
+    The ``--checkpoint`` run's data set (``run``) is read through the run's evaluation transform; any other data
+    set whose images are not all ``size`` x ``size`` is resized and centre-cropped (``jaxcnn.data.transforms``'
+    ``center`` policy: shorter side to ``size / 0.875``). ``limit``: at most that many examples, spread evenly
+    over the split (``Limited``). ``data_dir``: see ``data_dir_for``.
     """
     from jaxcnn.data.sources import TransformedSource, get_source
     from jaxcnn.data.transforms import make_eval_transform
 
+    if limit is not None and limit <= 0:
+        raise ValueError(f"--limit must be > 0, got {limit}")
     own = run is not None and name == run.dataset
-    options = {"data_dir": run.data_dir} if own and run.data_dir else {}
-    src = get_source(name, split, size=size, **options)
+    where = data_dir_for(name, run, data_dir)
+    src = get_source(name, split, size=size, **({"data_dir": where} if where else {}))
     policy = run.eval_transform if own else "none"
     if policy == "none" and tuple(getattr(src, "image_shape", (0, 0))[:2]) != (size, size):
         policy = "center"
     if policy != "none":
         src = TransformedSource(src, make_eval_transform(size, policy))
-    n = len(src) if limit is None else min(limit, len(src))
-    ex = [src[i] for i in range(n)]
+    if limit is not None and limit < len(src):
+        src = Limited(src, limit)
+    return src, int(src.num_classes)
+
+
+def dataset_batches(source, batch_size: int):
+    """``(images (B, H, W, 3) float32 in [0, 1], labels (B,), mask (B,))`` batches of ``source`` in order, the last
+    padded to the full size (mask 0), read by the loader's threads."""
+    import jax
+
+    from jaxcnn.data.loader import eval_batches
+
+    if batch_size <= 0:
+        raise ValueError(f"--batch-size must be > 0, got {batch_size}")
+    devices = jax.device_count()
+    batch_size = -(-batch_size // devices) * devices     # one that divides over the devices
+    for b in eval_batches(source, global_batch=min(batch_size, -(-len(source) // devices) * devices)):
+        yield b["image"].astype(np.float32) / 255.0, b["label"], b["mask"]
+
+
+def load_dataset(name: str, split: str, size: int, *, limit: int | None = None, run=None,
+                 data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(images (N, size, size, 3) float32 in [0, 1], labels (N,), number of classes) of ``dataset_source``,
+    held in memory (for the commands that go over their images many times)."""
+    src, classes = dataset_source(name, split, size, limit=limit, run=run, data_dir=data_dir)
+    ex = [src[i] for i in range(len(src))]
     images = np.stack([e["image"] for e in ex]).astype(np.float32) / 255.0
-    return images, np.array([e["label"] for e in ex]), int(src.num_classes)
+    return images, np.array([e["label"] for e in ex]), classes
 
 
 def check_classes(loaded: LoadedModel, dataset: str, num_classes: int) -> None:
@@ -229,5 +283,6 @@ def _check_classes(name: str, origin: str, got: int, dataset: str, num_classes: 
             f"give --checkpoint of a run trained on {dataset}, or --weights of a model with {num_classes} classes")
 
 
-__all__ = ["LoadedModel", "ModelChoice", "abstract_classes", "add_model_args", "check_classes", "choose_model",
-           "dataset_name", "image_size", "load_dataset", "load_images", "load_model", "output_classes"]
+__all__ = ["Limited", "LoadedModel", "ModelChoice", "abstract_classes", "add_model_args", "check_classes",
+           "choose_model", "data_dir_for", "dataset_batches", "dataset_name", "dataset_source", "image_size",
+           "load_dataset", "load_images", "load_model", "output_classes"]

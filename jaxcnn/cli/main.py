@@ -14,6 +14,8 @@
   jaxcnn attack | fool | patch ...                     (jaxcnn/cli/attack.py)
   jaxcnn explain --method occlusion|saliency|deconvnet|guided|ig|smoothgrad|top-patches|filters
                                                        (jaxcnn/cli/explain.py)
+  jaxcnn fixture DIR                     a small ImageNet-format data set to try the commands on
+                                                       (jaxcnn/cli/fixture.py)
                                          input optimisation; each takes --model/--weights/--checkpoint
                                          (jaxcnn/cli/loading.py) and writes PNGs and a report under out/
   jaxcnn bench [MODEL ...] [--mode infer|train|both] [--vs torch] ...  (jaxcnn/cli/bench.py)
@@ -38,7 +40,7 @@ from jaxcnn.cli.loading import add_model_args
 from jaxcnn.cpu import host_memory
 
 # modules of jaxcnn.cli with an ``add_commands(subparsers)``
-COMMAND_MODULES = ("evaluate", "dream", "attack", "explain", "bench")
+COMMAND_MODULES = ("evaluate", "dream", "attack", "explain", "bench", "fixture")
 
 
 def _cmd_models(args: argparse.Namespace) -> None:

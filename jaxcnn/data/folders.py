@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from jaxcnn.data.image_io import read_rgb
+from jaxcnn.data.image_io import read_encoded, read_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _JPEG_SUFFIXES = (".jpg", ".jpeg")
@@ -53,9 +53,21 @@ def image_problem(path: Path) -> str | None:
             if not ends_well:  # truncated, or trailing bytes after the marker: decode to find out
                 with Image.open(path) as im:
                     im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        return "not an image format Pillow knows"
+    except (OSError, SyntaxError, ValueError) as e:
         return str(e) or type(e).__name__
     return None
+
+
+def _problems(paths: list[Path]) -> list[str | None]:
+    """``image_problem`` of each path, in order, checked on threads (reading headers waits on the disk more
+    than it computes)."""
+    if len(paths) < 64:
+        return [image_problem(p) for p in paths]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=min(16, 2 * (os.cpu_count() or 1))) as pool:
+        return list(pool.map(image_problem, paths, chunksize=64))
 
 
 class _CheckedFiles:
@@ -92,7 +104,8 @@ class ImageFolder:
         root = Path(root)
         self.name = name or str(root)
         if not root.is_dir():
-            raise ValueError(f"{root}: image folder not found")
+            raise ValueError(f"{root}: image folder not found (expected {root}/<class>/<image>.JPEG, e.g. ImageNet's "
+                             "train and val folders; `jaxcnn fixture DIR` writes a small one)")
         found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if classes is None:
             classes = found
@@ -104,15 +117,12 @@ class ImageFolder:
         self.classes = list(classes)
         self.num_classes = len(self.classes)
         check = _CheckedFiles(self.name, strict)
-        self.files: list[Path] = []
-        labels = []
-        for label, cls in enumerate(self.classes):
-            folder = root / cls
-            for path in _image_files(folder) if folder.is_dir() else []:
-                if not verify or check.ok(path, image_problem(path)):
-                    self.files.append(path)
-                    labels.append(label)
-        self.labels = np.asarray(labels, np.int32)
+        listed = [(path, label) for label, cls in enumerate(self.classes) if (root / cls).is_dir()
+                  for path in _image_files(root / cls)]
+        problems = _problems([p for p, _ in listed]) if verify else [None] * len(listed)
+        kept = [(p, label) for (p, label), why in zip(listed, problems) if check.ok(p, why)]
+        self.files: list[Path] = [p for p, _ in kept]
+        self.labels = np.asarray([label for _, label in kept], np.int32)
         self.skipped = check.skipped
         if not self.files:
             raise ValueError(f"{root}: no readable {'/'.join(IMAGE_SUFFIXES)} images in its class folders"
@@ -124,6 +134,10 @@ class ImageFolder:
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         return {"image": read_rgb(self.files[i]), "label": self.labels[i]}
+
+    def encoded(self, i: int) -> dict:
+        """Example ``i`` with its file's bytes, not decoded (``jaxcnn.data.image_io.Encoded``)."""
+        return {"image": read_encoded(self.files[i]), "label": self.labels[i]}
 
 
 def read_mask(path, name: str | None = None) -> np.ndarray:

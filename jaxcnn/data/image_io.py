@@ -4,10 +4,19 @@
 in [0, 1]; ``jaxcnn.preprocess`` turns them into model input. The data sources
 read uint8 RGB instead (``read_rgb``, ``decode_rgb``, ``to_rgb_uint8``).
 Decoding and resizing use Pillow.
+
+``Encoded`` is an image file's bytes not yet decoded: sources that hold encoded
+files hand them out (``src.encoded(i)``) so that a transform can decode them the
+way its output needs (``decode_resized_crop``: a JPEG decoded at 1/2, 1/4 or 1/8
+scale when the crop allows, ``jaxcnn.data.transforms.random_resized_crop``).
+JPEGs are decoded by simplejpeg where it is installed (libjpeg-turbo, as in
+Pillow: the same pixels, less overhead; ``benchmarks/pipeline.py``), the rest by
+Pillow.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 
@@ -55,25 +64,162 @@ def sample_photos() -> dict[str, np.ndarray]:
     return {name: getattr(data, name)().astype(np.float32) / 255.0 for name in ("chelsea", "coffee", "astronaut")}
 
 
+_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
+
+try:   # libjpeg-turbo without Pillow's overhead: the same pixels (tests/test_loader_workers.py), faster
+    import simplejpeg as _simplejpeg
+except ImportError:   # Pillow decodes everything
+    _simplejpeg = None
+FAST_JPEG = _simplejpeg is not None   # benchmarks/pipeline.py turns it off to compare
+
+
+def unreadable(name: str, e: BaseException) -> ValueError:
+    """The one-line error for an image file Pillow cannot read."""
+    why = "not an image format Pillow knows" if isinstance(e, UnidentifiedImageError) else str(e) or type(e).__name__
+    return ValueError(f"{name}: not a readable image ({why})")
+
+
+def _jpeg_header(data: bytes):
+    """simplejpeg's (height, width, colorspace) of a JPEG it decodes like Pillow (YCbCr or greyscale), else None."""
+    if not FAST_JPEG or data[:2] != b"\xff\xd8":
+        return None
+    try:
+        h, w, colorspace, _ = _simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    return (h, w, colorspace) if colorspace in ("YCbCr", "Gray") else None
+
+
+def _pixels(data: bytes, scale: int = 1) -> np.ndarray:
+    """``data`` decoded at 1/``scale`` (JPEGs only; 1 for anything else): (H, W, 3) RGB or (H, W) greyscale uint8.
+
+    YCbCr and greyscale JPEGs are decoded by simplejpeg (libjpeg-turbo, like Pillow, with the same settings:
+    the same pixels, with less overhead), everything else, and anything simplejpeg refuses, by Pillow (its
+    errors are the ones reported). The reduced decodes are libjpeg's DCT scaling in both (Pillow's ``draft``).
+    """
+    header = _jpeg_header(data)
+    if header is not None:
+        h, w, colorspace = header
+        out = (-(-h // scale), -(-w // scale))
+        try:
+            kw = {} if scale == 1 else {"min_height": out[0], "min_width": out[1], "min_factor": scale}
+            a = _simplejpeg.decode_jpeg(data, colorspace="GRAY" if colorspace == "Gray" else "RGB", **kw)
+            if a.shape[:2] == out:
+                return a[..., 0] if a.shape[-1] == 1 else a
+        except ValueError:
+            pass
+    with Image.open(io.BytesIO(data)) as im:
+        if scale > 1 and im.format == "JPEG":
+            im.draft(im.mode, (im.size[0] // scale, im.size[1] // scale))
+        im.load()
+        return np.asarray(im if im.mode in ("RGB", "L") else im.convert("RGB"))   # CMYK, palette, alpha: to RGB
+
+
+def _rgb_array(a: np.ndarray) -> np.ndarray:
+    return a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """An image file's bytes (JPEG, PNG, ...) and the name its errors report (the path, or a record's name)."""
+
+    data: bytes
+    name: str
+
+    def decode(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB, decoded in full; ValueError naming the file if it is unreadable."""
+        return decode_rgb(self.data, self.name)
+
+    def size(self) -> tuple[int, int]:
+        """(height, width), from the header alone."""
+        header = _jpeg_header(self.data)
+        if header is not None:
+            return header[:2]
+        try:
+            with Image.open(io.BytesIO(self.data)) as im:
+                return im.size[1], im.size[0]
+        except _ERRORS as e:
+            raise unreadable(self.name, e) from None
+
+
+def as_rgb_array(image) -> np.ndarray:
+    """An example's image as (H, W, 3) uint8: ``Encoded`` files decoded, arrays as they are."""
+    return image.decode() if isinstance(image, Encoded) else image
+
+
+def draft_scale(crop_hw: tuple[int, int], out_hw: tuple[int, int]) -> int:
+    """The largest of 1, 2, 4, 8 by which a JPEG may be decoded smaller so that the crop ``crop_hw`` still has
+    at least ``out_hw`` pixels: the resize after it still shrinks, so no detail of the output is lost to
+    the reduced decode."""
+    s = 1
+    while s < 8 and crop_hw[0] >= 2 * s * out_hw[0] and crop_hw[1] >= 2 * s * out_hw[1]:
+        s *= 2
+    return s
+
+
+def decode_resized_crop(image: Encoded, box: tuple[int, int, int, int], out_hw: tuple[int, int], resample: int,
+                        draft: bool = True) -> np.ndarray:
+    """The crop ``box`` = (top, left, height, width) of the encoded ``image``, resized to ``out_hw`` with
+    ``resample``: (H, W, 3) uint8 RGB.
+
+    Without a reduced decode (``draft=False``, not a JPEG, or a crop too small, ``draft_scale``) the pixels
+    equal decoding in full, cropping and resizing with Pillow (torchvision's ``RandomResizedCrop`` on a PIL
+    image). With it, libjpeg decodes at 1/s scale in the DCT domain (Pillow's ``Image.draft``), which skips
+    most of the decoding work, and the box, divided by s, is resized from that smaller image (Pillow's
+    ``resize(box=...)``): different pixels from a full decode, as a different resampling filter would give
+    (``tests/test_loader_workers.py`` bounds the difference), and the same for the same bytes and box, so a
+    run stays reproducible. Greyscale images are cropped and resized as one channel, then repeated to RGB
+    (the same pixels as converting first, three times less work).
+    """
+    top, left, ch, cw = box
+    size = (out_hw[1], out_hw[0])
+    try:
+        s = draft_scale((ch, cw), out_hw) if draft else 1
+        a = _pixels(image.data, s)
+        if s > 1:
+            s = round(image.size()[1] / a.shape[1])   # 1 where the file is no JPEG and was decoded in full
+        if s > 1:
+            out = Image.fromarray(a).resize(size, resample, box=(left / s, top / s, (left + cw) / s, (top + ch) / s))
+        else:
+            out = Image.fromarray(np.ascontiguousarray(a[top:top + ch, left:left + cw])).resize(size, resample)
+        return _rgb_array(np.asarray(out))
+    except _ERRORS as e:
+        raise unreadable(image.name, e) from None
+
+
+def decode_resized(image: Encoded, out_hw: tuple[int, int], resample: int) -> np.ndarray:
+    """The whole encoded ``image`` resized to ``out_hw``: the pixels of decoding in full and resizing with
+    Pillow, without the array copies in between."""
+    try:
+        a = _pixels(image.data)
+        if a.shape[:2] != tuple(out_hw):
+            a = np.asarray(Image.fromarray(a).resize((out_hw[1], out_hw[0]), resample))
+        return _rgb_array(a)
+    except _ERRORS as e:
+        raise unreadable(image.name, e) from None
+
+
 def decode_rgb(data: bytes, name: str = "image") -> np.ndarray:
     """Decodes encoded image bytes (JPEG/PNG/...) to (H, W, 3) uint8 RGB; ValueError naming ``name`` if unreadable."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"{name}: not a readable image ({e})") from None
+        return _rgb_array(_pixels(data))
+    except _ERRORS as e:
+        raise unreadable(name, e) from None
+
+
+def read_encoded(path: str | os.PathLike) -> Encoded:
+    """The bytes of the image file ``path``, not decoded; ValueError naming the file if it cannot be read."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            return Encoded(f.read(), path)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Decodes an image file to (H, W, 3) uint8 RGB; ValueError naming the file if it is unreadable."""
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
-    return decode_rgb(data, path)
+    return read_encoded(path).decode()
 
 
 def to_rgb_uint8(image, name: str = "image") -> np.ndarray:

@@ -39,6 +39,7 @@ from PIL import Image
 
 from jaxcnn.data.folders import ImageFolder, voc
 from jaxcnn.data.tfds_sources import TFDS_DATASETS, TfdsSource
+from jaxcnn.data.transforms import reads_encoded
 
 
 class ArraySource:
@@ -146,6 +147,27 @@ def get_source(name: str, split: str, **kwargs):
     return factory(split, **kwargs)
 
 
+class _Encoded:
+    """``source`` read through ``source.encoded``: examples with undecoded images."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        return self.source.encoded(i)
+
+
+def reader(source, transform):
+    """``source``, or its encoded view when ``transform`` decodes images itself and ``source`` offers them
+    (``jaxcnn.data.transforms.reads_encoded``; image folders and tfds sets have ``encoded``)."""
+    if transform is not None and reads_encoded(transform) and hasattr(source, "encoded"):
+        return _Encoded(source)
+    return source
+
+
 class TransformedSource:
     """``source`` with ``transform`` applied on read, its generator seeded by (``seed``, index).
 
@@ -157,9 +179,10 @@ class TransformedSource:
     def __init__(self, source, transform, seed: int = 0):
         self.source, self.transform, self.seed = source, transform, seed
         self.num_classes, self.name = source.num_classes, source.name
+        self._read = reader(source, transform)   # encoded images where the transform decodes them itself
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        return self.transform(self.source[i], np.random.default_rng((self.seed, int(i))))
+        return self.transform(self._read[i], np.random.default_rng((self.seed, int(i))))

@@ -11,9 +11,13 @@ saying how to prepare it.
 Examples are ``{"image": uint8 (H, W, 3), "label": int32}`` of the image's own
 size (grey MNIST is repeated to three channels), or for ``oxford_iiit_pet``
 ``{"image", "mask": uint8 (H, W)}`` with the trimap mapped to classes
-0 = background, 1 = pet, 255 = border (ignored). Images arrive decoded (tfds
-decodes with OpenCV or Pillow) or, with a ``SkipDecoding`` decoder, as encoded
-bytes, which are decoded here with Pillow.
+0 = background, 1 = pet, 255 = border (ignored). ``imagenet2012_real`` (ImageNet's
+validation images with the ReaL label sets of Beyer et al. 2020) adds
+``"real_labels"``: int32 (K,), K >= 0 (``REAL_LABELS``), its ``label`` the original
+one. The image feature is read undecoded (tfds's ``SkipDecoding``) and decoded
+here with Pillow, so that ``src.encoded(i)`` can hand the JPEG to a transform that
+decodes only what it needs (``jaxcnn.data.image_io.Encoded``); records of a
+custom ``data_source`` may hold decoded pixels or encoded bytes.
 
 Splits use the project's names: ``test`` reads ``validation`` where the data set
 has no labelled test split (ImageNet, Imagenette). Pascal VOC segmentation is not
@@ -29,7 +33,9 @@ import os
 import numpy as np
 
 from jaxcnn.data.folders import read_mask
-from jaxcnn.data.image_io import to_rgb_uint8
+from jaxcnn.data.image_io import Encoded, to_rgb_uint8
+
+REAL_LABELS = "real_labels"   # an example's ReaL label set, where the data set has one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,13 +46,19 @@ class TfdsSpec:
     mask_lut: tuple[int, ...] | None = None  # stored mask value -> class (index = stored value)
     num_mask_classes: int | None = None
     manual: str | None = None              # files to place in <data_dir>/downloads/manual before building
+    label_key: str = "label"               # the tfds feature with the class label
+    real_key: str | None = None            # the tfds feature with the ReaL label set
 
 
 _TRAIN_TEST = {"train": "train", "test": "test"}
 _TRAIN_VAL = {"train": "train", "validation": "validation", "val": "validation", "test": "validation"}
+_VAL_ONLY = {"validation": "validation", "val": "validation", "test": "validation"}
 
 TFDS_DATASETS: dict[str, TfdsSpec] = {
     "imagenet2012": TfdsSpec(_TRAIN_VAL, manual="ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar"),
+    "imagenet2012_real": TfdsSpec(_VAL_ONLY, manual="ILSVRC2012_img_val.tar", label_key="original_label",
+                                  real_key="real_label"),
+    "imagenet_v2": TfdsSpec({"test": "test"}),   # configs matched-frequency (default), threshold-0.7, topimages
     "imagenette": TfdsSpec(_TRAIN_VAL),
     "cifar10": TfdsSpec(_TRAIN_TEST),
     "cifar100": TfdsSpec(_TRAIN_TEST),
@@ -61,7 +73,8 @@ def prepare_hint(name: str, data_dir: str) -> str:
     """The command that prepares ``name`` in ``data_dir`` for random access."""
     spec = TFDS_DATASETS[name.split("/")[0]]
     manual = f"place {spec.manual} in {data_dir}/downloads/manual, then " if spec.manual else ""
-    return f"{manual}run `tfds build {name} --data_dir {data_dir} --file_format=array_record`"
+    return (f"{manual}run `tfds build {name} --data_dir {data_dir} --file_format=array_record` (or try the "
+            "commands on `jaxcnn fixture DIR`, a small stand-in read with --data-dir DIR/tfds)")
 
 
 def _default_data_dir() -> str:
@@ -101,15 +114,33 @@ class TfdsSource:
     def __len__(self) -> int:
         return len(self.data_source)
 
+    def _record(self, i: int) -> dict:
+        try:
+            return self.data_source[i]
+        except (OSError, ValueError, SyntaxError) as e:  # tfds decoding a corrupt record
+            raise ValueError(f"{self.name}[{i}]: unreadable record ({e})") from None
+
+    def _labels(self, record: dict) -> dict[str, np.ndarray]:
+        out = {"label": np.int32(record[self.spec.label_key])}
+        if self.spec.real_key is not None:
+            out[REAL_LABELS] = np.asarray(record[self.spec.real_key], np.int32).reshape(-1)
+        return out
+
+    def encoded(self, i: int) -> dict:
+        """Example ``i`` of a classification set with its image undecoded (``Encoded``) where the record
+        holds encoded bytes (decoded pixels otherwise)."""
+        record = self._record(i)
+        image = record["image"]
+        if isinstance(image, (bytes, bytearray)) and self.spec.mask_key is None:
+            return {"image": Encoded(bytes(image), f"{self.name}[{i}] image"), **self._labels(record)}
+        return self[i]
+
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         where = f"{self.name}[{i}]"
-        try:
-            record = self.data_source[i]
-        except (OSError, ValueError, SyntaxError) as e:  # tfds decoding a corrupt record
-            raise ValueError(f"{where}: unreadable record ({e})") from None
+        record = self._record(i)
         image = to_rgb_uint8(record["image"], f"{where} image")
         if self.spec.mask_key is None:
-            return {"image": image, "label": np.int32(record["label"])}
+            return {"image": image, **self._labels(record)}
         raw = record[self.spec.mask_key]
         if isinstance(raw, (bytes, bytearray)):
             raw = read_mask(io.BytesIO(raw), name=f"{where} mask")
@@ -136,5 +167,10 @@ def _open(name: str, tfds_split: str, data_dir):
                          f"access: rebuild it in another data_dir: {prepare_hint(name, data_dir)}")
     if tfds_split not in builder.info.splits:
         raise ValueError(f"{name} in {data_dir} has no {tfds_split!r} split; it has {', '.join(builder.info.splits)}")
-    label = builder.info.features["label"] if "label" in builder.info.features else None
-    return builder.as_data_source(split=tfds_split), getattr(label, "num_classes", None)
+    features = builder.info.features
+    key = TFDS_DATASETS[name.split("/")[0]].label_key
+    label = features[key] if key in features else None
+    # the image undecoded: decoded here with Pillow, or by a transform that needs only part of it
+    encoded = "image" in features and isinstance(features["image"], tfds.features.Image)
+    skip = {"image": tfds.decode.SkipDecoding()} if encoded else None
+    return builder.as_data_source(split=tfds_split, decoders=skip), getattr(label, "num_classes", None)

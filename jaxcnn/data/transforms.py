@@ -21,6 +21,16 @@ The ``inception`` and ``shift`` policies also take torchvision's recipe options
 Ten-crop evaluation is ``jaxcnn.training.evaluation.ten_crops`` (host NumPy, on
 batches): it takes mirrored crops only from runs whose policy flipped; there is
 no per-example ten-crop here.
+
+Encoded images. A transform marked ``reads_encoded`` also takes an example whose
+image is an ``jaxcnn.data.image_io.Encoded`` file (sources that hold files hand
+them out with ``src.encoded(i)``; the loader asks for them when the transform
+reads them): ``random_resized_crop`` decodes only what its crop needs (a JPEG at
+1/2, 1/4 or 1/8 scale when the crop is at least twice the output size, option
+``draft``, ``jaxcnn.data.image_io.decode_resized_crop``) and ``resize_shorter``
+resizes the decoded image without array copies (the same pixels as a full
+decode). ``compose`` reads encoded images too: it decodes in full before the
+first transform that does not. Measured by ``benchmarks/pipeline.py``.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from PIL import Image
 
 from jaxcnn.data.autoaugment import make_auto_augment
 from jaxcnn.data.erasing import random_erasing
+from jaxcnn.data.image_io import Encoded, decode_resized, decode_resized_crop
 
 Example = dict
 Transform = Callable[[Example, np.random.Generator], Example]
@@ -48,15 +59,42 @@ IMAGENET_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
                             [-0.5836, -0.6948, 0.4203]])
 
 
+def reads_encoded(transform: Transform) -> bool:
+    """Whether ``transform`` takes examples whose image is an ``Encoded`` file."""
+    return bool(getattr(transform, "reads_encoded", False))
+
+
+def _encoded_reader(transform: Transform) -> Transform:
+    transform.reads_encoded = True
+    return transform
+
+
+def decoded(example: Example) -> Example:
+    """``example`` with an ``Encoded`` image decoded in full (others as they are)."""
+    image = example["image"]
+    return {**example, "image": image.decode()} if isinstance(image, Encoded) else example
+
+
+def _is_encoded(example: Example) -> bool:
+    return isinstance(example["image"], Encoded)
+
+
+def _has_pixel_target(example: Example) -> bool:
+    return any(key in example and np.ndim(example[key]) == 2 for key in ("mask", "label"))
+
+
 def compose(*transforms: Transform) -> Transform:
-    """Applies ``transforms`` in order, all drawing from the same generator."""
+    """Applies ``transforms`` in order, all drawing from the same generator; an ``Encoded`` image is decoded
+    in full before the first transform that does not read encoded images (and at the end, if none did)."""
 
     def composed(example: Example, rng: np.random.Generator) -> Example:
         for t in transforms:
+            if not reads_encoded(t) and _is_encoded(example):
+                example = decoded(example)
             example = t(example, rng)
-        return example
+        return decoded(example)
 
-    return composed
+    return _encoded_reader(composed)
 
 
 # -- geometry on one array ---------------------------------------------------------------------------------------
@@ -146,17 +184,29 @@ def random_resized_crop_params(h: int, w: int, rng: np.random.Generator, scale=(
     return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 
-def random_resized_crop(size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), resample: str = "bilinear") -> Transform:
-    """Inception-style crop (``random_resized_crop_params``) resized to ``size`` x ``size``."""
+def random_resized_crop(size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), resample: str = "bilinear",
+                        draft: bool = True) -> Transform:
+    """Inception-style crop (``random_resized_crop_params``) resized to ``size`` x ``size``.
+
+    On an ``Encoded`` image the box is drawn from the header's size (the same draws as for the decoded
+    array) and only the crop is decoded and resized (``decode_resized_crop``); with ``draft`` a JPEG whose
+    crop is at least twice ``size`` is decoded at reduced scale, which changes the pixels slightly (see
+    there); without it the output equals the decoded array's.
+    """
     mode = RESAMPLE[resample]
 
     def transform(example: Example, rng: np.random.Generator) -> Example:
-        h, w = example["image"].shape[:2]
+        if _is_encoded(example) and _has_pixel_target(example):
+            example = decoded(example)
+        image = example["image"]
+        h, w = image.size() if isinstance(image, Encoded) else image.shape[:2]
         top, left, ch, cw = random_resized_crop_params(h, w, rng, scale, ratio)
+        if isinstance(image, Encoded):
+            return {**example, "image": decode_resized_crop(image, (top, left, ch, cw), (size, size), mode, draft)}
         return _geometric(example, lambda a, is_mask: _resize(a[top:top + ch, left:left + cw], (size, size),
                                                               Image.NEAREST if is_mask else mode))
 
-    return transform
+    return _encoded_reader(transform)
 
 
 def resize_shorter(size: int, resample: str = "bilinear") -> Transform:
@@ -164,10 +214,15 @@ def resize_shorter(size: int, resample: str = "bilinear") -> Transform:
     mode = RESAMPLE[resample]
 
     def transform(example: Example, rng: np.random.Generator) -> Example:
-        hw = _shorter_side_hw(*example["image"].shape[:2], size)
+        if _is_encoded(example) and _has_pixel_target(example):
+            example = decoded(example)
+        image = example["image"]
+        if isinstance(image, Encoded):
+            return {**example, "image": decode_resized(image, _shorter_side_hw(*image.size(), size), mode)}
+        hw = _shorter_side_hw(*image.shape[:2], size)
         return _geometric(example, lambda a, is_mask: _resize(a, hw, Image.NEAREST if is_mask else mode))
 
-    return transform
+    return _encoded_reader(transform)
 
 
 def random_resize_shorter(min_size: int, max_size: int, resample: str = "bilinear") -> Transform:
@@ -283,17 +338,19 @@ def _shift_policy(size=None, *, max_shift: int = 2, flip: bool = False, auto_aug
 def _inception_policy(size: int, *, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip: bool = True,
                       lighting_std: float = 0.0, resample: str = "bilinear", auto_augment: str | None = None,
                       ra_magnitude: int | None = None, ra_num_ops: int | None = None, random_erase: float = 0.0,
-                      erase_value=0) -> Transform:
+                      erase_value=0, jpeg_draft: bool = True) -> Transform:
     """GoogLeNet/ResNet: random-resized crop, flip, optional PCA lighting; torchvision's recipe options in its
     order (crop, flip, ``auto_augment``, [normalize], ``random_erase``): ``auto_augment`` is ``ra`` (RandAugment,
     ``ra_num_ops`` 2 at bin ``ra_magnitude`` 9 of 31), ``ta_wide`` (TrivialAugmentWide) or ``imagenet``
     (AutoAugment's ImageNet policy), its geometric ops resampled with ``resample`` like the crop (as torchvision's
     presets pass one interpolation to both); ``random_erase`` is RandomErasing's probability, ``erase_value`` its
-    fill in normalized units (0: the mean colour; ``"random"``: normal noise), ``jaxcnn.data.erasing``."""
+    fill in normalized units (0: the mean colour; ``"random"``: normal noise), ``jaxcnn.data.erasing``.
+    ``jpeg_draft``: JPEGs whose crop is at least twice ``size`` are decoded at reduced scale
+    (``random_resized_crop``'s ``draft``)."""
     colour, erase = _auto_augment_options(auto_augment, ra_magnitude, ra_num_ops, random_erase, erase_value,
                                           resample)
-    return compose(random_resized_crop(size, scale, ratio, resample), *([hflip()] if flip else []), *colour,
-                   lighting(lighting_std), *erase)
+    return compose(random_resized_crop(size, scale, ratio, resample, draft=jpeg_draft), *([hflip()] if flip else []),
+                   *colour, lighting(lighting_std), *erase)
 
 
 def _alexnet_policy(size: int, *, resize: int | None = None, flip: bool = True, lighting_std: float = 0.1,
@@ -374,8 +431,8 @@ def resize_center_crop(size: int, resize: int | None = None) -> Transform:
 
 
 __all__: Sequence[str] = [
-    "IMAGENET_EIGVAL", "IMAGENET_EIGVEC", "EVAL_POLICIES", "TRAIN_POLICIES", "center_crop", "compose", "hflip",
-    "lighting", "lighting_offset", "make_eval_transform", "make_train_transform", "pad_to", "policy_flips",
+    "IMAGENET_EIGVAL", "IMAGENET_EIGVEC", "EVAL_POLICIES", "TRAIN_POLICIES", "center_crop", "compose", "decoded",
+    "hflip", "lighting", "lighting_offset", "make_eval_transform", "make_train_transform", "pad_to", "policy_flips",
     "random_crop", "random_resize_shorter", "random_resized_crop", "random_resized_crop_params", "random_scale",
-    "resize_center_crop", "resize_shorter", "translate",
+    "reads_encoded", "resize_center_crop", "resize_shorter", "translate",
 ]

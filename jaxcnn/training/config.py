@@ -70,6 +70,9 @@ class TrainConfig:
     mix_switch_prob: float = 0.5
     mix_prob: float = 1.0
     prefetch_batches: int = 2             # device batches transferred ahead of the running step
+    data_workers: int | None = None       # data loader processes; 0: threads in the training process; None:
+                                          # jaxcnn.data.loader.default_workers (0 on the CPU backend, else the
+                                          # cores but two); the batches are the same whatever the count
     profile_steps: str | None = None      # "START:STOP": a jax.profiler trace of those steps in workdir/profile
 
     def with_overrides(self, overrides: list[str]) -> "TrainConfig":

@@ -10,8 +10,10 @@ member computes softmax probabilities on the devices and adds up, per batch,
 the examples it gets right: top-1, top-5 and, where the source carries ReaL
 labels (``REAL_KEY``), ReaL accuracy (Beyer et al. 2020: the top-1 prediction
 is right when it is one of the image's labels; images without labels are left
-out). The ensemble's probabilities are the members' average, summed per batch
-and scored like a member. Nothing grows with the data set: host and device
+out). The ensemble's probabilities are the members' average, scored like a
+member. Averages (over views, over members) are taken of probabilities but kept
+in logs (``log(mean(exp(log_softmax)))``): a saturated softmax rounds most
+classes to exactly 0, and a top-5 over such ties would be arbitrary. Nothing grows with the data set: host and device
 memory hold one batch and a few counters, and the counters are sums over the
 global batch, so every process reports the same totals.
 
@@ -53,7 +55,9 @@ import numpy as np
 from PIL import Image
 
 from jaxcnn import cpu
-from jaxcnn.data.sources import get_source
+from jaxcnn.data.image_io import Encoded, decode_resized
+from jaxcnn.data.sources import get_source, reader
+from jaxcnn.data.tfds_sources import REAL_LABELS
 from jaxcnn.data.transforms import Transform, center_crop, compose, make_eval_transform, policy_flips, resize_shorter
 from jaxcnn.training.checkpoint import Checkpointer
 from jaxcnn.training.config import TrainConfig, eval_size
@@ -61,7 +65,7 @@ from jaxcnn.training.optimizer import OptimizerConfig, make_optimizer
 from jaxcnn.training.state import create_train_state, variables_of
 from jaxcnn.training.steps import model_input
 
-REAL_KEY = "real_labels"   # a source's example field with the image's ReaL label set (int array, may be empty)
+REAL_KEY = REAL_LABELS   # a source's example field with the image's ReaL label set (int array, may be empty)
 
 
 def ten_crops(images: np.ndarray, size: int, mirror: bool = True) -> np.ndarray:
@@ -100,6 +104,8 @@ def torchvision_center(size: int, resize: int | None = None) -> Transform:
 
     def transform(example, rng=None):
         image = example["image"]
+        if isinstance(image, Encoded):   # decoded and resized without array copies: the same pixels
+            image = decode_resized(image, torchvision_resize_hw(*image.size(), resize), Image.BILINEAR)
         hw = torchvision_resize_hw(*image.shape[:2], resize)
         if hw != image.shape[:2]:
             image = np.asarray(Image.fromarray(image).resize((hw[1], hw[0]), Image.BILINEAR))
@@ -111,6 +117,7 @@ def torchvision_center(size: int, resize: int | None = None) -> Transform:
         top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
         return {**example, "image": np.ascontiguousarray(image[top:top + size, left:left + size])}
 
+    transform.reads_encoded = True
     return transform
 
 
@@ -370,12 +377,14 @@ class _MemberInputs:
     def __init__(self, source, bases: list[Transform], real: bool):
         self.source, self.bases, self.real = source, bases, real
         self.num_classes, self.name = source.num_classes, source.name
+        # one base that decodes the file itself reads it undecoded; several share one full decode
+        self._read = reader(source, bases[0]) if len(bases) == 1 else source
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        example = self.source[i]
+        example = self._read[i]
         out = {f"image{g}": base(example, None)["image"] for g, base in enumerate(self.bases)}
         out["label"] = np.int32(example["label"])
         if self.real:
@@ -389,7 +398,8 @@ class _MemberInputs:
 
 
 def _scores(probs, label, mask, real=None) -> dict[str, jax.Array]:
-    """Counts over the global batch: top-1 and top-5 hits, examples, and the ReaL hits and scored examples."""
+    """Counts over the global batch: top-1 and top-5 hits, examples, and the ReaL hits and scored examples;
+    ``probs``: probabilities or their logs (the same order)."""
     _, top = jax.lax.top_k(probs, min(5, probs.shape[-1]))
     valid = mask > 0
     sums = {"top1": jnp.sum((top[:, 0] == label) & valid, dtype=jnp.int32),
@@ -408,6 +418,17 @@ def _probs(model, variables, images):
     return jax.nn.softmax(model.apply(variables, model_input(images), train=False)[0])
 
 
+@functools.partial(cpu.jit, static_argnums=0)
+def _log_probs(model, variables, images):
+    return jax.nn.log_softmax(model.apply(variables, model_input(images), train=False)[0])
+
+
+def _log_mean(log_probs: list) -> jax.Array:
+    """log of the mean of the probabilities ``exp(log_probs)``, computed in logs: an average of saturated
+    softmaxes keeps every class's order instead of rounding most of them to a tie at 0."""
+    return jax.nn.logsumexp(jnp.stack(log_probs), axis=0) - math.log(len(log_probs))
+
+
 def _summary(totals: dict[str, int]) -> dict[str, float]:
     n = max(int(totals["count"]), 1)
     out = {"top1": totals["top1"] / n, "top5": totals["top5"] / n, "count": int(totals["count"])}
@@ -422,10 +443,11 @@ def _open(dataset: str, split: str, size: int, data_dir: str | None):
 
 
 def evaluate(members: Sequence[Member], dataset: str, *, split: str = "test", data_dir: str | None = None,
-             batch_size: int = 128, progress: bool = False, source=None) -> dict[str, Any]:
+             batch_size: int = 128, progress: bool = False, source=None, workers: int = 0) -> dict[str, Any]:
     """Scores every member, and their ensemble when there are several, on ``split`` of ``dataset``.
 
-    ``source`` replaces the named data set by any classification source. The global batch is
+    ``source`` replaces the named data set by any classification source; ``workers`` loader processes read it
+    (0: threads, ``jaxcnn.data.loader``). The global batch is
     ``batch_size`` rounded up to a multiple of the devices. Returns ``{"dataset", "source", "count",
     "members": {name: {"top1", "top5", ["real", "real_count"], "count", "views"}}, "ensemble": {...}}``
     (``ensemble`` only for several members; ``real`` only where the source carries ReaL labels).
@@ -457,7 +479,7 @@ def evaluate(members: Sequence[Member], dataset: str, *, split: str = "test", da
     from jaxcnn.data.loader import eval_batches   # grain: imported when data flows, not with the package
 
     batches = eval_batches(inputs, global_batch=global_batch, process_index=jax.process_index(),
-                           process_count=jax.process_count())
+                           process_count=jax.process_count(), workers=workers)
     bar = None
     if progress and jax.process_index() == 0:
         from tqdm import tqdm
@@ -465,15 +487,16 @@ def evaluate(members: Sequence[Member], dataset: str, *, split: str = "test", da
     try:
         for batch in batches:
             labels = dp.put_batch({k: batch[k] for k in ("label", "mask", *(["real"] if real else []))})
-            ensemble = None
+            ensemble = []
             for m, v in zip(members, variables):
                 views = m.views.of(batch[f"image{group[m.name]}"])
-                probs = sum(_probs(m.model, v, dp.put_batch({"image": np.ascontiguousarray(x)})["image"])
-                            for x in views) / len(views)
-                add(m.name, scores(probs, labels["label"], labels["mask"], labels.get("real")))
-                ensemble = probs if ensemble is None else ensemble + probs
+                # the mean probability over the views, scored in logs (top-5 of saturated softmaxes stays right)
+                scored = _log_mean([_log_probs(m.model, v, dp.put_batch({"image": np.ascontiguousarray(x)})["image"])
+                                    for x in views])
+                add(m.name, scores(scored, labels["label"], labels["mask"], labels.get("real")))
+                ensemble.append(scored)
             if len(members) > 1:
-                add("ensemble", scores(ensemble / len(members), labels["label"], labels["mask"], labels.get("real")))
+                add("ensemble", scores(_log_mean(ensemble), labels["label"], labels["mask"], labels.get("real")))
             if bar is not None:
                 bar.update(1)
     finally:

@@ -85,7 +85,8 @@ def train_stream(cfg: TrainConfig, source, augment, start: int, num_steps: int):
     from jaxcnn.data.loader import train_batches   # grain: imported when data flows, not with the package
 
     return train_batches(source, global_batch=cfg.batch_size, seed=cfg.seed, augment=augment, start_step=start,
-                         num_steps=num_steps, process_index=jax.process_index(), process_count=jax.process_count())
+                         num_steps=num_steps, process_index=jax.process_index(), process_count=jax.process_count(),
+                         workers=data_workers(cfg))
 
 
 class TrainingDiverged(RuntimeError):
@@ -103,15 +104,47 @@ def build_model(cfg: TrainConfig, num_classes: int):
     return create_model(cfg.model, **options)
 
 
+def data_workers(cfg: TrainConfig) -> int:
+    """The run's loader processes: ``cfg.data_workers``, else ``default_workers`` for this backend."""
+    from jaxcnn.data.loader import check_workers, default_workers   # grain: imported when data flows
+
+    if cfg.data_workers is None:
+        return default_workers(accelerator=jax.default_backend() != "cpu")
+    return check_workers(cfg.data_workers)
+
+
+def _pretrained(cfg: TrainConfig, image_shape, num_classes: int):
+    """The variables of ``cfg.pretrained``; one-line errors for a file of another model or of a number of classes
+    other than the data set's (the shapes would clash deep inside the first step)."""
+    from jaxcnn.weights.torchvision import load_pretrained
+    try:
+        pre, variables = load_pretrained(cfg.model, cfg.pretrained, **dict(cfg.model_options))
+    except ValueError as e:
+        raise ValueError(f"pretrained={cfg.pretrained} is not a {cfg.model} weight file: "
+                         f"{str(e).splitlines()[0]}") from None
+    norm = getattr(pre, "normalization", None)   # a wrapped (robust) model's own input normalization
+    if norm is not None and not norm.is_imagenet():
+        raise ValueError(f"{cfg.pretrained}: its model normalizes its input with mean {norm.mean}, std "
+                         f"{norm.std}, not ImageNet's, which training feeds; fine-tune it from a file "
+                         "of ImageNet-normalized weights")
+    if model_info(cfg.model).task == "classification":
+        logits, _ = jax.eval_shape(lambda v, x: pre.apply(v, x, train=False), variables,
+                                   jax.ShapeDtypeStruct((1, *image_shape), jax.numpy.float32))
+        if logits.shape[-1] != num_classes:
+            raise ValueError(f"pretrained={cfg.pretrained} ({cfg.model}) scores {logits.shape[-1]} classes but "
+                             f"{cfg.dataset} has {num_classes}; give weights of a model with {num_classes} classes")
+    return variables
+
+
 def evaluate(dp: Placement, eval_step, variables, source, global_batch: int,
-             summarize=Classification().summarize) -> dict[str, float]:
+             summarize=Classification().summarize, workers: int = 0) -> dict[str, float]:
     """Metrics over a whole source (padding masked out): the eval step's sums, added up, then ``summarize``d
     (the task's: loss, top-1 and top-5, or loss, mIoU and pixel accuracy)."""
     from jaxcnn.data.loader import eval_batches   # grain: imported when data flows, not with the package
 
     totals: dict[str, np.ndarray] = {}
     for batch in eval_batches(source, global_batch=global_batch, process_index=jax.process_index(),
-                              process_count=jax.process_count()):
+                              process_count=jax.process_count(), workers=workers):
         sums = jax.device_get(eval_step(variables, dp.put_batch(batch)))
         for k, v in sums.items():
             v = np.asarray(v, np.int64 if np.issubdtype(np.asarray(v).dtype, np.integer) else np.float64)
@@ -159,16 +192,11 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
     profile = parse_profile_steps(cfg.profile_steps)
     if cfg.prefetch_batches < 1:
         raise ValueError(f"prefetch_batches must be >= 1, got {cfg.prefetch_batches}")
+    workers = data_workers(cfg)
     tx = make_optimizer(cfg.optimizer, steps_per_epoch, math.ceil(cfg.epochs * steps_per_epoch))
     variables = None
     if cfg.pretrained:
-        from jaxcnn.weights.torchvision import load_pretrained
-        loaded, variables = load_pretrained(cfg.model, cfg.pretrained, **dict(cfg.model_options))
-        norm = getattr(loaded, "normalization", None)   # a wrapped (robust) model's own input normalization
-        if norm is not None and not norm.is_imagenet():
-            raise ValueError(f"{cfg.pretrained}: its model normalizes its input with mean {norm.mean}, std "
-                             f"{norm.std}, not ImageNet's, which training feeds; fine-tune it from a file "
-                             "of ImageNet-normalized weights")
+        variables = _pretrained(cfg, image_shape, train_src.num_classes)
     if cfg.backbone_weights:
         variables = init_variables(model, image_shape[:2], seed=cfg.seed, channels=image_shape[2])
         variables = seg.load_backbone(cfg.model, cfg.backbone_weights, variables)
@@ -266,7 +294,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
                 if wait > INPUT_BOUND and not warned_input and lead:
                     warned_input = True
                     print(f"warning: input-bound: {100 * wait:.0f}% of the time went to waiting for batches; "
-                          "the accelerator is starved (more CPU workers, lighter augmentation, or cached data)",
+                          "the accelerator is starved (more loader processes: data_workers=N; lighter augmentation; "
+                          "or cached data)",
                           file=sys.stderr)
                 if bar is not None:
                     bar.set_postfix(loss=f"{mean['loss']:.3f}", img_s=f"{rate:.0f}",
@@ -275,11 +304,11 @@ def train(cfg: TrainConfig, *, progress: bool = True, reuse: str | None = None) 
             if eval_now:
                 check()   # evaluate only checked steps
                 eval_metrics = evaluate(dp, eval_step, state.variables, test_src, cfg.eval_batch_size,
-                                        task.summarize)
+                                        task.summarize, workers)
                 if state.ema:   # the average beside the raw weights
                     eval_metrics.update({f"ema_{k}": v for k, v in evaluate(
                         dp, eval_step, variables_of(state, ema=True), test_src, cfg.eval_batch_size,
-                        task.summarize).items()})
+                        task.summarize, workers).items()})
                 log.write(done, **{f"eval/{k}": v for k, v in eval_metrics.items()})
                 if cfg.optimizer.schedule == "plateau":
                     host = dp.unreplicate(state)

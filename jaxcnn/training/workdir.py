@@ -38,7 +38,7 @@ CONFIG_FILE = "config.json"
 REUSE_CHOICES = (None, "resume", "overwrite")
 # fields that never change what a run computes (dotted names; a name covers its subfields)
 IGNORED = ("workdir", "data_dir", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps",
-           "eval_batch_size", "max_steps", "strategy")
+           "eval_batch_size", "max_steps", "strategy", "data_workers")
 # fields that reuse="resume" may change under a run already under way: the schedule
 RESUMABLE = ("epochs", "optimizer", "label_smoothing")
 # what a run leaves in its workdir (overwrite removes exactly these)
