@@ -80,6 +80,11 @@ def test_robustbench_layout_reads_its_normalization(ref, tmp_path):
     assert relative_error(got, r["logits_robust"]) <= TOLERANCE
     # the normalization matters: the same network fed ImageNet's is another function of the photos
     assert relative_error(r["logits_imagenet"], r["logits_robust"]) > 0.2
+    # training feeds ImageNet-normalized batches: fine-tuning from this file is refused, not silently wrong
+    from jaxcnn.training import TrainConfig, train
+    with pytest.raises(ValueError, match="normalizes its input with mean .*not ImageNet's"):
+        train(TrainConfig(model="resnet18", pretrained=str(tmp_path / "robust.safetensors"), max_steps=1,
+                          workdir=str(tmp_path / "run")), progress=False)
 
 
 def test_robustness_library_checkpoint_pth(ref, tmp_path):
