@@ -116,9 +116,8 @@ def _project(z, x, eps, norm: str):
     return jnp.clip(x + _normalize(d, "l2") * jnp.minimum(eps, l2_norm(d)), 0.0, 1.0)
 
 
-@functools.partial(cpu.jit, static_argnames=("norm",))
-def random_start(key, index, x, eps, *, norm: str):
-    """APGD's start for x (B, H, W, 3) from per-example keys (``passes.example_keys(key, index)``)."""
+def random_start(key, index, x, eps, norm: str):
+    """APGD's start for x (B, H, W, 3) from per-example keys (``passes.example_keys(key, index)``); traceable."""
     keys = passes.example_keys(key, index)
     if norm == "linf":
         t = jax.vmap(lambda k: jax.random.uniform(k, x.shape[1:], x.dtype, -1.0, 1.0))(keys)
@@ -145,9 +144,9 @@ def _loss_grad(model, variables, x, labels, target, loss: str):
     return per, grad, logits
 
 
-@functools.partial(cpu.jit, static_argnames=("model", "loss", "sharding"))
-def _init(model, variables, x, labels, target, start, eps, *, loss, sharding):
-    x_adv = jnp.clip(start, 0.0, 1.0)
+@functools.partial(cpu.jit, static_argnames=("model", "norm", "loss", "sharding"))
+def _init(model, variables, x, labels, target, start, key, index, eps, *, norm, loss, sharding):
+    x_adv = random_start(key, index, x, eps, norm) if start is None else jnp.clip(start, 0.0, 1.0)
     per, grad, logits = _loss_grad(model, variables, x_adv, labels, target, loss)
     b = x.shape[0]
     carry = dict(x_adv=x_adv, x_old=x_adv, grad=grad, x_best=x_adv, grad_best=grad, loss_best=per,
@@ -205,20 +204,22 @@ class ApgdRun:
     zero_grad: jax.Array
 
 
-def run_apgd(model, variables, x, labels, start, *, eps: float, norm: str, loss: str, steps: int,
-             target=None) -> ApgdRun:
-    """APGD on one batch x (B, H, W, 3) from ``start`` (same shape), compiled once per model, shape and setting.
+def run_apgd(model, variables, x, labels, start=None, *, eps: float, norm: str, loss: str, steps: int,
+             target=None, key=None, index=None) -> ApgdRun:
+    """APGD on one batch x (B, H, W, 3), compiled once per model, shape and setting.
 
-    ``target`` (B,) the targeted DLR loss's classes. Arrays keep their dtype (float64 under
-    ``jax.enable_x64`` for the checks against the reference)."""
+    The start: ``start`` (same shape as x), else ``random_start(key, index, ...)``. ``target`` (B,) the
+    targeted DLR loss's classes. Arrays keep their dtype (float64 under ``jax.enable_x64`` for the
+    checks against the reference)."""
     if loss not in LOSSES:
         raise ValueError(f"unknown APGD loss {loss!r}; valid: {', '.join(LOSSES)}")
     b = x.shape[0]
     sharding = problem.batch_sharding(b)
-    x, labels, start, target = problem.shard_batch(x, labels, start, labels if target is None else target)
+    x, labels, start, target, index = problem.shard_batch(x, labels, start, labels if target is None else target,
+                                                          index)
     eps = jnp.asarray(eps, x.dtype)
-    carry, first_loss, zero_grad = _init(model, variables, x, labels, target, start, eps, loss=loss,
-                                         sharding=sharding)
+    carry, first_loss, zero_grad = _init(model, variables, x, labels, target, start, key, index, eps, norm=norm,
+                                         loss=loss, sharding=sharding)
     carry, (losses, sizes) = _loop((variables, x, labels, target, eps), carry, _schedule(steps), model=model,
                                    norm=norm, loss=loss, sharding=sharding)
     return ApgdRun(carry["x_best_adv"], ~carry["robust"], carry["x_best"], carry["loss_best"],
@@ -232,9 +233,9 @@ def apgd_pass(model, variables, *, eps: float, norm: str, loss: str, steps: int,
     (r + 1)-th highest clean logit. ``flags["zero_gradient"]`` counts examples with a zero gradient at the
     start (DLR losses, as AutoAttack checks)."""
     def run(x, labels, index, key):
-        start = random_start(key, index, x, jnp.asarray(eps, x.dtype), norm=norm)
         target = None if rank is None else ranked_class(model, variables, x, jnp.int32(rank))
-        r = run_apgd(model, variables, x, labels, start, eps=eps, norm=norm, loss=loss, steps=steps, target=target)
+        r = run_apgd(model, variables, x, labels, eps=eps, norm=norm, loss=loss, steps=steps, target=target, key=key,
+                     index=index)
         if flags is not None and loss != "ce":
             flags["zero_gradient"] = flags.get("zero_gradient", 0) + int(jnp.sum(r.zero_grad))
         return r.adv, r.fooled
@@ -268,7 +269,7 @@ def apgd(model, variables, x, labels, *, eps: float, norm: str = "linf", loss: s
         passes.check_num_classes(n, 3, "the DLR loss")
     variables = problem.fixed_weights(variables)
     plan = apgd_passes(model, variables, eps=eps, norm=norm, loss=loss, steps=steps, restarts=restarts)
-    out = passes.run_passes(plan, model, variables, x, labels, key=jax.random.key(seed), batch_size=batch_size)
+    out = passes.run_passes(plan, model, variables, x, labels, key=passes.seed_key(seed), batch_size=batch_size)
     return passes.attack_result(out, x)
 
 
@@ -282,5 +283,5 @@ def apgd_targeted(model, variables, x, labels, *, eps: float, norm: str = "linf"
     variables = problem.fixed_weights(variables)
     plan = apgd_targeted_passes(model, variables, eps=eps, norm=norm, steps=steps, targets=targets,
                                 restarts=restarts, num_classes=n)
-    out = passes.run_passes(plan, model, variables, x, labels, key=jax.random.key(seed), batch_size=batch_size)
+    out = passes.run_passes(plan, model, variables, x, labels, key=passes.seed_key(seed), batch_size=batch_size)
     return passes.attack_result(out, x)

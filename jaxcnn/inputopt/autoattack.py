@@ -27,7 +27,6 @@ import json
 import time
 from typing import Callable, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -172,7 +171,7 @@ def autoattack(model, variables, x, y, eps, *, norm: str = "linf", version: str 
         plan = [p for a in names for p in _plan(a, model, variables, e, norm, budgets, n_classes, counts)]
         t0 = time.perf_counter()
         progress = _progress(plan, names, log, t0, e) if log else None
-        out = passes.run_passes(plan, model, variables, xs, ys, key=jax.random.key(seed), batch_size=size,
+        out = passes.run_passes(plan, model, variables, xs, ys, key=passes.seed_key(seed), batch_size=size,
                                 attacks=names, clean=clean, on_pass=progress)
         after = dict(zip(names, out.robust_accuracy_after()))
         d = (out.images - xs).reshape(len(xs), -1)

@@ -109,22 +109,19 @@ def _size(v, norm: str):
 
 
 # ---------------------------------------------------------------- the compiled run
-@functools.partial(cpu.jit, static_argnames=("norm", "random", "sharding"))
-def _init(x, key, index, eps, *, norm, random, sharding):
-    if random:
+@functools.partial(cpu.jit, static_argnames=("norm", "sharding"))
+def _init(x, key, index, eps, *, norm, sharding):
+    """The loop's state from x itself (``key`` None), or from a random point at half the budget (restarts)."""
+    start = x
+    if key is not None:
         keys = passes.example_keys(key, index)
         if norm == "linf":
             t = jax.vmap(lambda k: jax.random.uniform(k, x.shape[1:], x.dtype, -1.0, 1.0))(keys)
         else:
             t = jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], x.dtype))(keys)
-        flat = t.reshape(t.shape[0], -1)
-        start = x + eps * 0.5 * t / _size(flat, norm).reshape(-1, 1, 1, 1)
-        start = jnp.clip(start, 0.0, 1.0)
-    else:
-        start = x
-    b = x.shape[0]
-    carry = dict(x1=start, adv=x, best=jnp.full((b,), 1e10, x.dtype))
-    return problem.place(carry, sharding, b)
+        start = jnp.clip(x + eps * 0.5 * t / _size(t.reshape(t.shape[0], -1), norm).reshape(-1, 1, 1, 1), 0.0, 1.0)
+    carry = dict(x1=start, adv=x, best=jnp.full((x.shape[0],), 1e10, x.dtype))
+    return problem.place(carry, sharding, x.shape[0])
 
 
 def _step(consts, c, _, *, model, norm, sharding):
@@ -164,12 +161,9 @@ def run_fab_targeted(model, variables, x, labels, target, *, eps: float, norm: s
     1e10 where none). ``key`` and ``index``: a random start at half the budget (else x itself)."""
     b = x.shape[0]
     sharding = problem.batch_sharding(b)
-    random = key is not None
-    if not random:
-        key, index = jax.random.key(0), jnp.zeros((b,), jnp.int32)
     x, labels, target, index = problem.shard_batch(x, labels, target, index)
     eps_ = jnp.asarray(eps, x.dtype)
-    carry = _init(x, key, index, eps_, norm=norm, random=random, sharding=sharding)
+    carry = _init(x, key, index, eps_, norm=norm, sharding=sharding)
     carry, _ = _loop((variables, x, labels, target), carry, length=steps, model=model, norm=norm, sharding=sharding)
     fooled = carry["best"] <= eps_
     return jnp.where(fooled.reshape(-1, 1, 1, 1), carry["adv"], x), fooled, carry["best"]
@@ -200,5 +194,5 @@ def fab_targeted(model, variables, x, labels, *, eps: float, norm: str = "linf",
     variables = problem.fixed_weights(variables)
     plan = fab_targeted_passes(model, variables, eps=eps, norm=norm, steps=steps, targets=targets,
                                restarts=restarts, num_classes=n)
-    out = passes.run_passes(plan, model, variables, x, labels, key=jax.random.key(seed), batch_size=batch_size)
+    out = passes.run_passes(plan, model, variables, x, labels, key=passes.seed_key(seed), batch_size=batch_size)
     return passes.attack_result(out, x)

@@ -66,6 +66,12 @@ class Outcome:
         return self.first == len(self.attacks)
 
 
+def seed_key(seed: int):
+    """The attacks' key: threefry, whatever JAX's default PRNG, because a threefry key's numbers do not depend
+    on how the keys are batched or the arrays sharded (``rbg``'s do), which per-example randomness needs."""
+    return jax.random.key(seed, impl="threefry2x32")
+
+
 def example_keys(key, index):
     """One key per example (b,) from a pass's key and the examples' positions ``index`` (b,) int32."""
     return jax.vmap(jax.random.fold_in, (None, 0))(key, index)

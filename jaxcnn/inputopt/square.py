@@ -222,7 +222,7 @@ def square(model, variables, x, labels, *, eps: float, norm: str = "linf", queri
     check_size(x.shape, norm)
     variables = problem.fixed_weights(variables)
     plan = square_passes(model, variables, eps=eps, norm=norm, queries=queries, restarts=restarts, p_init=p_init)
-    out = passes.run_passes(plan, model, variables, x, labels, key=jax.random.key(seed), batch_size=batch_size)
+    out = passes.run_passes(plan, model, variables, x, labels, key=passes.seed_key(seed), batch_size=batch_size)
     return passes.attack_result(out, x)
 
 

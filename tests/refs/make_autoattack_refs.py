@@ -113,6 +113,7 @@ def run_autoattack(model, x, y, norm, seed, individual=False):
         _, y_adv = aa.run_standard_evaluation(x, y, bs=len(x), return_labels=True)
         text = open(log.name).read()
     after = {k.lower(): float(v) / 100 for k, v in re.findall(r"robust accuracy after (\S+): ([\d.]+)%", text)}
+    after["clean"] = float(re.search(r"initial accuracy: ([\d.]+)%", text).group(1)) / 100
     return after, (y_adv == y).numpy()
 
 
@@ -232,7 +233,9 @@ def main():
     with torch.no_grad():
         accuracy = float((model(x_all).argmax(1) == y_all).float().mean())
     x, y = x_all[:N], y_all[:N]
-    out = {"images": test_set[0][:N], "labels": test_set[1][:N]}
+    with torch.no_grad():
+        clean = model(x).argmax(1).numpy()
+    out = {"images": test_set[0][:N], "labels": test_set[1][:N], "clean_predictions": clean}
     summary = {"test_accuracy": accuracy, "n": N, "seeds": list(SEEDS), "eps": EPS, "curve_eps": CURVE_EPS,
                "autoattack_commit": "a392200", "torch": torch.__version__, "standard": {}, "individual": {}}
     for norm in ("Linf", "L2"):
