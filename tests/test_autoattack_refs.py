@@ -21,13 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import load_pretrained
+from jaxcnn import layers, load_pretrained
 from jaxcnn.inputopt import apgd as A, fab, problem, square
 from jaxcnn.inputopt.autoattack import autoattack
 from tests.tiny_model import register
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 NORMS = {"Linf": "linf", "L2": "l2"}
+BATCH = 32
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ class TinyCNN64(nn.Module):
         for i, ch in enumerate((8, 16)):
             x = nn.Conv(ch, (3, 3), padding=1, use_bias=False, name=f"conv{i}", **kw)(x)
             x = nn.relu(nn.BatchNorm(use_running_average=True, epsilon=1e-5, name=f"bn{i}", **kw)(x))
-            x = nn.max_pool(x, (2, 2), (2, 2))
+            x = layers.max_pool(x, 2, 2)        # (flax's max_pool makes XLA all-gather its gradient over devices)
         return nn.Dense(10, name="fc", **kw)(jnp.mean(x, axis=(1, 2))), {}
 
 
@@ -61,8 +62,9 @@ def float64_batch(ref, digits_cnn):
     """(model, float64 variables, images (8, 16, 16, 3), labels) of the reference's float64 runs."""
     arrays, _ = ref
     idx = arrays["float64_index"]
-    return (TinyCNN64(), jax.tree.map(lambda a: np.asarray(a, np.float64), digits_cnn[1]),
-            arrays["images"][idx].astype(np.float64) / 255, arrays["labels"][idx].astype(np.int32))
+    x = (arrays["images"][idx].astype(np.float32) / 255).astype(np.float64)   # the reference's pixels: float32 k / 255
+    return (TinyCNN64(), jax.tree.map(lambda a: np.asarray(a, np.float64), digits_cnn[1]), x,
+            arrays["labels"][idx].astype(np.int32))
 
 
 def test_the_float64_network_is_the_reference_network(ref, digits_cnn, float64_batch):
@@ -76,7 +78,7 @@ def test_the_float64_network_is_the_reference_network(ref, digits_cnn, float64_b
     np.testing.assert_allclose(np.asarray(problem.logits(m, v, jnp.asarray(x, jnp.float32))), z, atol=2e-4)
     clean = np.asarray(problem.logits(m, v, jnp.asarray(arrays["images"] / 255, jnp.float32))).argmax(1)
     np.testing.assert_array_equal(clean, arrays["clean_predictions"])
-    assert np.mean(clean == arrays["labels"]) == summary["standard"]["Linf"][0]["clean"] > 0.9
+    assert np.mean(clean == arrays["labels"]) == pytest.approx(summary["standard"]["Linf"][0]["clean"], abs=1e-4)
 
 
 @pytest.mark.parametrize("norm, loss", [("Linf", "ce"), ("Linf", "dlr-targeted"), ("L2", "ce"),
@@ -92,9 +94,13 @@ def test_apgd_loss_curve_matches_the_reference_step_for_step(ref, float64_batch,
         curve, best, x_best, fooled = (np.asarray(a) for a in (run.losses, run.loss_best, run.x_best, run.fooled))
     want = arrays[f"{key}_curve"]
     assert curve.shape == want.shape == (101, 8)
-    np.testing.assert_allclose(curve, want, rtol=1e-9, atol=1e-10)
-    np.testing.assert_allclose(best, arrays[f"{key}_loss_best"], rtol=1e-9, atol=1e-10)
-    np.testing.assert_allclose(x_best, arrays[f"{key}_x_best"], atol=1e-9)
+    # equal to float64 rounding over the first ten steps; after that the L2 run on the targeted DLR loss
+    # amplifies rounding (the gap grows ~10x every 10 steps to ~1e-7; jaxcnn against itself from a start
+    # moved by 1e-15 drifts the same way, to ~1e-8); the other three stay within 1e-13 to the end
+    np.testing.assert_allclose(curve[:11], want[:11], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(curve, want, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(best, arrays[f"{key}_loss_best"], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(x_best, arrays[f"{key}_x_best"], atol=1e-6)
     np.testing.assert_array_equal(fooled, arrays[f"{key}_fooled"])
     assert np.ptp(want) > 0.5 and np.any(np.diff(want, axis=0) < 0)     # a curve with ups and downs
 
@@ -112,8 +118,8 @@ def test_fab_targeted_matches_the_reference_in_float64(ref, float64_batch, norm)
     found = want > 0
     assert found.sum() >= 6
     np.testing.assert_array_equal(fooled, found)
-    np.testing.assert_allclose(dist[found], want[found], rtol=1e-7)
-    np.testing.assert_allclose(adv, arrays[f"fab_{norm}_adv"], atol=1e-7)
+    np.testing.assert_allclose(dist[found], want[found], rtol=1e-10)
+    np.testing.assert_allclose(adv, arrays[f"fab_{norm}_adv"], atol=1e-12)
 
 
 def test_fab_projections_match_the_reference(ref):
@@ -141,14 +147,38 @@ def _within(got: float, runs: list[float], n: int, slack: int = 2) -> bool:
     return min(runs) - slack / n - 1e-9 <= got <= max(runs) + slack / n + 1e-9
 
 
+def _images(arrays):
+    return arrays["images"].astype(np.float32) / 255, arrays["labels"]
+
+
+def test_apgd_ce_alone_agrees_with_the_reference(ref, digits_cnn):
+    arrays, summary = ref
+    x, y = _images(arrays)
+    rep = autoattack(*digits_cnn, x, y, summary["eps"]["Linf"], version="custom", attacks=["apgd-ce"], seed=0,
+                     batch_size=BATCH)
+    runs = [r["apgd-ce"] for r in summary["individual"]["Linf"]]
+    assert _within(rep.rows[0].robust_accuracy, runs, len(y)), (rep.rows[0].robust_accuracy, runs)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
 def test_standard_ensemble_robust_accuracy_agrees_with_the_reference(ref, digits_cnn, norm):
     arrays, summary = ref
-    model, variables = digits_cnn
-    x, y = arrays["images"].astype(np.float32) / 255, arrays["labels"]
-    rep = autoattack(model, variables, x, y, summary["eps"][norm], norm=NORMS[norm], seed=0, batch_size=64)
-    got = rep.rows[0]
+    x, y = _images(arrays)
+    got = autoattack(*digits_cnn, x, y, summary["eps"][norm], norm=NORMS[norm], seed=0, batch_size=BATCH).rows[0]
     runs = summary["standard"][norm]
-    assert got.clean_accuracy == pytest.approx(runs[0]["clean"], abs=1e-9)
+    assert got.clean_accuracy == pytest.approx(runs[0]["clean"], abs=1e-4)   # the log's percentages: 2 decimals
     for attack in ("apgd-ce", "apgd-t", "fab-t", "square"):
         assert _within(got.robust_after[attack], [r[attack] for r in runs], len(y)), (attack, got.robust_after, runs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_each_attack_alone_agrees_with_the_reference(ref, digits_cnn, norm):
+    arrays, summary = ref
+    x, y = _images(arrays)
+    for attack in ("apgd-ce", "apgd-t", "fab-t", "square"):
+        rep = autoattack(*digits_cnn, x, y, summary["eps"][norm], norm=NORMS[norm], version="custom", attacks=[attack],
+                         seed=0, batch_size=BATCH)
+        runs = [r[attack] for r in summary["individual"][norm]]
+        assert _within(rep.rows[0].robust_accuracy, runs, len(y)), (attack, rep.rows[0].robust_accuracy, runs)

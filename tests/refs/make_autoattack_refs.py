@@ -19,7 +19,7 @@ a392200; not a dependency, not vendored):
    logits of every iterate recorded and the per-iteration loss computed from them (CE, and the
    targeted DLR loss towards the second-ranked class), L-inf and L2; FAB-T's ``attack_single_run``
    (target: the second-ranked class, no random start), L-inf and L2: the closest adversarial points.
-   FAB casts its input with ``.float()``, which is made to keep float64 for that call.
+   FAB casts its input with ``.float()``, which is made to keep float64 tensors float64 for that call.
 4. FAB's projections (``projection_linf``, ``projection_l2``) on random points, normals and offsets
    in float64; Square's side per query (``p_selection`` and the side's formula of ``attack_single_run``)
    and its L2 pattern ``eta`` for several sides.
@@ -172,7 +172,7 @@ def apgd_curves(model64, x, y, rng, out):
 
 def fab_targeted(model64, x, y, out):
     as_float = torch.Tensor.float
-    torch.Tensor.float = lambda self, *a, **k: self        # FAB casts with .float(): keep float64 here
+    torch.Tensor.float = lambda self, *a, **k: self if self.dtype == torch.float64 else as_float(self, *a, **k)
     try:
         for norm in ("Linf", "L2"):
             fab = FABAttack_PT(model64, norm=norm, n_restarts=1, n_iter=100, eps=CURVE_EPS[norm], seed=0,
@@ -238,6 +238,7 @@ def main():
     out = {"images": test_set[0][:N], "labels": test_set[1][:N], "clean_predictions": clean}
     summary = {"test_accuracy": accuracy, "n": N, "seeds": list(SEEDS), "eps": EPS, "curve_eps": CURVE_EPS,
                "autoattack_commit": "a392200", "torch": torch.__version__, "standard": {}, "individual": {}}
+    float64_parts(model, x, y, out)
     for norm in ("Linf", "L2"):
         summary["standard"][norm], summary["individual"][norm] = [], []
         for seed in SEEDS:
@@ -246,26 +247,38 @@ def main():
             out[f"robust_{norm}_seed{seed}"] = robust
             summary["individual"][norm].append(run_autoattack(model, x, y, norm, seed, individual=True))
             print(norm, seed, after, summary["individual"][norm][-1], flush=True)
-    torch.set_default_dtype(torch.float64)
-    model64 = TinyCNN()
-    model64.load_state_dict(model.state_dict())
-    model64 = model64.double().eval()
-    with torch.no_grad():
-        right = np.flatnonzero((model64(x.double()).argmax(1) == y).numpy())[:8]
-    x8, y8 = x.double()[right], y[right]
-    out["float64_index"] = right
-    with torch.no_grad():
-        out["float64_logits"] = model64(x8).numpy()
-    rng = np.random.default_rng(0)
-    apgd_curves(model64, x8, y8, rng, out)
-    fab_targeted(model64, x8, y8, out)
-    projections(rng, out)
-    square_schedule(out)
-    np.savez_compressed(os.path.join(DATA, "autoattack_refs.npz"), **out)
-    with open(os.path.join(DATA, "autoattack_refs.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    save(out, summary)
     print(json.dumps(summary, indent=1))
 
+
+def float64_parts(model, x, y, out):
+    """The float64 runs, the projections and Square's schedule (saved at once: the float32 runs take long)."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        model64 = TinyCNN()
+        model64.load_state_dict(model.state_dict())
+        model64 = model64.double().eval()
+        with torch.no_grad():
+            right = np.flatnonzero((model64(x.double()).argmax(1) == y).numpy())[:8]
+        x8, y8 = x.double()[right], y[right]
+        out["float64_index"] = right
+        with torch.no_grad():
+            out["float64_logits"] = model64(x8).numpy()
+        rng = np.random.default_rng(0)
+        apgd_curves(model64, x8, y8, rng, out)
+        fab_targeted(model64, x8, y8, out)
+        projections(rng, out)
+        square_schedule(out)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    save(out, None)
+
+
+def save(out, summary):
+    np.savez_compressed(os.path.join(DATA, "autoattack_refs.npz"), **out)
+    if summary is not None:
+        with open(os.path.join(DATA, "autoattack_refs.json"), "w") as f:
+            json.dump(summary, f, indent=1)
 
 if __name__ == "__main__":
     main()
