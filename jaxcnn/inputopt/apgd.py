@@ -220,7 +220,8 @@ def run_apgd(model, variables, x, labels, start=None, *, eps: float, norm: str, 
     eps = jnp.asarray(eps, x.dtype)
     carry, first_loss, zero_grad = _init(model, variables, x, labels, target, start, key, index, eps, norm=norm,
                                          loss=loss, sharding=sharding)
-    carry, (losses, sizes) = _loop((variables, x, labels, target, eps), carry, _schedule(steps), model=model,
+    sched = jax.device_put(_schedule(steps))       # on the device once, not sent with every step's call
+    carry, (losses, sizes) = _loop((variables, x, labels, target, eps), carry, sched, model=model,
                                    norm=norm, loss=loss, sharding=sharding)
     return ApgdRun(carry["x_best_adv"], ~carry["robust"], carry["x_best"], carry["loss_best"],
                    jnp.concatenate([first_loss[None], losses]), sizes, zero_grad)

@@ -199,7 +199,7 @@ def run_square(model, variables, x, labels, key, index, *, eps: float, norm: str
     x, labels, index = problem.shard_batch(x, labels, index)
     eps_ = jnp.asarray(eps, x.dtype)
     carry, keys = _init(model, variables, x, labels, key, index, eps_, norm=norm, sharding=sharding)
-    sched = (np.arange(queries, dtype=np.int32), sizes, np.array([rows[s] for s in sizes], np.int32))
+    sched = jax.device_put((np.arange(queries, dtype=np.int32), sizes, np.array([rows[s] for s in sizes], np.int32)))
     every = _chunk(queries)
     done = lambda c, _, steps: steps % every == 0 and not bool(jnp.any(c["margin"] > 0))
     carry, _ = _loop((variables, x, labels, keys, eps_, jnp.asarray(table, x.dtype)), carry, sched, chunk=every,
