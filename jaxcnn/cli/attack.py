@@ -37,8 +37,10 @@ def _cmd_attack(args: argparse.Namespace) -> None:
                                       data_dir=args.data_dir)
         loaded = load_model(args, choice=choice, classes=(args.dataset, classes))
         model, variables, size = loaded.model, loaded.variables, loaded.size
-        if args.method == "autoattack":
-            return _autoattack(args, loaded, x, y)
+        if args.method == "autoattack":    # its passes go over the images many times: held in memory
+            examples = [src[i] for i in range(len(src))]
+            x = np.stack([e["image"] for e in examples]).astype(np.float32) / 255.0
+            return _autoattack(args, loaded, x, np.array([e["label"] for e in examples]))
         t0 = time.perf_counter()
         rows = robustness_rows(model, variables, dataset_batches(src, args.batch_size), attack=args.method,
                                epsilons=[0.0, *args.eps], **options)
@@ -88,7 +90,7 @@ def _autoattack(args: argparse.Namespace, loaded, x, y) -> None:
 
     t0 = time.perf_counter()
     report = autoattack(loaded.model, loaded.variables, x, y, args.eps, norm=args.norm, seed=args.seed,
-                        log=lambda line: print(line, file=sys.stderr))
+                        batch_size=args.batch_size, log=lambda line: print(line, file=sys.stderr))
     report.save_json(os.path.join(args.out, "autoattack.json"))
     np.savez_compressed(os.path.join(args.out, "autoattack_images.npz"),
                         **{f"eps_{r.eps:.4g}": r.images for r in report.rows})
