@@ -26,6 +26,8 @@ def _cmd_attack(args: argparse.Namespace) -> None:
     from jaxcnn.inputopt.robustness import markdown_table, plot_robustness, robustness_rows
     from jaxcnn.viz import image_grid, save_png
 
+    if args.method == "autoattack" and not args.dataset:
+        raise ValueError("--method autoattack evaluates a data set: give --dataset (e.g. digits)")
     choice = choose_model(args, task="classification")
     options = {"steps": args.steps} if args.method in ("bim", "pgd") else {}
     if args.method == "pgd":
@@ -35,6 +37,10 @@ def _cmd_attack(args: argparse.Namespace) -> None:
                                       data_dir=args.data_dir)
         loaded = load_model(args, choice=choice, classes=(args.dataset, classes))
         model, variables, size = loaded.model, loaded.variables, loaded.size
+        if args.method == "autoattack":    # its passes go over the images many times: held in memory
+            examples = [src[i] for i in range(len(src))]
+            x = np.stack([e["image"] for e in examples]).astype(np.float32) / 255.0
+            return _autoattack(args, loaded, x, np.array([e["label"] for e in examples]))
         t0 = time.perf_counter()
         rows = robustness_rows(model, variables, dataset_batches(src, args.batch_size), attack=args.method,
                                epsilons=[0.0, *args.eps], **options)
@@ -74,6 +80,25 @@ def _cmd_attack(args: argparse.Namespace) -> None:
                                                                     if k != "target"}},
                    "target": args.target, "images": report}, f, indent=1)
     print(f"{args.method}: {int(res.success.sum())}/{len(names_)} succeeded -> {args.out}/side_by_side.png")
+
+
+def _autoattack(args: argparse.Namespace, loaded, x, y) -> None:
+    """AutoAttack's standard evaluation of the data set: the table, its flags, a JSON report and the images."""
+    import sys
+
+    from jaxcnn.inputopt.autoattack import autoattack
+
+    t0 = time.perf_counter()
+    report = autoattack(loaded.model, loaded.variables, x, y, args.eps, norm=args.norm, seed=args.seed,
+                        batch_size=args.batch_size, log=lambda line: print(line, file=sys.stderr))
+    report.save_json(os.path.join(args.out, "autoattack.json"))
+    np.savez_compressed(os.path.join(args.out, "autoattack_images.npz"),
+                        **{f"eps_{r.eps:.4g}": r.images for r in report.rows})
+    print(report.markdown())
+    for flag in report.flags:
+        print(f"warning ({flag['flag']}): {flag['message']}")
+    print(f"AutoAttack ({report.version}, {args.norm}, seed {args.seed}) on {len(x)} images of {args.dataset} at "
+          f"{loaded.size} px in {time.perf_counter() - t0:.1f} s -> {args.out}/autoattack.json")
 
 
 def _cmd_fool(args: argparse.Namespace) -> None:
@@ -136,11 +161,13 @@ def add_commands(sub) -> None:
     p = sub.add_parser("attack", help="adversarial examples for photos, or accuracy under attack on a data set")
     add_model_args(p, "resnet50")
     p.add_argument("images", nargs="*", help="image files (default: scikit-image's sample photos)")
-    p.add_argument("--method", default="pgd", choices=["fgsm", "bim", "pgd", "cw", "deepfool"])
+    p.add_argument("--method", default="pgd", choices=["fgsm", "bim", "pgd", "cw", "deepfool", "autoattack"],
+                   help="autoattack: AutoAttack's standard evaluation of --dataset (APGD-CE, APGD-T, FAB-T, Square)")
     p.add_argument("--eps", type=float, nargs="+", default=[4 / 255], help="budget(s), pixels in [0, 1]")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--norm", default="linf", choices=["linf", "l2"])
     p.add_argument("--restarts", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="autoattack: the attacks' random numbers")
     p.add_argument("--target", type=int, help="targeted attack: the class to reach")
     p.add_argument("--labels", type=int, nargs="+", help="true labels (default: the clean predictions)")
     p.add_argument("--dataset", help="evaluate robustness on this data set's test split instead (digits, "

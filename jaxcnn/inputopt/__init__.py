@@ -10,6 +10,9 @@ dream        class visualization, DeepDream, feature inversion
 style        Gatys et al.'s style transfer
 attacks      FGSM, BIM, PGD, Carlini-Wagner, DeepFool; patch: the adversarial patch
 fooling      fooling images (gradient, evolution); robustness: accuracy against the budget
+apgd, fab,   AutoAttack's attacks (APGD-CE/-DLR/-T, FAB-T, Square) and its standard evaluation
+square,      (``autoattack.autoattack``); passes: running attack passes on the still-robust
+autoattack   examples in fixed-size padded batches, first success per example
 attribution  saliency, deconvnet, guided backprop, IG, SmoothGrad, occlusion; inspection: units, filters
 """
 

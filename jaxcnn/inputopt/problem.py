@@ -188,9 +188,11 @@ def attack_batch(model, variables, x, labels, target=None, eps=None):
 # ---------------------------------------------------------------- the clean forward and fixed weights
 @functools.partial(cpu.jit, static_argnames=("model",))
 def logits(model, variables, x):
-    """float32 logits of pixel-space images (B, H, W, 3) in [0, 1] (eval mode); compiled once per model and
-    shape, and traceable inside other compiled code."""
-    return model.apply(variables, preprocess(x), train=False)[0].astype(jnp.float32)
+    """float32 logits of pixel-space images (B, H, W, 3) in [0, 1] (eval mode; float64 where the model computes
+    in float64, for checks against float64 references); compiled once per model and shape, and traceable
+    inside other compiled code."""
+    out = model.apply(variables, preprocess(x), train=False)[0]
+    return out.astype(jnp.promote_types(out.dtype, jnp.float32))
 
 
 def fixed_weights(variables):
