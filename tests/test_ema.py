@@ -1,5 +1,6 @@
 """Weight EMA: the compiled update against a float64 NumPy recurrence, warm-up, every k steps, non-finite
-steps, checkpoints with and without an average, the EMA's evaluation beside the raw weights, resume."""
+steps, checkpoints with and without an average, the EMA's evaluation beside the raw weights, the average
+selected by every command (resume with an average: tests/test_augment_resume.py)."""
 
 import os
 
@@ -111,16 +112,6 @@ def test_checkpoints_with_and_without_an_average(tmp_path):
     ckpt.close()
 
 
-def _final_leaves(workdir):
-    register()
-    target = create_train_state(TinyCNN(dropout_rate=0.1), make_optimizer(OptimizerConfig(schedule="cosine"), 1, 1),
-                                (16, 16, 3), seed=0, ema=True)
-    ckpt = Checkpointer.open_existing(workdir)
-    state, _ = ckpt.restore(target)
-    ckpt.close()
-    return jax.tree_util.tree_leaves(jax.device_get((state.params, state.ema)))
-
-
 @pytest.fixture(scope="module")
 def ema_run(tmp_path_factory):
     """A tiny digits run with EMA and mixup/cutmix: (its config, ``train``'s result)."""
@@ -131,19 +122,12 @@ def ema_run(tmp_path_factory):
     return full, train(full, progress=False)
 
 
-def test_run_with_ema_and_mixup_logs_ema_eval_and_resumes_bit_exact(tmp_path, ema_run):
+def test_run_with_ema_and_mixup_logs_ema_eval(ema_run):
+    """(Stopped and resumed with these options on, a run ends bit-identical: tests/test_augment_resume.py.)"""
     full, result = ema_run
     assert {"top1", "ema_top1", "ema_loss"} <= set(result["eval"])
     rows = read_rows(os.path.join(full.workdir, "metrics.jsonl"))
     assert any("eval/ema_top1" in r for r in rows) and any("train/loss" in r for r in rows)
-    # stopped after 8 steps (a checkpoint at 8), then resumed to the end
-    part = full.with_overrides([f"workdir={tmp_path / 'part'}", "max_steps=8"])
-    train(part, progress=False)
-    train(part.with_overrides(["max_steps=None"]), progress=False, reuse="resume")
-    a, b = _final_leaves(full.workdir), _final_leaves(str(tmp_path / "part"))
-    assert len(a) == len(b) > 0
-    for x, y in zip(a, b):
-        np.testing.assert_array_equal(x, y)
 
 
 def test_the_average_is_selectable_for_eval_export_and_checkpoint_commands(tmp_path, capsys, ema_run):
