@@ -126,6 +126,12 @@ def dense(features: int, *, name: str | None = None, dtype: Dtype = jnp.float32,
                     dot_general=ops.dot_general, **kwargs)
 
 
+def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` for 2-D arrays through the product dense layers use (``ops.dot_general``: oneDNN on the CPU
+    fast path, XLA's dot elsewhere); ``jaxcnn.bench.peak`` times it for the matrix-unit peak."""
+    return ops.dot_general(a, b, (((1,), (0,)), ((), ())))
+
+
 class BatchNorm(nn.BatchNorm):
     """``flax.linen.BatchNorm`` whose training-mode statistics and normalization run the C++
     kernel of ``ops.batch_norm`` where it applies (the CPU fast path); the same variables,

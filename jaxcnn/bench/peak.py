@@ -1,8 +1,12 @@
 """The device's peak FLOP/s, measured: a large square matrix product in the run's dtype.
 
 The figure MFU is taken against. It is measured rather than read off a datasheet because what a
-model can reach is what the device's own matrix unit reaches through XLA (clock limits, a shared
-host, emulated bfloat16 on a CPU without it). One measurement per (backend, device kind, dtype, jax
+model can reach is what the device's own matrix unit reaches through the libraries the run uses
+(clock limits, a shared host, emulated bfloat16 on a CPU without it). The peak is the fastest of the
+products a run can use: XLA's dot with the dtype's own output, XLA's dot accumulating into float32,
+and the product jaxcnn's dense layers use (``jaxcnn.layers.matmul``: oneDNN on the CPU fast path,
+which reaches AMX where XLA's bfloat16 dot does not). Timing only XLA's dot would let a model whose
+convolutions run on oneDNN report an MFU above 1. One measurement per (backend, device kind, dtype, jax
 version) is cached in ``peak_flops.json`` under jaxcnn's cache directory (``$JAXCNN_CACHE``, else
 ``~/.cache/jaxcnn``, as for the compilation cache).
 
@@ -23,6 +27,7 @@ import jax.numpy as jnp
 
 from jaxcnn import cpu
 from jaxcnn.bench.machine import bf16_native
+from jaxcnn.layers import matmul
 
 CACHE_FILE = "peak_flops.json"
 SIZE = {"cpu": 2048}      # the product's side; 8192 elsewhere (a few ms per product on a GPU)
@@ -38,29 +43,33 @@ def peak_dtype(dtype: str, backend: str | None = None) -> str:
     return "float32" if backend == "cpu" and dtype == "bfloat16" and not bf16_native() else dtype
 
 
-@cpu.jit
-def _product(a, b):
-    return a @ b
+PRODUCTS = {
+    "xla": cpu.jit(lambda a, b: a @ b),
+    "xla, float32 accumulation": cpu.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32)),
+    "dense layers' product": cpu.jit(matmul),
+}
 
 
 def measure(dtype: str, device=None, size: int | None = None, repeats: int = 5) -> float:
-    """FLOP/s of the best of ``repeats`` ``size`` x ``size`` products on ``device`` (default: the first one)."""
+    """FLOP/s of the fastest of ``PRODUCTS``, each the best of ``repeats`` ``size`` x ``size`` products on
+    ``device`` (default: the first one)."""
     device = device or jax.devices()[0]
     n = size or SIZE.get(device.platform, 8192)
     key = jax.random.key(0)
     a = jax.device_put(jax.random.normal(key, (n, n), jnp.float32).astype(dtype), device)
     b = jax.device_put(jax.random.normal(jax.random.fold_in(key, 1), (n, n), jnp.float32).astype(dtype), device)
-    _product(a, b).block_until_ready()
     best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        _product(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - t)
+    for product in PRODUCTS.values():
+        product(a, b).block_until_ready()
+        for _ in range(repeats):
+            t = time.perf_counter()
+            product(a, b).block_until_ready()
+            best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best
 
 
 def _key(device, dtype: str) -> str:
-    return f"{device.platform}|{device.device_kind}|{dtype}|jax {jax.__version__}"
+    return f"{device.platform}|{device.device_kind}|{dtype}|jax {jax.__version__}|fastest of {', '.join(PRODUCTS)}"
 
 
 def peak_flops(dtype: str, *, use_cache: bool = True, device=None) -> dict:
