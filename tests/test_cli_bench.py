@@ -58,6 +58,7 @@ def test_json_rows_are_finite_with_mfu_in_unit_interval(bench):
     result, _, _, _ = bench
     assert result["complete"] and result["command"].startswith("jaxcnn bench tiny_cnn --batch 8")
     assert result["versions"]["jax"] and result["versions"]["device"] and result["machine"]["cores"] >= 1
+    assert result["peak"]["cached"] is False   # measured in the bench's own process, not read from an older one
     assert [(r["model"], r["mode"]) for r in result["rows"]] == [("tiny_cnn", "infer"), ("tiny_cnn", "train")]
     for row in result["rows"]:
         assert all(math.isfinite(row[k]) and row[k] >= 0 for k in FINITE), row

@@ -58,7 +58,7 @@ def run(options: Options, *, command: str, log: Callable[[str], None] = print,
         on_model: Callable[[dict], None] | None = None) -> dict:
     """Measures every model and mode of ``options`` (see the module docstring); returns the result dict."""
     devices = measure.devices_for(options.devices)
-    peak = peaks.run_peak(options.dtype, devices)
+    peak = peaks.run_peak(options.dtype, devices, use_cache=False)   # this process's, not an older one's
     result = {"command": command, "machine": machine.machine(),
               "versions": {**machine.versions(), "devices_used": len(devices)},
               "settings": {k: v for k, v in dataclasses.asdict(options).items() if k != "torch_python"},

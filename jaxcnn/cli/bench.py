@@ -118,7 +118,7 @@ def add_commands(sub) -> None:
     p.add_argument("--all", action="store_true", help="every registered model")
     p.add_argument("--mode", choices=("infer", "train", "both"), default="both")
     p.add_argument("--batch", type=int, help="global batch over the devices (default: sized for the device: 256 per "
-                                             "GPU or TPU; on the CPU about 64 GFLOP of forward per batch)")
+                                             "GPU or TPU; on the CPU about 128 GFLOP of forward per batch)")
     p.add_argument("--size", type=int, help="image side (default: each model's native resolution)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
     p.add_argument("--strategy", choices=("jit", "pmap"), default="jit", help="data-parallel strategy")
