@@ -4,9 +4,9 @@ On the ImageNet-format fixture's training JPEGs (``jaxcnn.data.fixture``: scikit
 sizes, 300-500 px on the longer side, RGB and greyscale) written to a temporary folder, it measures
 
 * one core, a plain loop over the folder, for each ``--sizes``: the file decoded in full to an array by
-  Pillow, then cropped and resized (what the loader did before), the same with simplejpeg's decode, the
-  undecoded file cropped and resized without the JPEG draft, and with it (the default: crops at least
-  twice the output decoded at 1/2-1/8 scale);
+  Pillow, then cropped and resized (what indexing a source, ``src[i]``, gives), the same with
+  simplejpeg's decode, the undecoded file cropped and resized without the JPEG draft, and with it (the
+  default: crops at least twice the output decoded at 1/2-1/8 scale);
 * the loader (``jaxcnn.data.loader.train_batches``, batches of ``--batch``) in one thread, in ``--workers``
   worker processes and in as many threads as cores: images/s once every worker has sent a batch (process
   start-up apart), per core, images per CPU second of the process and its workers (the work a core does,
@@ -48,7 +48,7 @@ def one_core(src, size: int, rounds: int) -> dict[str, dict]:
 
     full = compose(random_resized_crop(size, draft=False), hflip())
     paths = {   # (read, transform, JPEGs decoded by simplejpeg)
-        "Pillow decode to an array, crop (before)": (src.__getitem__, full, False),
+        "Pillow decode to an array, crop": (src.__getitem__, full, False),
         "simplejpeg decode to an array, crop": (src.__getitem__, full, True),
         "undecoded file, full-scale decode": (src.encoded, full, True),
         "undecoded file + JPEG draft": (src.encoded, compose(random_resized_crop(size), hflip()), True),
