@@ -1,4 +1,4 @@
-"""The ImageNet journey on the fixture's real formats (``jaxcnn.data.fixture``, built once per session by
+"""The ImageNet journey on the fixture's real formats (``jaxcnn.data.fixture``, built once per test process by
 ``tests/conftest.py``): the layouts hold the same pictures and labels, ResNet-18 trains on the folder and the
 tfds layouts, ``eval`` scores the runs and a weight file on both layouts and on several test sets (Kendall's tau
 on a constructed case), ``attack --dataset`` and ``explain --checkpoint`` run on the folder layout."""
@@ -273,3 +273,25 @@ def test_attack_on_the_folder_data_set_and_explain_the_folder_run(runs, imagenet
     assert main(["explain", "--checkpoint", folder_run, "--method", "top-patches", "--layer", "layer1",
                  "--channel", "0", "--limit", "6", "--k", "2", "--out", str(tmp_path)]) == 0
     assert "over 6 images" in capsys.readouterr().out
+
+
+def test_a_runs_data_set_is_read_with_its_eval_options_and_real_labels_batch(imagenet_fixture):
+    """``--checkpoint`` commands read the run's data set through its evaluation crop with the run's options (a
+    torchvision-recipe run resizes to 232, not 224 / 0.875), and ReaL's label sets (0, 1 or several per image)
+    do not stop the images and labels from batching."""
+    from jaxcnn.cli.loading import dataset_batches, dataset_source
+    from jaxcnn.data.sources import TransformedSource
+    from jaxcnn.data.transforms import make_eval_transform
+
+    root, _ = imagenet_fixture
+    tfds_dir = str(root / "tfds")
+    run = TrainConfig(dataset="imagenet2012", data_dir=tfds_dir, image_size=SIZE, eval_transform="center",
+                      eval_options={"resize": 2 * SIZE})
+    src, _ = dataset_source("imagenet2012", "validation", SIZE, run=run)
+    raw = get_source("imagenet2012", "validation", size=SIZE, data_dir=tfds_dir)
+    crop = lambda **opts: TransformedSource(raw, make_eval_transform(SIZE, "center", **opts))[3]["image"]
+    np.testing.assert_array_equal(src[3]["image"], crop(resize=2 * SIZE))
+    assert not np.array_equal(src[3]["image"], crop())
+    real, _ = dataset_source("imagenet2012_real", "validation", SIZE, data_dir=tfds_dir, limit=12)
+    images, labels, mask = next(dataset_batches(real, 8))
+    assert images.shape == (8, SIZE, SIZE, 3) and labels.shape == (8,) and mask.all()

@@ -204,19 +204,26 @@ def data_dir_for(name: str, run=None, data_dir: str | None = None) -> str | None
     return run.data_dir if name == run.dataset or (tfds_set(name) and tfds_set(run.dataset)) else None
 
 
-class Limited:
-    """``limit`` examples of ``source`` spread evenly over it (the first, the last, and equal steps between), so
-    that a folder, whose examples come class by class, gives every class."""
+class Labelled:
+    """The image and label of ``source``'s examples (ReaL's variable-length label sets and other keys left out, so
+    that examples batch), at ``indices`` (default: all); ``limited`` spreads ``limit`` of them evenly."""
 
-    def __init__(self, source, limit: int):
+    def __init__(self, source, indices=None):
         self.source, self.num_classes, self.name = source, source.num_classes, source.name
-        self.indices = np.unique(np.linspace(0, len(source) - 1, limit).round().astype(np.int64))
+        self.indices = np.arange(len(source)) if indices is None else indices
+
+    @classmethod
+    def limited(cls, source, limit: int) -> "Labelled":
+        """``limit`` examples spread evenly (the first, the last, and equal steps between), so that a folder, whose
+        examples come class by class, gives every class."""
+        return cls(source, np.unique(np.linspace(0, len(source) - 1, limit).round().astype(np.int64)))
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int):
-        return self.source[int(self.indices[i])]
+        ex = self.source[int(self.indices[i])]
+        return {"image": ex["image"], "label": ex["label"]}
 
 
 def dataset_source(name: str, split: str, size: int, *, limit: int | None = None, run=None,
@@ -226,7 +233,7 @@ def dataset_source(name: str, split: str, size: int, *, limit: int | None = None
     The ``--checkpoint`` run's data set (``run``) is read through the run's evaluation transform; any other data
     set whose images are not all ``size`` x ``size`` is resized and centre-cropped (``jaxcnn.data.transforms``'
     ``center`` policy: shorter side to ``size / 0.875``). ``limit``: at most that many examples, spread evenly
-    over the split (``Limited``). ``data_dir``: see ``data_dir_for``.
+    over the split (``Labelled.limited``). ``data_dir``: see ``data_dir_for``.
     """
     from jaxcnn.data.sources import TransformedSource, get_source
     from jaxcnn.data.transforms import make_eval_transform
@@ -240,9 +247,8 @@ def dataset_source(name: str, split: str, size: int, *, limit: int | None = None
     if policy == "none" and tuple(getattr(src, "image_shape", (0, 0))[:2]) != (size, size):
         policy = "center"
     if policy != "none":
-        src = TransformedSource(src, make_eval_transform(size, policy))
-    if limit is not None and limit < len(src):
-        src = Limited(src, limit)
+        src = TransformedSource(src, make_eval_transform(size, policy, **(run.eval_options if own else {})))
+    src = Labelled.limited(src, limit) if limit is not None and limit < len(src) else Labelled(src)
     return src, int(src.num_classes)
 
 
@@ -283,6 +289,6 @@ def _check_classes(name: str, origin: str, got: int, dataset: str, num_classes: 
             f"give --checkpoint of a run trained on {dataset}, or --weights of a model with {num_classes} classes")
 
 
-__all__ = ["Limited", "LoadedModel", "ModelChoice", "abstract_classes", "add_model_args", "check_classes",
+__all__ = ["Labelled", "LoadedModel", "ModelChoice", "abstract_classes", "add_model_args", "check_classes",
            "choose_model", "data_dir_for", "dataset_batches", "dataset_name", "dataset_source", "image_size",
            "load_dataset", "load_images", "load_model", "output_classes"]
