@@ -3,9 +3,9 @@
 On the ImageNet-format fixture's training JPEGs (``jaxcnn.data.fixture``: scikit-image's photos at ImageNet's
 sizes, 300-500 px on the longer side, RGB and greyscale) written to a temporary folder, it measures
 
-* one core, a plain loop over the folder, for each ``--sizes``: the file decoded in full to an array by
-  Pillow, then cropped and resized (what indexing a source, ``src[i]``, gives), the same with
-  simplejpeg's decode, the undecoded file cropped and resized without the JPEG draft, and with it (the
+* one core, a plain loop over the folder, for each ``--sizes``: the file decoded in full to an array (a
+  source's ``src[i]``) by Pillow, then cropped and resized, the same with simplejpeg's decode, the
+  undecoded file cropped and resized without the JPEG draft, and with it (the
   default: crops at least twice the output decoded at 1/2-1/8 scale);
 * the loader (``jaxcnn.data.loader.train_batches``, batches of ``--batch``) in one thread, in ``--workers``
   worker processes and in as many threads as cores: images/s once every worker has sent a batch (process
@@ -39,7 +39,7 @@ def _best(runs: list[float]) -> dict:
 
 
 def one_core(src, size: int, rounds: int) -> dict[str, dict]:
-    """images/s of the three decode paths on one core, over every file of ``src``."""
+    """images/s of the four decode paths on one core, over every file of ``src``."""
     import numpy as np
 
     from jaxcnn.data.transforms import compose, hflip, random_resized_crop
@@ -55,18 +55,20 @@ def one_core(src, size: int, rounds: int) -> dict[str, dict]:
     }
     runs: dict[str, list[float]] = {k: [] for k in paths}
     keys = list(paths)
-    fast = image_io.FAST_JPEG
-    for r in range(rounds + 1):                     # round 0 warms the file cache
-        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-            read, transform, image_io.FAST_JPEG = paths[k]
-            image_io.FAST_JPEG = image_io.FAST_JPEG and fast
-            t = time.perf_counter()
-            for i in range(len(src)):
-                out = transform(read(i), np.random.default_rng((0, i)))
-            if r:
-                runs[k].append(len(src) / (time.perf_counter() - t))
-            assert out["image"].shape == (size, size, 3)
-    image_io.FAST_JPEG = fast
+    fast = image_io.FAST_JPEG                       # False where simplejpeg is not installed
+    try:
+        for r in range(rounds + 1):                 # round 0 warms the file cache
+            for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+                read, transform, use_simplejpeg = paths[k]
+                image_io.FAST_JPEG = use_simplejpeg and fast
+                t = time.perf_counter()
+                for i in range(len(src)):
+                    out = transform(read(i), np.random.default_rng((0, i)))
+                if r:
+                    runs[k].append(len(src) / (time.perf_counter() - t))
+                assert out["image"].shape == (size, size, 3)
+    finally:
+        image_io.FAST_JPEG = fast
     return {k: _best(v) for k, v in runs.items()}
 
 
@@ -158,11 +160,11 @@ def main(argv: list[str] | None = None) -> str:
             rows.append({"what": k, "size": size, "cores": used, **b, "per_core": b["images_per_s"] / min(used, cores),
                          "per_cpu_second": max(per_cpu[k]) if per_cpu[k] else None})
         n_files = len(src)
-    one = next(r for r in rows if r["what"] == "loader, 1 worker process")
+    one = next((r for r in rows if r["what"] == "loader, 1 worker process"), None)
     two = next((r for r in rows if r["what"] == "loader, 2 worker processes"), None)
     per_core = max(r["per_cpu_second"] or r["per_core"] for r in rows
                    if r["what"].startswith("loader") and "process" in r["what"])
-    derived = {"two_processes_over_one": two["images_per_s"] / one["images_per_s"] if two else None,
+    derived = {"two_processes_over_one": two["images_per_s"] / one["images_per_s"] if one and two else None,
                "process_per_cpu_second": per_core, "gpu_rate": args.gpu_rate,
                "cores_for_gpu_rate": args.gpu_rate / per_core}
     print(f"decode + random-resized crop + flip of {n_files} JPEGs (300-500 px), {cores} cores; best of "

@@ -103,7 +103,7 @@ class _RealSource:
 
     def __getitem__(self, i):
         return {"image": self.images[i], "label": np.int32(self.labels[i]),
-                evaluation.REAL_KEY: np.asarray(self.real[i], np.int32)}
+                evaluation.REAL_LABELS: np.asarray(self.real[i], np.int32)}
 
 
 def test_real_accuracy_against_numpy(setup):

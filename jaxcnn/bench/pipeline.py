@@ -11,7 +11,6 @@ A run is loader-bound when the loader delivers fewer images per second than the 
 
 from __future__ import annotations
 
-import os
 import time
 
 from jaxcnn.models import model_info
@@ -30,6 +29,7 @@ def time_pipeline(source: str, *, model: str, batch: int, size: int, augment: st
     ``target_s`` seconds (default ``TARGET_S``; ``MIN_BATCHES`` to ``MAX_BATCHES``). ``augment="auto"``: the
     shift policy for fixed-size data (digits, shapes), Inception's random-resized crop for variable-size
     images (folders, tfds); ``fields``: other ``TrainConfig`` fields of the stream."""
+    from jaxcnn.data.loader import resolve_workers, usable_cores
     from jaxcnn.data.sources import get_source
 
     src = get_source(source, "train", size=size, **({"data_dir": data_dir} if data_dir else {}))
@@ -52,7 +52,7 @@ def time_pipeline(source: str, *, model: str, batch: int, size: int, augment: st
     return {"source": source, "augment": augment, "batch": batch, "size": size,
             "image_shape": list(first["image"].shape[1:]), "images_per_s": n * len(first["image"]) / seconds,
             "batches": n, "seconds": seconds, "first_batch_s": first_s,
-            "data_workers": getattr(cfg, "data_workers", None), "cores": os.cpu_count()}
+            "data_workers": resolve_workers(cfg.data_workers), "cores": usable_cores()}
 
 
 def bound(step_images_per_s: float, loader_images_per_s: float) -> dict:

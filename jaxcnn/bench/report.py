@@ -97,8 +97,8 @@ def notes(result: dict) -> list[str]:
     if torch.get("skipped"):
         out.append(f"torch: skipped: {torch['skipped']}")
     for p in result.get("pipeline", []):
-        workers = p["data_workers"] if p.get("data_workers") is not None else "the loader's default"
-        out.append(f"loader: {p['source']} ({p['augment']}, {p['size']} px, batch {p['batch']}, workers: {workers}): "
+        workers = f"{p['data_workers']} worker processes" if p["data_workers"] else "threads"
+        out.append(f"loader: {p['source']} ({p['augment']}, {p['size']} px, batch {p['batch']}, {workers}): "
                    f"{p['images_per_s']:.0f} images/s on {p['cores']} cores")
     for b in result.get("bound", []):
         out.append(f"bound: {b['model']} {b['mode']}: the {b['bound']} (loader {b['headroom']:.2f}x the step's "

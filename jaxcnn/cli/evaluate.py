@@ -104,12 +104,9 @@ def _print_comparison(results: list[dict]) -> None:
 
 def _workers(args: argparse.Namespace) -> int:
     """--data-workers, else the loader's default for this backend (``jaxcnn.data.loader.default_workers``)."""
-    from jaxcnn.data.loader import check_workers, default_workers
+    from jaxcnn.data.loader import resolve_workers
 
-    if args.data_workers is not None:
-        return check_workers(args.data_workers)
-    import jax
-    return default_workers(accelerator=jax.default_backend() != "cpu")
+    return resolve_workers(args.data_workers, "--data-workers")
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:

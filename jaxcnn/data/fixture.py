@@ -302,7 +302,7 @@ def build(root: str | os.PathLike, *, train_per_class: int = 40, val_per_class: 
           voc: tuple[int, int] = (12, 6), seed: int = 0, tfds: bool = True) -> dict:
     """Writes the fixture under ``root`` (see the module docstring) and returns its manifest (also written as
     ``root/fixture.json``): the class table, the counts, and the data set names and data dirs that read it.
-    ``tfds=False`` leaves out the tfds layout (no tfds import)."""
+    ``tfds=False`` leaves out the tfds layout (no tfds data set is built)."""
     for name, n in (("train_per_class", train_per_class), ("val_per_class", val_per_class),
                     ("v2_per_class", v2_per_class)):
         if n < 1:

@@ -67,7 +67,7 @@ def _problems(paths: list[Path]) -> list[str | None]:
         return [image_problem(p) for p in paths]
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(max_workers=min(16, 2 * (os.cpu_count() or 1))) as pool:
-        return list(pool.map(image_problem, paths, chunksize=64))
+        return list(pool.map(image_problem, paths))
 
 
 class _CheckedFiles:

@@ -3,7 +3,7 @@
 ``load_image`` and the resize/crop helpers use float32 HWC arrays of pixel values
 in [0, 1]; ``jaxcnn.preprocess`` turns them into model input. The data sources
 read uint8 RGB instead (``read_rgb``, ``decode_rgb``, ``to_rgb_uint8``).
-Decoding and resizing use Pillow.
+Resizing uses Pillow.
 
 ``Encoded`` is an image file's bytes not yet decoded: sources that hold encoded
 files hand them out (``src.encoded(i)``) so that a transform can decode them the
@@ -90,8 +90,9 @@ def _jpeg_header(data: bytes):
     return (h, w, colorspace) if colorspace in ("YCbCr", "Gray") else None
 
 
-def _pixels(data: bytes, scale: int = 1) -> np.ndarray:
-    """``data`` decoded at 1/``scale`` (JPEGs only; 1 for anything else): (H, W, 3) RGB or (H, W) greyscale uint8.
+def _pixels(data: bytes, scale: int = 1) -> tuple[np.ndarray, int]:
+    """``data`` decoded at 1/``scale`` (JPEGs only; 1 for anything else): ((H, W, 3) RGB or (H, W) greyscale
+    uint8, the scale applied).
 
     YCbCr and greyscale JPEGs are decoded by simplejpeg (libjpeg-turbo, like Pillow, with the same settings:
     the same pixels, with less overhead), everything else, and anything simplejpeg refuses, by Pillow (its
@@ -105,14 +106,17 @@ def _pixels(data: bytes, scale: int = 1) -> np.ndarray:
             kw = {} if scale == 1 else {"min_height": out[0], "min_width": out[1], "min_factor": scale}
             a = _simplejpeg.decode_jpeg(data, colorspace="GRAY" if colorspace == "Gray" else "RGB", **kw)
             if a.shape[:2] == out:
-                return a[..., 0] if a.shape[-1] == 1 else a
+                return (a[..., 0] if a.shape[-1] == 1 else a), scale
         except ValueError:
             pass
     with Image.open(io.BytesIO(data)) as im:
+        applied = 1
         if scale > 1 and im.format == "JPEG":
-            im.draft(im.mode, (im.size[0] // scale, im.size[1] // scale))
+            width = im.size[0]
+            drafted = im.draft(im.mode, (width // scale, im.size[1] // scale))
+            applied = round(width / drafted[1][2]) if drafted else 1   # the box is the full image at 1/scale
         im.load()
-        return np.asarray(im if im.mode in ("RGB", "L") else im.convert("RGB"))   # CMYK, palette, alpha: to RGB
+        return np.asarray(im if im.mode in ("RGB", "L") else im.convert("RGB")), applied   # CMYK, palette: RGB
 
 
 def _rgb_array(a: np.ndarray) -> np.ndarray:
@@ -174,10 +178,7 @@ def decode_resized_crop(image: Encoded, box: tuple[int, int, int, int], out_hw: 
     top, left, ch, cw = box
     size = (out_hw[1], out_hw[0])
     try:
-        s = draft_scale((ch, cw), out_hw) if draft else 1
-        a = _pixels(image.data, s)
-        if s > 1:
-            s = round(image.size()[1] / a.shape[1])   # 1 where the file is no JPEG and was decoded in full
+        a, s = _pixels(image.data, draft_scale((ch, cw), out_hw) if draft else 1)   # s: 1 for a file not JPEG
         if s > 1:
             out = Image.fromarray(a).resize(size, resample, box=(left / s, top / s, (left + cw) / s, (top + ch) / s))
         else:
@@ -191,7 +192,7 @@ def decode_resized(image: Encoded, out_hw: tuple[int, int], resample: int) -> np
     """The whole encoded ``image`` resized to ``out_hw``: the pixels of decoding in full and resizing with
     Pillow, without the array copies in between."""
     try:
-        a = _pixels(image.data)
+        a, _ = _pixels(image.data)
         if a.shape[:2] != tuple(out_hw):
             a = np.asarray(Image.fromarray(a).resize((out_hw[1], out_hw[0]), resample))
         return _rgb_array(a)
@@ -202,7 +203,7 @@ def decode_resized(image: Encoded, out_hw: tuple[int, int], resample: int) -> np
 def decode_rgb(data: bytes, name: str = "image") -> np.ndarray:
     """Decodes encoded image bytes (JPEG/PNG/...) to (H, W, 3) uint8 RGB; ValueError naming ``name`` if unreadable."""
     try:
-        return _rgb_array(_pixels(data))
+        return _rgb_array(_pixels(data)[0])
     except _ERRORS as e:
         raise unreadable(name, e) from None
 

@@ -61,10 +61,19 @@ def default_workers(accelerator: bool) -> int:
     return min(32, cores - 2)
 
 
-def check_workers(workers: int) -> int:
+def check_workers(workers: int, name: str = "data_workers") -> int:
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
-        raise ValueError(f"data_workers must be an int >= 0 (0: threads in this process), got {workers!r}")
+        raise ValueError(f"{name} must be an int >= 0 (0: threads in this process), got {workers!r}")
     return workers
+
+
+def resolve_workers(workers: int | None, name: str = "data_workers") -> int:
+    """``workers`` checked (``name`` is the setting a bad value is reported as), else ``default_workers`` for
+    the backend JAX runs on."""
+    if workers is None:
+        import jax
+        return default_workers(accelerator=jax.default_backend() != "cpu")
+    return check_workers(workers, name)
 
 
 def _run(batches: grain.MapDataset, workers: int, threads: int | None, prefetch: int) -> Iterator:
@@ -105,7 +114,9 @@ def train_batches(source, *, global_batch: int, seed: int, augment: Callable | N
 
 def eval_batches(source, *, global_batch: int, process_index: int = 0, process_count: int = 1,
                  workers: int = 0, threads: int | None = None, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
-    """Yields this process's slice of each padded global batch of the whole source, in order."""
+    """Yields this process's slice of each padded global batch of the whole source, in order. ``workers``,
+    ``threads`` and ``prefetch``: who reads the examples and how many batches ahead, as for training (the module
+    docstring)."""
     if global_batch % process_count:
         raise ValueError(f"global batch {global_batch} does not divide over {process_count} processes")
     local = global_batch // process_count

@@ -15,7 +15,7 @@ size (grey MNIST is repeated to three channels), or for ``oxford_iiit_pet``
 validation images with the ReaL label sets of Beyer et al. 2020) adds
 ``"real_labels"``: int32 (K,), K >= 0 (``REAL_LABELS``), its ``label`` the original
 one. The image feature is read undecoded (tfds's ``SkipDecoding``) and decoded
-here with Pillow, so that ``src.encoded(i)`` can hand the JPEG to a transform that
+here (``jaxcnn.data.image_io``), so that ``src.encoded(i)`` can hand the JPEG to a transform that
 decodes only what it needs (``jaxcnn.data.image_io.Encoded``); records of a
 custom ``data_source`` may hold decoded pixels or encoded bytes.
 
@@ -133,11 +133,13 @@ class TfdsSource:
         image = record["image"]
         if isinstance(image, (bytes, bytearray)) and self.spec.mask_key is None:
             return {"image": Encoded(bytes(image), f"{self.name}[{i}] image"), **self._labels(record)}
-        return self[i]
+        return self._example(record, i)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        return self._example(self._record(i), i)
+
+    def _example(self, record: dict, i: int) -> dict[str, np.ndarray]:
         where = f"{self.name}[{i}]"
-        record = self._record(i)
         image = to_rgb_uint8(record["image"], f"{where} image")
         if self.spec.mask_key is None:
             return {"image": image, **self._labels(record)}
@@ -170,7 +172,7 @@ def _open(name: str, tfds_split: str, data_dir):
     features = builder.info.features
     key = TFDS_DATASETS[name.split("/")[0]].label_key
     label = features[key] if key in features else None
-    # the image undecoded: decoded here with Pillow, or by a transform that needs only part of it
+    # the image undecoded: decoded here (image_io: simplejpeg or Pillow), or by a transform that needs only part of it
     encoded = "image" in features and isinstance(features["image"], tfds.features.Image)
     skip = {"image": tfds.decode.SkipDecoding()} if encoded else None
     return builder.as_data_source(split=tfds_split, decoders=skip), getattr(label, "num_classes", None)

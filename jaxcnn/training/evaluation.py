@@ -8,7 +8,7 @@ process's slice of each padded global batch, in order), puts the batches on
 every device of every host with the data-parallel placement, and for every
 member computes softmax probabilities on the devices and adds up, per batch,
 the examples it gets right: top-1, top-5 and, where the source carries ReaL
-labels (``REAL_KEY``), ReaL accuracy (Beyer et al. 2020: the top-1 prediction
+labels (``REAL_LABELS``), ReaL accuracy (Beyer et al. 2020: the top-1 prediction
 is right when it is one of the image's labels; images without labels are left
 out). The ensemble's probabilities are the members' average, scored like a
 member. Averages (over views, over members) are taken of probabilities but kept
@@ -65,7 +65,6 @@ from jaxcnn.training.optimizer import OptimizerConfig, make_optimizer
 from jaxcnn.training.state import create_train_state, variables_of
 from jaxcnn.training.steps import model_input
 
-REAL_KEY = REAL_LABELS   # a source's example field with the image's ReaL label set (int array, may be empty)
 
 
 def ten_crops(images: np.ndarray, size: int, mirror: bool = True) -> np.ndarray:
@@ -388,7 +387,7 @@ class _MemberInputs:
         out = {f"image{g}": base(example, None)["image"] for g, base in enumerate(self.bases)}
         out["label"] = np.int32(example["label"])
         if self.real:
-            labels = np.asarray(example[REAL_KEY], np.int64).reshape(-1)
+            labels = np.asarray(example[REAL_LABELS], np.int64).reshape(-1)
             if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
                 raise ValueError(f"{self.name}[{i}]: ReaL labels {labels.tolist()} outside [0, {self.num_classes})")
             hot = np.zeros(self.num_classes, np.uint8)
@@ -464,7 +463,7 @@ def evaluate(members: Sequence[Member], dataset: str, *, split: str = "test", da
     keys = list(dict.fromkeys(m.views.key for m in members))
     group = {m.name: keys.index(m.views.key) for m in members}
     bases = [next(m.views for m in members if m.views.key == k).streamed_base() for k in keys]
-    real = len(src) > 0 and REAL_KEY in src[0]
+    real = len(src) > 0 and REAL_LABELS in src[0]
     inputs = _MemberInputs(src, bases, real)
     dp = placement_for("jit", members[0].model)
     global_batch = math.ceil(batch_size / dp.num_devices) * dp.num_devices

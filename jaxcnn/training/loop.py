@@ -106,11 +106,9 @@ def build_model(cfg: TrainConfig, num_classes: int):
 
 def data_workers(cfg: TrainConfig) -> int:
     """The run's loader processes: ``cfg.data_workers``, else ``default_workers`` for this backend."""
-    from jaxcnn.data.loader import check_workers, default_workers   # grain: imported when data flows
+    from jaxcnn.data.loader import resolve_workers   # grain: imported when data flows
 
-    if cfg.data_workers is None:
-        return default_workers(accelerator=jax.default_backend() != "cpu")
-    return check_workers(cfg.data_workers)
+    return resolve_workers(cfg.data_workers)
 
 
 def _pretrained(cfg: TrainConfig, image_shape, num_classes: int):
