@@ -98,3 +98,14 @@ def test_state_dict_round_trip_covers_every_variable(name):
     back = convert_state_dict(state, model, family=jaxcnn.model_info(name).family,
                               resolution=jaxcnn.model_info(name).resolution)
     assert jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(fake)
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v1", "inception_v3"])
+def test_the_smallest_input_reaches_every_layer(name):
+    """At ``MIN_SIZE`` (a hand-counted constant in these families) every feature map holds pixels, so the
+    global pool averages something; one pixel less is refused."""
+    m = type(jaxcnn.create_model(name)).MIN_SIZE
+    _, _, (logits, feats) = _apply_shapes(name, (1, m, m, 3))
+    assert logits.shape[0] == 1 and not [k for k, f in feats.items() if 0 in f.shape]
+    with pytest.raises(ValueError, match=f"at least {m}x{m}"):
+        _apply_shapes(name, (1, m - 1, m - 1, 3))

@@ -135,7 +135,7 @@ class InceptionV1(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     # the smallest input for which every max pool has a window to pool
-    MIN_SIZE = 25
+    MIN_SIZE = 31
 
     @nn.compact
     def __call__(self, x, train: bool = False):
