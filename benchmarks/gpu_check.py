@@ -1,4 +1,4 @@
-"""The GPU check, in one command that fits a 10-minute window on a machine that can download nothing.
+"""The GPU check, in one command, within a time budget (``--budget``), on a machine that may download nothing.
 
     python benchmarks/gpu_check.py [--out DIR] [--wheelhouse DIR] [--budget 480]
     python benchmarks/gpu_check.py --dry-run [--torch-python PATH] [--wheelhouse DIR]   # rehearsal on a CPU
@@ -6,8 +6,8 @@
 
 It expects JAX with a GPU plugin, PyTorch and torchvision, flax, optax and orbax-checkpoint installed,
 and touches none of them: jaxcnn is installed with ``pip install --no-deps --target`` into a folder of
-its own (``--no-deps`` also passes over jaxcnn's pin of jax, which is widened only once this check
-has passed on the newer version), put first on the ``PYTHONPATH`` of the child processes. Packages the
+its own (``--no-deps`` also passes over jaxcnn's pin of jax, so that a jax newer than the pin can be
+checked), put first on the ``PYTHONPATH`` of the child processes. Packages the
 stages need that the machine may lack (grain, safetensors, tensorboardX, pytest, scikit-learn,
 matplotlib) are installed the same way from ``--wheelhouse`` where they are missing; a stage whose
 needs stay unmet is skipped with a line saying which. Then, within ``--budget`` seconds, writing a
@@ -23,12 +23,12 @@ log per stage and ``gpu_check.json`` to ``--out`` (default ``$OUT``):
                   the GPU's default batches, PyTorch eager and channels-last: bench.json, bench.csv
   profile         a jax.profiler trace of ResNet-50's bfloat16 train step (trace/), if 90 s are left
   torch_compile   the same bench of ResNet-50 with torch.compile too, if 150 s are left (its first compiles
-                  take a minute or more per model and mode: all four do not fit the window; ``--torch-compile``
+                  take a minute or more per model and mode: all four do not fit the budget; ``--torch-compile``
                   puts them in the bench stage for a longer one)
 
 The stages run in this Python with the folder ``pip install --target`` filled first on their path, from
 a temporary folder (the bench) or the repository (the tests, which import the repository's copy).
-Timings: the one-GPU figures of a fresh machine (compilation cache off, so compile times are cold).
+Timings: one GPU, the compilation cache off (compile times are cold).
 
 ``--dry-run`` does all of it on the CPU (small sizes; the agreement's test side is the CPU fast path)
 with ``tensorflow_datasets``, ``grain``, ``tensorboardX`` and ``safetensors`` made unimportable
@@ -61,7 +61,7 @@ WHEELS = {"grain": ("grain", "array-record", "cloudpickle", "portpicker"), "safe
                          "python-dateutil", "six"), "setuptools": ("setuptools",)}
 SPECS = {"setuptools": "setuptools>=70.1"}    # what jaxcnn's build needs (bdist_wheel inside), not this Python's
 REQUIRED = ("parity", "loop_transfers", "agreement", "bench")     # the profile is extra
-TESTS_LIMIT_S = {False: 240, True: 900}     # the three test stages together; dry run: two shared CPU cores
+TESTS_LIMIT_S = {False: 240, True: 900}     # the three test stages together; dry run: the suite on the CPU
 LATER = {"profile": 90, "torch_compile": 150}   # each starts only with this much of the budget left
 
 

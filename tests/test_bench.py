@@ -106,6 +106,8 @@ def test_torch_plan_says_why_the_torch_side_cannot_run(monkeypatch, tmp_path):
 
     tpu = [types.SimpleNamespace(platform="tpu")]
     assert "JAX runs on tpu" in runner.torch_plan(runner.Options(["m"], vs_torch=True), tpu)[2]
+    gpus = [types.SimpleNamespace(platform="gpu")] * 4
+    assert "compare with --devices 1" in runner.torch_plan(runner.Options(["m"], vs_torch=True), gpus)[2]
     monkeypatch.setattr(machine, "bf16_native", lambda: False)
     cpu = measure.devices_for(1)
     assert "emulated" in runner.torch_plan(runner.Options(["m"], dtype="bfloat16"), cpu)[2]

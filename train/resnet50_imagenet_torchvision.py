@@ -13,7 +13,8 @@ Source:   torchvision's classification references (references/classification/REA
 Differs:  torchvision's warm-up starts at 0.01 x lr (here at 0); its EMA copies the weights during the
           warm-up epochs (here it averages from the start: with this decay the first epochs' share of the
           final average is negligible); it repeats each image 4 times per epoch with the repeated
-          augmentation sampler (--ra-sampler), which jaxcnn's loader does not do.
+          augmentation sampler (--ra-sampler), which jaxcnn's loader does not do; its warm-up and cosine
+          change the learning rate once per epoch, here every step.
 """
 
 from jaxcnn.training import OptimizerConfig, TrainConfig

@@ -10,7 +10,6 @@ import importlib.metadata
 import os
 import platform
 import re
-import sys
 
 # the CPU flags that decide which fast paths and dtypes run natively
 FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
@@ -86,11 +85,3 @@ def machine_tag(device: str | None = None) -> str:
     if device and not device.lower().startswith("cpu"):
         tag += "-" + _slug(device)
     return tag
-
-
-def command_line(argv: list[str] | None = None) -> str:
-    """The command as it was typed, as far as Python can tell (``sys.argv`` by default)."""
-    import shlex
-
-    args = sys.argv if argv is None else argv
-    return " ".join(shlex.quote(a) for a in args)

@@ -47,6 +47,8 @@ def torch_plan(options: Options, devices: list) -> tuple[str | None, str | None,
     platform = devices[0].platform
     if platform not in TORCH_DEVICE:
         return None, None, f"PyTorch runs on the CPU or CUDA; JAX runs on {platform}"
+    if platform != "cpu" and len(devices) > 1:   # its one device against jaxcnn's several would be no comparison
+        return None, None, f"PyTorch's side runs on one device, jaxcnn's on {len(devices)}: compare with --devices 1"
     if platform == "cpu" and options.dtype == "bfloat16" and not machine.bf16_native():
         return None, None, ("bfloat16 autocast on a CPU without AVX512-BF16 or AMX is emulated by PyTorch, many "
                             "times slower than float32: no meaningful comparison")

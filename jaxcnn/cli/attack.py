@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from jaxcnn.cli.loading import (add_model_args, choose_model, dataset_batches, dataset_name, dataset_source,
-                                load_dataset, load_images, load_model)
+                                in_memory, load_dataset, load_images, load_model)
 
 
 def _caption(probs, names) -> str:
@@ -38,9 +38,7 @@ def _cmd_attack(args: argparse.Namespace) -> None:
         loaded = load_model(args, choice=choice, classes=(args.dataset, classes))
         model, variables, size = loaded.model, loaded.variables, loaded.size
         if args.method == "autoattack":    # its passes go over the images many times: held in memory
-            examples = [src[i] for i in range(len(src))]
-            x = np.stack([e["image"] for e in examples]).astype(np.float32) / 255.0
-            return _autoattack(args, loaded, x, np.array([e["label"] for e in examples]))
+            return _autoattack(args, loaded, *in_memory(src))
         t0 = time.perf_counter()
         rows = robustness_rows(model, variables, dataset_batches(src, args.batch_size), attack=args.method,
                                epsilons=[0.0, *args.eps], **options)

@@ -21,6 +21,8 @@ import os
 import shlex
 import sys
 
+from jaxcnn.cli.writable import writable_dir
+
 DEFAULT_MODELS = ("resnet50",)
 
 
@@ -68,16 +70,6 @@ def command(argv: list[str]) -> str:
     return shlex.join(["jaxcnn", *kept])
 
 
-def _writable(folder: str, what: str) -> None:
-    """Creates ``folder`` if needed; a one-line error when nothing can be written there (before any work)."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"{what}: cannot create {folder} ({e.strerror or e})") from None
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"{what}: {folder} is not writable")
-
-
 def _cmd_bench(args: argparse.Namespace) -> None:
     from jaxcnn.bench import report, runner
 
@@ -88,7 +80,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
                          ("--json", args.json and os.path.dirname(os.path.abspath(args.json))),
                          ("--profile", args.profile)):
         if folder:
-            _writable(folder, what)
+            writable_dir(folder, what)
     if args.data:
         from jaxcnn.data.sources import get_source
         get_source(args.data, "train", **({"data_dir": args.data_dir} if args.data_dir else {}))  # fails early

@@ -272,9 +272,13 @@ def load_dataset(name: str, split: str, size: int, *, limit: int | None = None, 
     """(images (N, size, size, 3) float32 in [0, 1], labels (N,), number of classes) of ``dataset_source``,
     held in memory (for the commands that go over their images many times)."""
     src, classes = dataset_source(name, split, size, limit=limit, run=run, data_dir=data_dir)
-    ex = [src[i] for i in range(len(src))]
-    images = np.stack([e["image"] for e in ex]).astype(np.float32) / 255.0
-    return images, np.array([e["label"] for e in ex]), classes
+    return (*in_memory(src), classes)
+
+
+def in_memory(source) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, H, W, 3) float32 in [0, 1], labels (N,)) of every example of ``source``."""
+    ex = [source[i] for i in range(len(source))]
+    return np.stack([e["image"] for e in ex]).astype(np.float32) / 255.0, np.array([e["label"] for e in ex])
 
 
 def check_classes(loaded: LoadedModel, dataset: str, num_classes: int) -> None:
@@ -291,4 +295,4 @@ def _check_classes(name: str, origin: str, got: int, dataset: str, num_classes: 
 
 __all__ = ["Labelled", "LoadedModel", "ModelChoice", "abstract_classes", "add_model_args", "check_classes",
            "choose_model", "data_dir_for", "dataset_batches", "dataset_name", "dataset_source", "image_size",
-           "load_dataset", "load_images", "load_model", "output_classes"]
+           "in_memory", "load_dataset", "load_images", "load_model", "output_classes"]

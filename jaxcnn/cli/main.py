@@ -12,12 +12,12 @@
                                          a run's weights (or their average) as a torchvision state dict
   jaxcnn visualize | dream | invert | style ...      (jaxcnn/cli/dream.py)
   jaxcnn attack | fool | patch ...                     (jaxcnn/cli/attack.py)
-  jaxcnn explain --method occlusion|saliency|deconvnet|guided|ig|smoothgrad|top-patches|filters
+  jaxcnn explain --method occlusion|saliency|deconvnet|guided|ig|smoothgrad|gradcam|top-patches|filters
                                                        (jaxcnn/cli/explain.py)
-  jaxcnn fixture DIR                     a small ImageNet-format data set to try the commands on
-                                                       (jaxcnn/cli/fixture.py)
                                          input optimisation; each takes --model/--weights/--checkpoint
                                          (jaxcnn/cli/loading.py) and writes PNGs and a report under out/
+  jaxcnn fixture DIR                     a small ImageNet-format data set to try the commands on
+                                                       (jaxcnn/cli/fixture.py)
   jaxcnn bench [MODEL ...] [--mode infer|train|both] [--vs torch] ...  (jaxcnn/cli/bench.py)
                                          throughput, MFU and memory of the training path, beside PyTorch
 
@@ -32,11 +32,11 @@ import argparse
 import importlib
 import os
 import sys
-import tempfile
 import time
 
 from jaxcnn.cli import compile_cache
 from jaxcnn.cli.loading import add_model_args
+from jaxcnn.cli.writable import writable_dir
 from jaxcnn.cpu import host_memory
 
 # modules of jaxcnn.cli with an ``add_commands(subparsers)``
@@ -130,16 +130,6 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"{args.path}: {len(state)} tensors of the {cfg.model} run {args.workdir}"
           f"{' (weight average)' if args.ema else ''}, torchvision's key names; read it with "
           f"--model {cfg.model} --weights {args.path}")
-
-
-def writable_dir(path: str, what: str) -> None:
-    """Creates ``path`` if needed and checks that a file can be written there, before any work is done."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".jaxcnn-write-test"):
-            pass
-    except OSError as e:
-        raise ValueError(f"{what} {path} is not a writable directory ({e.strerror or e})") from None
 
 
 def _config_fields_help() -> str:

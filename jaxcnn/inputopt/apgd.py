@@ -231,14 +231,15 @@ def run_apgd(model, variables, x, labels, start=None, *, eps: float, norm: str, 
 def apgd_pass(model, variables, *, eps: float, norm: str, loss: str, steps: int, rank: int | None = None,
               name: str | None = None, flags: dict | None = None) -> passes.Pass:
     """One APGD run from a random start; ``rank`` r: the targeted DLR loss towards the class with the
-    (r + 1)-th highest clean logit. ``flags["zero_gradient"]`` counts examples with a zero gradient at the
-    start (DLR losses, as AutoAttack checks)."""
+    (r + 1)-th highest clean logit. ``flags["zero_gradient"]`` collects the indices of the examples with a zero
+    gradient at the start (DLR losses, as AutoAttack checks)."""
     def run(x, labels, index, key):
         target = None if rank is None else ranked_class(model, variables, x, jnp.int32(rank))
         r = run_apgd(model, variables, x, labels, eps=eps, norm=norm, loss=loss, steps=steps, target=target, key=key,
                      index=index)
         if flags is not None and loss != "ce":
-            flags["zero_gradient"] = flags.get("zero_gradient", 0) + int(jnp.sum(r.zero_grad))
+            # a set: the padding of a short last batch and later passes over the same example count once
+            flags.setdefault("zero_gradient", set()).update(np.asarray(index)[np.asarray(r.zero_grad)].tolist())
         return r.adv, r.fooled
 
     default = "apgd-ce" if loss == "ce" else "apgd-t" if rank is not None else "apgd-dlr"

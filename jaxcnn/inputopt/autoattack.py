@@ -136,8 +136,10 @@ def autoattack(model, variables, x, y, eps, *, norm: str = "linf", version: str 
     ``l2``; ``seed``: the attacks' random numbers (per example: a result does not depend on the batch);
     ``batch_size``: the fixed batch of every compiled program. ``version="custom"`` with ``attacks`` (names
     from ``ATTACKS``, run in that order) or budget overrides (``steps``, ``queries``, ``targets``,
-    ``restarts``) run something else than the standard evaluation, reported as ``custom``. ``log``
-    receives a line per attack (AutoAttack's progress lines).
+    ``restarts``: of APGD-CE and APGD-DLR; APGD-T, FAB-T and Square run once per target, as in AutoAttack's
+    standard version) run something else than the standard evaluation, reported as ``custom``. ``log``
+    receives a line per attack (AutoAttack's progress lines). The ``randomized`` check guards a model whose
+    forward draws random numbers or reduces nondeterministically; jaxcnn's models in evaluation mode do not.
     """
     if version not in ("standard", "custom"):
         raise ValueError(f"unknown version {version!r}; valid: standard, custom")
@@ -147,16 +149,19 @@ def autoattack(model, variables, x, y, eps, *, norm: str = "linf", version: str 
     if version == "standard" and attacks is not None:
         raise ValueError("attacks are chosen by version='custom'; the standard version runs " + ", ".join(STANDARD))
     names = tuple(attacks) if attacks is not None else STANDARD
+    if not names:
+        raise ValueError(f"give at least one attack; valid: {', '.join(ATTACKS)}")
     bad = [a for a in names if a not in ATTACKS]
-    if bad or not names:
-        raise ValueError(f"unknown attack {bad[0] if bad else None!r}; valid: {', '.join(ATTACKS)}")
+    if bad:
+        raise ValueError(f"unknown attack {bad[0]!r}; valid: {', '.join(ATTACKS)}")
     budgets = {**DEFAULTS, **budgets}
     passes.check_counts(**budgets)
     if budgets != DEFAULTS or names != STANDARD:
         version = "custom"
     epsilons = _eps_list(eps)
-    for e in epsilons:
-        xs, ys, n_classes = passes.check_inputs(model, variables, x, y, e, norm)
+    for e in epsilons[1:]:
+        passes.check_eps(e)
+    xs, ys, n_classes = passes.check_inputs(model, variables, x, y, epsilons[0], norm)   # the images once
     if "square" in names:
         check_size(xs.shape, norm)
     if {"apgd-t", "apgd-dlr"} & set(names):
@@ -180,8 +185,8 @@ def autoattack(model, variables, x, y, eps, *, norm: str = "linf", version: str 
                               float(size_of.max()) if len(d) else 0.0, time.perf_counter() - t0, out.first,
                               out.images, out.predictions))
         if counts.get("zero_gradient"):
-            flags.append(_flag("zero_gradient", f"there are {counts['zero_gradient']} points with zero gradient at "
-                               f"eps {e:.4g}: the gradient-based attacks may be unreliable there"))
+            flags.append(_flag("zero_gradient", f"there are {len(counts['zero_gradient'])} points with zero gradient "
+                               f"at eps {e:.4g}: the gradient-based attacks may be unreliable there"))
         flags += _square_flag(after, names, e)
     flags += _monotone_flags(rows)
     return AutoAttackReport(norm, version, int(seed), names, ys, rows, flags, budgets)

@@ -28,8 +28,8 @@ ALPHA_MAX, ETA, BETA = 0.1, 1.05, 0.9
 
 # ---------------------------------------------------------------- projections onto a hyperplane in the box
 # Both projections solve a monotone piecewise-linear equation h(lam) = c per row. The reference sorts
-# each row's breakpoints; sorting is slow on the CPU (XLA's sort of 64 x 768 values takes ~10 ms,
-# ``benchmarks/cpu/fab_projection.py``), so the segment holding the root is found by bisection on
+# each row's breakpoints; sorting is slow on the CPU (``benchmarks/cpu/fab_projection.py`` times both
+# ways), so the segment holding the root is found by bisection on
 # lam instead (a fixed number of halvings: the bracket ends below the dtype's resolution), and lam is
 # then solved exactly on that segment, which gives the sorted solution up to rounding.
 def _oriented(t, w, b):

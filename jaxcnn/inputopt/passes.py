@@ -149,8 +149,7 @@ def check_inputs(model, variables, x, labels, eps, norm: str) -> tuple[np.ndarra
     integer classes of the model or not one per image."""
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
-    if not np.isscalar(eps) or not np.isfinite(float(eps)) or float(eps) <= 0:
-        raise ValueError(f"epsilon must be a finite number > 0, got {eps}")
+    check_eps(eps)
     problem.check_images01(x)
     x = np.asarray(x, np.float32)
     y = np.asarray(labels)
@@ -161,6 +160,11 @@ def check_inputs(model, variables, x, labels, eps, norm: str) -> tuple[np.ndarra
     n = problem.num_classes(model, variables, x.shape)
     problem.check_classes(y, n, "label")
     return x, y.astype(np.int32), n
+
+
+def check_eps(eps) -> None:
+    if not np.isscalar(eps) or not np.isfinite(float(eps)) or float(eps) <= 0:
+        raise ValueError(f"epsilon must be a finite number > 0, got {eps}")
 
 
 def check_counts(**counts: int) -> None:

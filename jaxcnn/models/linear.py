@@ -32,7 +32,7 @@ class Linear(nn.Module):
         x = x.reshape(x.shape[0], -1)
         feats = {"pixels": x}
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        logits = nn.Dense(self.num_classes, name="fc", dtype=self.dtype, param_dtype=self.param_dtype)(x)
+        logits = layers.dense(self.num_classes, name="fc", dtype=self.dtype, param_dtype=self.param_dtype)(x)
         return logits.astype(jnp.float32), feats
 
 
