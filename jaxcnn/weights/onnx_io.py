@@ -1,11 +1,12 @@
 """The weights of an ONNX model as a state dict, read with the ``onnx`` package (an optional extra).
 
 ``read_onnx(path)`` returns the initializers that are the parameters of the graph's layers (inputs of
-``Conv``, ``Gemm``, ``MatMul``, ``BatchNormalization``, ``Add``, ``Mul``), keyed by their ONNX names; shape
-constants and the like are left out. A fully connected layer's matrix is returned in PyTorch's
-``Linear`` layout (out, in) whatever the graph's ``transB`` (or ``MatMul``) says, and convolution kernels
-keep ONNX's (out, in, kH, kW), which is PyTorch's. Parsing a protobuf runs no code from the file; weights
-kept in external files are refused (the reader opens no other file than the one it is given).
+``Conv``, ``Gemm``, ``MatMul``, ``BatchNormalization``, and the ``Add`` of a bias after a ``MatMul``), keyed
+by their ONNX names; shape constants, scalars and the like are left out. A fully connected layer's matrix
+is returned in PyTorch's ``Linear`` layout (out, in) whatever the graph's ``transB`` (or ``MatMul``) says,
+and convolution kernels keep ONNX's (out, in, kH, kW), which is PyTorch's. Parsing a protobuf runs no code
+from the file; weights kept in external files are refused (the reader opens no other file than the one it
+is given).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 # op type -> the positions of its inputs that are parameters
 _PARAM_INPUTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,),
-                 "BatchNormalization": (1, 2, 3, 4), "Add": (0, 1), "Mul": (0, 1)}
+                 "BatchNormalization": (1, 2, 3, 4)}
 
 
 def read_onnx(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -38,10 +39,15 @@ def read_onnx(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: weights stored in external files ({', '.join(external[:4])}); "
                          "save the model with its weights inside (onnx.save_model(..., save_as_external_data=False))")
     transpose, keep = set(), set()
+    made_by = {out: node.op_type for node in graph.node for out in node.output}
     for node in graph.node:
         for i in _PARAM_INPUTS.get(node.op_type, ()):
             if i < len(node.input) and node.input[i] in inits:
                 keep.add(node.input[i])
+        if node.op_type == "Add" and len(node.input) == 2:   # MatMul + bias: a fully connected layer's bias
+            for a, b in (node.input, node.input[::-1]):
+                if a in inits and made_by.get(b) == "MatMul":
+                    keep.add(a)
         if node.op_type in ("Gemm", "MatMul") and len(node.input) > 1:
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             if attrs.get("transA", 0):
