@@ -81,6 +81,17 @@ def _pattern_table(sizes) -> tuple[np.ndarray, dict]:
     return table, {s: i for i, s in enumerate(sizes)}
 
 
+@functools.lru_cache(maxsize=16)
+def _schedule(queries: int, height: int, width: int, norm: str, p_init: float):
+    """(the side at each query, the pattern table, each query's row in it), once per budget and image size
+    rather than per batch; the L-inf attack uses no pattern (a 1 x 1 x 1 table)."""
+    sizes = square_sizes(queries, height, width, norm, p_init)
+    if norm != "l2":
+        return sizes, np.zeros((1, 1, 1), np.float32), np.zeros(queries, np.int32)
+    table, rows = _pattern_table(sizes)
+    return sizes, table, np.array([rows[s] for s in sizes], np.int32)
+
+
 def _grid(height: int, width: int):
     """The L2 start's grid of squares of side h // 5 from (h - 5 s) // 2 (AutoAttack's layout): per pixel the
     square's number (-1 outside) and the pixel's row and column inside it."""
@@ -194,12 +205,11 @@ def run_square(model, variables, x, labels, key, index, *, eps: float, norm: str
     """The Square attack on one batch: (adv (B, H, W, 3), fooled (B,)); stops once every example is fooled."""
     b, h, w, _ = x.shape
     sharding = problem.batch_sharding(b)
-    sizes = square_sizes(queries, h, w, norm, p_init)
-    table, rows = _pattern_table(sizes)
+    sizes, table, rows = _schedule(queries, h, w, norm, float(p_init))
     x, labels, index = problem.shard_batch(x, labels, index)
     eps_ = jnp.asarray(eps, x.dtype)
     carry, keys = _init(model, variables, x, labels, key, index, eps_, norm=norm, sharding=sharding)
-    sched = jax.device_put((np.arange(queries, dtype=np.int32), sizes, np.array([rows[s] for s in sizes], np.int32)))
+    sched = jax.device_put((np.arange(queries, dtype=np.int32), sizes, rows))
     every = _chunk(queries)
     done = lambda c, _, steps: steps % every == 0 and not bool(jnp.any(c["margin"] > 0))
     carry, _ = _loop((variables, x, labels, keys, eps_, jnp.asarray(table, x.dtype)), carry, sched, chunk=every,
