@@ -68,30 +68,37 @@ def _has_relu(jaxpr) -> bool:
     return False
 
 
-def _eval(jaxpr, consts, args, relu):
-    """Evaluates ``jaxpr`` with each ``relu`` call replaced by ``relu`` (recursing into nested jits)."""
+def eval_jaxpr(jaxpr, consts, args, relu=None, perturb=None):
+    """Evaluates ``jaxpr`` with each ReLU call replaced by ``relu`` (recursing into nested jits; None: every
+    call as it is) and, with ``perturb`` = (a variable of ``jaxpr``, delta), delta added to that variable
+    where it is made (Grad-CAM's derivative with respect to a layer's output)."""
     env = {}
     read = lambda v: v.val if isinstance(v, jcore.Literal) else env[v]
+
+    def write(var, val):
+        env[var] = val + perturb[1] if perturb is not None and var is perturb[0] else val
+
     for var, val in zip(jaxpr.constvars, consts):
-        env[var] = val
+        write(var, val)
     for var, val in zip(jaxpr.invars, args):
-        env[var] = val
+        write(var, val)
     for eqn in jaxpr.eqns:
         invals = [read(v) for v in eqn.invars]
-        if _is_relu(eqn):
+        if relu is not None and _is_relu(eqn):
             outs = [relu(invals[0])]
-        elif eqn.primitive.name in ("jit", "pjit"):
+        elif relu is not None and eqn.primitive.name in ("jit", "pjit"):
             sub = eqn.params["jaxpr"]
-            outs = _eval(sub.jaxpr, sub.consts, invals, relu)
-        elif eqn.primitive.name in ("custom_jvp_call", "custom_vjp_call") and _has_relu(eqn.params["call_jaxpr"].jaxpr):
+            outs = eval_jaxpr(sub.jaxpr, sub.consts, invals, relu)
+        elif (relu is not None and eqn.primitive.name in ("custom_jvp_call", "custom_vjp_call")
+              and _has_relu(eqn.params["call_jaxpr"].jaxpr)):
             sub = eqn.params["call_jaxpr"]
-            outs = _eval(sub.jaxpr, sub.consts, invals, relu)
+            outs = eval_jaxpr(sub.jaxpr, sub.consts, invals, relu)
         else:   # any other op, custom-derivative functions without a ReLU (the CPU max pool and convolutions
             # of ``jaxcnn.cpu``) included: bound as they are, with their own derivative rules
             outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
             outs = outs if eqn.primitive.multiple_results else [outs]
         for var, val in zip(eqn.outvars, outs):
-            env[var] = val
+            write(var, val)
     return [read(v) for v in jaxpr.outvars]
 
 
@@ -117,7 +124,7 @@ def _gradient(model, variables, x, unit, method):
         return jax.grad(score)(x)
     closed = jax.make_jaxpr(score)(x)
     relu = _modified_relu(method)
-    return jax.grad(lambda x: _eval(closed.jaxpr, closed.consts, [x], relu)[0])(x)
+    return jax.grad(lambda x: eval_jaxpr(closed.jaxpr, closed.consts, [x], relu)[0])(x)
 
 
 def saliency_map(grad) -> np.ndarray:

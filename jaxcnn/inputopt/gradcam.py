@@ -12,7 +12,7 @@ by the ReLU'd map upsampled to the input (nearest neighbour, as Captum's ``Guide
 The gradient with respect to an activation inside the network is taken without touching the model:
 the forward function (``preprocess``, the model, the unit) is traced to a jaxpr that also returns
 ``features[layer]``, and evaluated again with a perturbation added to that activation where it is
-made; the derivative at a zero perturbation is d unit / d A. A unit is any objective
+made (``attribution.eval_jaxpr``); the derivative at a zero perturbation is d unit / d A. A unit is any objective
 (``class_logit`` for the paper's class maps), as for the other attributions.
 """
 
@@ -23,12 +23,11 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend import core as jcore
 
 from jaxcnn import cpu
 from jaxcnn.imagenet import preprocess
 from jaxcnn.inputopt import problem
-from jaxcnn.inputopt.attribution import input_gradient
+from jaxcnn.inputopt.attribution import eval_jaxpr, input_gradient
 from jaxcnn.inputopt.objectives import Objective
 
 UPSAMPLING = ("nearest", "bilinear")
@@ -72,25 +71,6 @@ def layer_gradient(model, variables, images, unit: Objective, layer: str) -> tup
     return _layer_gradient(model, variables, x, unit, layer=layer)
 
 
-def _eval_perturbed(jaxpr, consts, args, target, delta):
-    """Evaluates ``jaxpr`` with ``delta`` added to the variable ``target`` where it is made."""
-    env = {}
-    read = lambda v: v.val if isinstance(v, jcore.Literal) else env[v]
-
-    def write(var, val):
-        env[var] = val + delta if var is target else val
-
-    for var, val in zip(jaxpr.constvars, consts):
-        write(var, val)
-    for var, val in zip(jaxpr.invars, args):
-        write(var, val)
-    for eqn in jaxpr.eqns:
-        outs = eqn.primitive.bind(*[read(v) for v in eqn.invars], **eqn.primitive.get_bind_params(eqn.params))
-        for var, val in zip(eqn.outvars, outs if eqn.primitive.multiple_results else [outs]):
-            write(var, val)
-    return [read(v) for v in jaxpr.outvars]
-
-
 @functools.partial(cpu.jit, static_argnames=("model", "layer"))
 def _layer_gradient(model, variables, x, unit, *, layer):
     def forward(x):
@@ -103,11 +83,10 @@ def _layer_gradient(model, variables, x, unit, *, layer):
         raise ValueError(f"the unit does not depend on {layer} (nothing after it leads to the score)")
 
     def score(delta):
-        value, acts = _eval_perturbed(closed.jaxpr, closed.consts, [x], target, delta)
+        value, acts = eval_jaxpr(closed.jaxpr, closed.consts, [x], perturb=(target, delta))
         return value, acts
 
-    shape = jax.eval_shape(forward, x)[1]
-    grads, acts = jax.grad(score, has_aux=True)(jnp.zeros(shape.shape, shape.dtype))
+    grads, acts = jax.grad(score, has_aux=True)(jnp.zeros(target.aval.shape, target.aval.dtype))
     return acts.astype(jnp.float32), grads.astype(jnp.float32)
 
 
