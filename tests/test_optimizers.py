@@ -210,3 +210,8 @@ def test_unknown_optimizer_lists_valid_ones():
         OptimizerConfig(name="adam")
     with pytest.raises(ValueError, match="clip_grad_norm >= 0"):
         OptimizerConfig(clip_grad_norm=-1.0)
+    # an option the chosen optimizer has no use for is refused, not ignored
+    with pytest.raises(ValueError, match="^eps applies to adamw, lamb and lars; sgd has none$"):
+        OptimizerConfig(eps=1e-8)
+    with pytest.raises(ValueError, match="^nesterov applies to sgd, adamw and lars, not lamb$"):
+        OptimizerConfig(name="lamb", nesterov=True)

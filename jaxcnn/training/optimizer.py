@@ -62,8 +62,8 @@ DEFAULT_EPS = {"sgd": 0.0, "adamw": 1e-8, "lars": 0.0, "lamb": 1e-6}   # optax's
 class OptimizerConfig:
     name: str = "sgd"                     # sgd, adamw, lars, lamb
     learning_rate: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
+    momentum: float = 0.9                 # sgd, lars (adamw and lamb: b1)
+    nesterov: bool = False                # sgd, adamw (NAdamW), lars
     weight_decay: float = 1e-4
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
@@ -77,7 +77,7 @@ class OptimizerConfig:
     b2: float = 0.999                     # adamw, lamb: second-moment decay
     eps: float | None = None              # adamw, lamb: denominator epsilon; lars: trust-ratio epsilon; None: optax's
     trust_coefficient: float = 0.001      # lars: eta of the trust ratio
-    end_learning_rate: float = 1e-4       # poly: the learning rate reached at the last step
+    end_learning_rate: float = 1e-4       # poly: the learning rate the decay ends at (one step after the last)
     poly_power: float = 2.0               # poly: the exponent of the decay
 
     def __post_init__(self):
@@ -93,6 +93,10 @@ class OptimizerConfig:
             raise ValueError("b1 and b2 must be in [0, 1), clip_grad_norm >= 0, trust_coefficient > 0")
         if self.eps is not None and self.eps < 0:
             raise ValueError(f"eps must be >= 0 or None, got {self.eps}")
+        if self.eps is not None and self.name == "sgd":
+            raise ValueError("eps applies to adamw, lamb and lars; sgd has none")
+        if self.nesterov and self.name == "lamb":
+            raise ValueError("nesterov applies to sgd, adamw and lars, not lamb")
 
 
 def learning_rate_schedule(cfg: OptimizerConfig, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
