@@ -1,6 +1,6 @@
 """An ImageNet-format fixture made from real photos: every layout jaxcnn reads, a few hundred JPEGs, in seconds.
 
-``build(root)`` (or ``jaxcnn fixture DIR``, or ``python -m jaxcnn.data.fixture DIR``) cuts scikit-image's
+``build(root)`` (or ``jaxcnn fixture DIR``) cuts scikit-image's
 sample photos (no download) into JPEGs of ImageNet's sizes (300-500 px on the longer side; random crops,
 mirror images, brightness, JPEG quality) over six ImageNet classes (``CLASSES``: tabby, espresso, missile,
 moped, tripod, wall clock; the tripod and the clock are grey photos, stored as greyscale JPEGs as some
@@ -32,7 +32,6 @@ generators seeded by ``seed``: the same call writes the same images.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import io
@@ -343,41 +342,3 @@ def build(root: str | os.PathLike, *, train_per_class: int = 40, val_per_class: 
     }
     (root / "fixture.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
-
-
-def describe(root: str | os.PathLike, manifest: dict) -> str:
-    """What ``build`` wrote, and the commands that use it, as the command prints it."""
-    root = Path(root)
-    n = manifest["images"]
-    classes = ", ".join(f"{c['name']} ({c['synset']}, {c['label']})" for c in manifest["classes"])
-    return "\n".join([
-        f"{n['train']} train, {n['val']} val and {n['v2']} ImageNetV2-like JPEGs of {len(manifest['classes'])} "
-        f"classes: {classes}",
-        f"  tfds:    --data-dir {root / 'tfds'}  imagenet2012, imagenet2012_real, imagenet_v2",
-        f"  folders: folder:{root / 'ILSVRC'}  folder:{root / 'ILSVRC-v2'}",
-        f"  VOC:     voc2012 with data_dir={root / 'VOCdevkit' / 'VOC2012'} ({n['voc']['train']} train, "
-        f"{n['voc']['val']} val)",
-        f"try: jaxcnn train dataset=imagenet2012 data_dir={root / 'tfds'} augment=inception eval_transform=center "
-        "image_size=64 batch_size=32 max_steps=20 workdir=runs/fixture",
-    ])
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("root", help="the folder to write (created if missing)")
-    p.add_argument("--train-per-class", type=int, default=40)
-    p.add_argument("--val-per-class", type=int, default=12)
-    p.add_argument("--v2-per-class", type=int, default=12)
-    p.add_argument("--seed", type=int, default=0)
-
-
-def run(args: argparse.Namespace) -> dict:
-    manifest = build(args.root, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
-                     v2_per_class=args.v2_per_class, seed=args.seed)
-    print(describe(args.root, manifest))
-    return manifest
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m jaxcnn.data.fixture", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    run(parser.parse_args())
