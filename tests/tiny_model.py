@@ -33,15 +33,10 @@ class TinyCNN(nn.Module):
         return logits.astype(jnp.float32), feats
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(TinyCNN):
     """Three blocks of two 3x3 conv-BN-ReLU (16, 32, 64 channels) and a max pool, global average, dense: enough
-    capacity for digits under heavy augmentation (mixup, TrivialAugment), small enough to train in seconds."""
-
-    num_classes: int = 10
-    dropout_rate: float = 0.0
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-    bn_axis_name: str | None = None
+    capacity for digits under heavy augmentation (mixup, TrivialAugment), small enough to train in seconds. The
+    options are TinyCNN's."""
 
     @nn.compact
     def __call__(self, x, train: bool = False):
