@@ -41,13 +41,9 @@ def _sorted_l2(t, w, b):
     """The L2 projection with sorted bounds: F(alpha) at each bound, the segment crossing c, alpha on it."""
     import jax.numpy as jnp
 
-    from jaxcnn.inputopt.fab import _oriented
+    from jaxcnn.inputopt.fab import l2_bounds
 
-    w, c = _oriented(t, w, b)
-    live = jnp.abs(w) > 1e-8
-    safe = jnp.where(live, w, 1.0)
-    r = jnp.where(live, jnp.maximum(t / safe, (t - 1) / safe), 0.0)
-    w2 = jnp.where(live, w * w, 0.0)
+    w, c, live, r, w2 = l2_bounds(t, w, b)
     order = jnp.argsort(r, axis=1)
     rs, w2s = jnp.take_along_axis(r, order, 1), jnp.take_along_axis(w2, order, 1)
     total = jnp.sum(w2s, axis=1, keepdims=True)

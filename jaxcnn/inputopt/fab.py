@@ -83,6 +83,16 @@ def project_linf(t, w, b):
     return d * (w != 0)
 
 
+def l2_bounds(t, w, b):
+    """The L2 projection's pieces: w oriented and c (``_oriented``), the coordinates that move (|w_i| > 1e-8),
+    the alpha r_i at which coordinate i reaches its bound, and w_i^2 (0 where it does not move)."""
+    w, c = _oriented(t, w, b)
+    live = jnp.abs(w) > 1e-8
+    safe = jnp.where(live, w, 1.0)
+    r = jnp.where(live, jnp.maximum(t / safe, (t - 1) / safe), 0.0)
+    return w, c, live, r, jnp.where(live, w * w, 0.0)
+
+
 def project_l2(t, w, b):
     """The smallest L2 step d (N, D) with w.(t + d) = b and t + d in [0, 1] (as far as the box allows).
 
@@ -90,11 +100,7 @@ def project_l2(t, w, b):
     sum_i w_i^2 min(alpha, r_i) = c, between c / sum w^2 and max r (bisected on log alpha: r spans many
     orders of magnitude). Coordinates with |w_i| <= 1e-8 do not move.
     """
-    w, c = _oriented(t, w, b)
-    live = jnp.abs(w) > 1e-8
-    safe = jnp.where(live, w, 1.0)
-    r = jnp.where(live, jnp.maximum(t / safe, (t - 1) / safe), 0.0)
-    w2 = jnp.where(live, w * w, 0.0)
+    w, c, live, r, w2 = l2_bounds(t, w, b)
     total = jnp.sum(w2, axis=1)
     alpha = _solve(c, w2, r, c / jnp.where(total > 0, total, 1.0), jnp.max(r, axis=1), log=True)
     bound = -r * w
